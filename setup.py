@@ -1,0 +1,57 @@
+"""Builds the native extension ``maskrcnn._C`` from the sources in ``ops/``.
+
+The CPU kernels are always built. The CUDA kernels are added when torch sees a GPU or when
+``FORCE_CUDA=1`` is set (for example in ``docker build``, where no GPU is visible); the target
+architectures come from ``TORCH_CUDA_ARCH_LIST`` as usual for torch extensions.
+``MASKRCNN_NO_EXT=1`` skips the extension (the Makefile registers the editable package that way
+and then builds the extension incrementally with ``setup.py build_ext --inplace``).
+"""
+
+import glob
+import os
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def _extensions():
+    if os.environ.get("MASKRCNN_NO_EXT") == "1":
+        return [], {}
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+    sources = _sources("ops/*.cpp") + _sources("ops/cpu/*.cpp")
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    define_macros = []
+    use_cuda = (torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1") and CUDA_HOME
+    if use_cuda:
+        sources += _sources("ops/cuda/*.cu")
+        define_macros.append(("WITH_CUDA", None))
+        nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        extension = CUDAExtension(
+            "maskrcnn._C",
+            sources,
+            include_dirs=[os.path.join(ROOT, "ops")],
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        extension = CppExtension(
+            "maskrcnn._C",
+            sources,
+            include_dirs=[os.path.join(ROOT, "ops")],
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=["-fopenmp"],
+        )
+    return [extension], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

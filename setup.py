@@ -26,13 +26,14 @@ def _extensions():
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     sources = _sources("ops/*.cpp") + _sources("ops/cpu/*.cpp")
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    # No -std flag: torch adds the standard its headers need (C++17 up to 2.12, C++20 after).
+    cxx_flags = ["-O3", "-fopenmp"]
     define_macros = []
     use_cuda = (torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1") and CUDA_HOME
     if use_cuda:
         sources += _sources("ops/cuda/*.cu")
         define_macros.append(("WITH_CUDA", None))
-        nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
         extension = CUDAExtension(
             "maskrcnn._C",
             sources,

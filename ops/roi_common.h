@@ -37,6 +37,15 @@ struct AlignGeometry {
   int count;   // divisor of the average: max(grid_h * grid_w, 1)
 };
 
+// ceil(bin_size) as a sample count: 0 for empty or negative bins. The float-to-int conversion is
+// bounded so that an absurd (but finite) box cannot overflow it; callers reject non-finite boxes.
+template <typename T>
+ROI_HD int adaptive_grid(T bin_size) {
+  const T grid = ceil(bin_size);
+  if (!(grid > T(0))) return 0;
+  return grid < T(1 << 30) ? static_cast<int>(grid) : (1 << 30);
+}
+
 // box: the four corners x1, y1, x2, y2 of the RoI in input-image coordinates.
 template <typename T>
 ROI_HD AlignGeometry<T> align_geometry(
@@ -60,10 +69,8 @@ ROI_HD AlignGeometry<T> align_geometry(
   g.bin_w = roi_w / static_cast<T>(pooled_w);
   // Adaptive sampling: ceil(roi_size / output_size) points per bin and axis. A RoI of negative
   // size (aligned) gets no sample points, hence a zero output.
-  int gh = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(roi_h / pooled_h));
-  int gw = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(roi_w / pooled_w));
-  g.grid_h = gh > 0 ? gh : 0;
-  g.grid_w = gw > 0 ? gw : 0;
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_h / pooled_h);
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_w / pooled_w);
   const int count = g.grid_h * g.grid_w;
   g.count = count > 1 ? count : 1;
   return g;

@@ -1,0 +1,97 @@
+"""Scoring a COCO-format results file without a model (``tools/eval.py results=PATH``)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from os import PathLike
+from pathlib import Path
+
+from pycocotools.coco import COCO
+
+from .coco_scoring import COCO_METRIC_NAMES, coco_metrics  # noqa: F401  (names documented here)
+
+logger = logging.getLogger(__name__)
+
+
+def load_coco_gt(gt_json: str | PathLike) -> COCO:
+    """Load a COCO ground-truth annotation file with a clear error when it is missing or not COCO."""
+    path = Path(gt_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO ground-truth file {path} does not exist")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(path))
+    except (ValueError, KeyError, TypeError, AssertionError) as error:
+        raise ValueError(f"{path} is not a COCO annotation file: {error!r}") from error
+
+
+def read_results(results_json: str | PathLike, coco_gt: COCO) -> list[dict]:
+    """Read and check a COCO results file: a JSON list of ``{image_id, category_id, score, bbox
+    [x, y, w, h]}`` and/or ``segmentation``."""
+    path = Path(results_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file {path} does not exist")
+    with open(path) as f:
+        try:
+            results = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"results file {path} is not valid JSON: {error}") from error
+    if not isinstance(results, list):
+        raise ValueError(f"results file {path} must hold a JSON list of detections, got {type(results).__name__}")
+    for i, result in enumerate(results):
+        if not isinstance(result, dict):
+            raise ValueError(f"{path}: entry {i} is not an object")
+        missing = [key for key in ("image_id", "category_id", "score") if key not in result]
+        if missing:
+            raise ValueError(f"{path}: entry {i} lacks {missing}")
+        if "bbox" not in result and "segmentation" not in result:
+            raise ValueError(f"{path}: entry {i} has neither 'bbox' nor 'segmentation'")
+        if "bbox" in result and len(result["bbox"]) != 4:
+            raise ValueError(f"{path}: entry {i} has bbox {result['bbox']!r}; expected [x, y, w, h]")
+    unknown = sorted({r["image_id"] for r in results} - set(coco_gt.imgs), key=str)
+    if unknown:
+        raise ValueError(f"{path}: image ids {unknown[:10]} are not in the ground truth")
+    return results
+
+
+def score_coco_results(
+    gt_json: str | PathLike,
+    results_json: str | PathLike,
+    *,
+    iou_types: tuple[str, ...] | None = None,
+) -> dict[str, float]:
+    """COCO metrics of a results file against a ground-truth file, exactly as COCOeval computes them.
+
+    Every image of the ground truth is evaluated (COCOeval's default): an image without
+    detections counts its objects as missed.
+
+    Args:
+        gt_json: COCO annotation file (crowd regions included).
+        results_json: COCO results file (a JSON list; see :func:`read_results`).
+        iou_types: default: "bbox" when every result has a bbox, plus "segm" when every result
+            has a segmentation. An empty results list scores both (all APs 0).
+
+    Returns:
+        ``{iou_type}/{AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}`` as
+        fractions in [0, 1] (-1 where COCOeval has no ground truth in an area range), and
+        ``{iou_type}/AP-<category>`` — the same names as :class:`COCOEvaluator`.
+    """
+    coco_gt = load_coco_gt(gt_json)
+    results = read_results(results_json, coco_gt)
+    if iou_types is None:
+        iou_types = tuple(
+            t for t, key in (("bbox", "bbox"), ("segm", "segmentation")) if all(key in r for r in results)
+        ) or ("bbox",)
+    metrics: dict[str, float] = {}
+    for iou_type in iou_types:
+        key = "bbox" if iou_type == "bbox" else "segmentation"
+        if not all(key in r for r in results):
+            raise ValueError(f"{results_json}: {iou_type} scoring needs '{key}' in every result")
+        values, per_category, summary = coco_metrics(coco_gt, results, iou_type)
+        logger.info("COCO %s scoring of %s:\n%s", iou_type, results_json, summary)
+        metrics.update(values)
+        metrics.update({f"{iou_type}/AP-{name}": ap for name, ap in per_category.items()})
+    return metrics

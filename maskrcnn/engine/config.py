@@ -1,0 +1,194 @@
+"""Schemas of the engine's config keys and start-up validation of a composed Hydra config.
+
+``tools/train.py`` and ``tools/eval.py`` call :func:`validate_train_config` /
+:func:`validate_eval_config` first: the composed config is merged into typed dataclasses
+(OmegaConf structured configs), so a misspelled key (``solver.base_lrr``) or a wrong type
+(``solver.max_iter=abc``) stops the run with a :class:`ConfigError` naming the key. The groups
+owned by other parts (``model``, ``roi_layer``, ``dataset``) are checked for the keys the engine
+relies on; their constructors (via ``_target_``) reject unknown arguments themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+# The repository root (configs/, tools/, datasets/ live here); relative data paths resolve against it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """A config value is misspelled, of the wrong type, or out of range."""
+
+
+class Amp(Enum):
+    none = 0
+    bf16 = 1
+    fp16 = 2
+
+
+class NonFinite(Enum):
+    stop = 0
+    skip = 1
+
+
+class Schedule(Enum):
+    multistep = 0
+    cosine = 1
+
+
+class WarmupMethod(Enum):
+    linear = 0
+    constant = 1
+
+
+@dataclass
+class SolverConfig:
+    """configs/solver/*.yaml: optimizer, schedule and their periods, in iterations at ``ims_per_batch``."""
+
+    ims_per_batch: int = 16  # total over all ranks
+    base_lr: float = 0.02
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    weight_decay_norm: Optional[float] = 0.0  # None: same as weight_decay
+    weight_decay_bias: Optional[float] = None  # None: same as weight_decay
+    max_iter: int = 90000
+    scheduler: Schedule = Schedule.multistep
+    steps: list[int] = field(default_factory=lambda: [60000, 80000])
+    gamma: float = 0.1
+    cosine_end_factor: float = 0.0
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    warmup_method: WarmupMethod = WarmupMethod.linear
+    checkpoint_period: int = 5000
+    eval_period: int = 0  # 0: evaluate only at the end
+
+
+@dataclass
+class TrainerConfig:
+    """configs/train.yaml ``trainer:``: how the loop runs (not what it optimizes)."""
+
+    amp: Amp = Amp.none
+    clip_grad_norm: float = 0.0  # <= 0: no clipping
+    nonfinite: NonFinite = NonFinite.stop
+    log_period: int = 20
+    keep_last: int = 3
+    num_workers: int = 2
+    aspect_ratio_grouping: bool = True
+    eval_batch_size: int = 1
+    vis_images: int = 4  # validation images drawn at each evaluation
+    vis_score_threshold: float = 0.5
+    find_unused_parameters: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms + no cudnn benchmark
+
+
+@dataclass
+class PathsConfig:
+    data_root: str = "datasets"
+
+
+@dataclass
+class TrainConfig:
+    model: Any = None
+    roi_layer: Any = None
+    dataset: Any = None
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 42
+    device: str = "auto"
+    resume: bool = False
+
+
+@dataclass
+class EvalConfig:
+    model: Any = None
+    roi_layer: Any = None
+    dataset: Any = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    checkpoint: Optional[str] = None  # evaluate this checkpoint, or
+    results: Optional[str] = None  # score this COCO-format results file (no model)
+    split: str = "val"
+    device: str = "auto"
+    amp: Amp = Amp.none
+    batch_size: int = 1
+    num_workers: int = 2
+    vis_images: int = 4
+    vis_score_threshold: float = 0.5
+    seed: int = 42
+
+
+def _merge(schema_cls, cfg: DictConfig) -> DictConfig:
+    """``cfg`` merged into the schema; every interpolation is resolved once as a check."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema_cls), cfg)
+        OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or getattr(error, "key", None)
+        message = str(getattr(error, "msg", error)).splitlines()[0]
+        raise ConfigError(f"invalid config key {key!r}: {message}") from None
+    return merged
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"invalid config value {key}: {message}")
+
+
+def _check_groups(cfg: DictConfig, needs_model: bool = True) -> None:
+    if needs_model:
+        _require(isinstance(cfg.model, DictConfig) and "_target_" in cfg.model, "model",
+                 "pick a model config (model=<name> from configs/model/) with a _target_")
+    _require(isinstance(cfg.dataset, DictConfig), "dataset", "pick a dataset (dataset=<name> from configs/dataset/)")
+    for key in ("name", "num_classes", "evaluator", "train", "val"):
+        _require(key in cfg.dataset, f"dataset.{key}", "missing from the dataset config")
+    _require(isinstance(cfg.dataset.num_classes, int) and cfg.dataset.num_classes > 0, "dataset.num_classes",
+             f"must be a positive int, got {cfg.dataset.num_classes!r}")
+    _require(cfg.dataset.evaluator in ("coco", "voc"), "dataset.evaluator",
+             f"must be 'coco' or 'voc', got {cfg.dataset.evaluator!r}")
+
+
+def resolve_data_root(cfg: DictConfig) -> None:
+    """Make ``paths.data_root`` absolute, relative paths being relative to the repository root
+    (not to Hydra's run directory or the shell's working directory)."""
+    root = Path(cfg.paths.data_root).expanduser()
+    if not root.is_absolute():
+        root = REPO_ROOT / root
+    cfg.paths.data_root = str(root)
+
+
+def validate_train_config(cfg: DictConfig) -> DictConfig:
+    """Typed, checked copy of a composed train config (raises :class:`ConfigError` naming the key)."""
+    merged = _merge(TrainConfig, cfg)
+    _check_groups(merged)
+    s, t = merged.solver, merged.trainer
+    _require(s.ims_per_batch > 0, "solver.ims_per_batch", f"must be > 0, got {s.ims_per_batch}")
+    _require(s.base_lr > 0, "solver.base_lr", f"must be > 0, got {s.base_lr}")
+    _require(s.max_iter > 0, "solver.max_iter", f"must be > 0, got {s.max_iter}")
+    _require(list(s.steps) == sorted(s.steps) and all(0 < x <= s.max_iter for x in s.steps), "solver.steps",
+             f"must be increasing iterations in (0, max_iter={s.max_iter}], got {list(s.steps)}")
+    _require(0 <= s.warmup_factor <= 1, "solver.warmup_factor", f"must be in [0, 1], got {s.warmup_factor}")
+    _require(s.warmup_iters >= 0, "solver.warmup_iters", f"must be >= 0, got {s.warmup_iters}")
+    _require(t.log_period > 0, "trainer.log_period", f"must be > 0, got {t.log_period}")
+    _require(t.num_workers >= 0, "trainer.num_workers", f"must be >= 0, got {t.num_workers}")
+    _require(t.eval_batch_size > 0, "trainer.eval_batch_size", f"must be > 0, got {t.eval_batch_size}")
+    resolve_data_root(merged)
+    return merged
+
+
+def validate_eval_config(cfg: DictConfig) -> DictConfig:
+    """Typed, checked copy of a composed eval config: exactly one of ``checkpoint`` / ``results``."""
+    merged = _merge(EvalConfig, cfg)
+    _require((merged.checkpoint is None) != (merged.results is None), "checkpoint/results",
+             "give exactly one of checkpoint=PATH (evaluate a model) or results=PATH (score a results file)")
+    _check_groups(merged, needs_model=merged.checkpoint is not None)
+    _require(merged.split in merged.dataset, "split", f"the dataset config has no split {merged.split!r}")
+    _require(merged.batch_size > 0, "batch_size", f"must be > 0, got {merged.batch_size}")
+    resolve_data_root(merged)
+    return merged

@@ -1,0 +1,237 @@
+"""The iteration-based training loop: AMP, gradient clipping, non-finite losses, checkpoints, evaluation.
+
+The trainer owns no model-building logic: ``tools/train.py`` builds the model (wrapped in
+DistributedDataParallel when distributed), optimizer, scheduler and loader, and passes an
+``evaluate_fn(iteration) -> dict`` that runs the periodic evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .checkpoint import Checkpointer, rng_state, set_rng_state
+from .distributed import is_main_process, reduce_mean
+from .inference import AMP_DTYPES, autocast
+from .metrics import MetricsLogger
+
+logger = logging.getLogger(__name__)
+
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite (``trainer.nonfinite=stop``)."""
+
+
+class Trainer:
+    """Runs ``max_iter`` SGD iterations of a detector that returns a dict of losses in training mode.
+
+    Args:
+        model: detector (possibly DDP-wrapped); ``model(images, targets) -> {loss_name: scalar}``.
+        optimizer, scheduler: from :mod:`maskrcnn.engine.solver`; the scheduler steps every iteration.
+        train_loader: infinite iterable of ``(images, targets)`` batches; if it has
+            ``state_dict()`` / ``load_state_dict()`` its position is checkpointed.
+        max_iter: total iterations.
+        device: where images and targets are moved.
+        checkpointer: writes checkpoints (main process only).
+        metrics: :class:`MetricsLogger` (disabled on non-main ranks).
+        amp: "none", "bf16" (autocast bfloat16) or "fp16" (autocast float16 with a GradScaler).
+        clip_grad_norm: max total L2 norm of the gradients; <= 0 disables clipping.
+        nonfinite: "stop" raises :class:`NonFiniteLossError` naming the loss and iteration;
+            "skip" drops that step (no parameter update) and continues.
+        log_period, checkpoint_period, eval_period: in iterations; eval_period <= 0 evaluates
+            only at the end. ``evaluate_fn(iteration)`` runs the evaluation (all ranks).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        train_loader: Iterable,
+        max_iter: int,
+        device: torch.device,
+        checkpointer: Checkpointer,
+        metrics: MetricsLogger,
+        amp: str = "none",
+        clip_grad_norm: float = 0.0,
+        nonfinite: str = "stop",
+        log_period: int = 20,
+        checkpoint_period: int = 1000,
+        eval_period: int = 0,
+        evaluate_fn: Callable[[int], dict] | None = None,
+    ):
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"trainer.amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"trainer.nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_loader = train_loader
+        self.max_iter = int(max_iter)
+        self.device = device
+        self.checkpointer = checkpointer
+        self.metrics = metrics
+        self.amp = amp
+        # A GradScaler only for float16 (bfloat16 has float32's range and needs no loss scaling).
+        self.scaler = torch.amp.GradScaler(device.type, enabled=(amp == "fp16"))
+        self.clip_grad_norm = float(clip_grad_norm)
+        self.nonfinite = nonfinite
+        self.log_period = max(int(log_period), 1)
+        self.checkpoint_period = int(checkpoint_period)
+        self.eval_period = int(eval_period)
+        self.evaluate_fn = evaluate_fn
+        self.iteration = 0  # number of finished iterations
+        self.skipped_steps = 0
+        self.last_eval: dict = {}
+        self._resume_rng: dict | None = None
+
+    # ----------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        state = {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.iteration,
+            "rng": rng_state(),
+        }
+        if hasattr(self.train_loader, "state_dict"):
+            state["loader"] = self.train_loader.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore everything :meth:`state_dict` saved. The RNG states are applied when
+        :meth:`train` starts (after the data iterator is created, which draws random seeds)."""
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        if "loader" in state and hasattr(self.train_loader, "load_state_dict"):
+            self.train_loader.load_state_dict(state["loader"])
+        self.iteration = int(state["iteration"])
+        self._resume_rng = state.get("rng")
+
+    # ------------------------------------------------------------------------------------ loop
+    def train(self) -> dict:
+        """Train from ``self.iteration`` to ``max_iter``; returns the last evaluation's metrics."""
+        if self.iteration >= self.max_iter:
+            logger.info(f"nothing to train: iteration {self.iteration} >= max_iter {self.max_iter}")
+            return self.last_eval
+        logger.info(f"training from iteration {self.iteration} to {self.max_iter}")
+        self.model.train()
+        data_iter = iter(self.train_loader)
+        if self._resume_rng is not None:
+            set_rng_state(self._resume_rng)
+            self._resume_rng = None
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        while self.iteration < self.max_iter:
+            self.run_step(data_iter)
+            it = self.iteration
+            if it % self.log_period == 0 or it == self.max_iter:
+                self.metrics.write(it)
+                if is_main_process():
+                    logger.info(self.metrics.progress_line(it, self.max_iter))
+            if it < self.max_iter:
+                if self.checkpoint_period > 0 and it % self.checkpoint_period == 0:
+                    self.save_checkpoint()
+                if self.eval_period > 0 and it % self.eval_period == 0:
+                    self.evaluate()
+        self.save_checkpoint(final=True)
+        self.evaluate()
+        if self.skipped_steps:
+            logger.warning(f"{self.skipped_steps} steps were skipped because of non-finite losses")
+        return self.last_eval
+
+    def run_step(self, data_iter) -> None:
+        start = time.perf_counter()
+        images, targets = next(data_iter)
+        data_time = time.perf_counter() - start
+        images = [img.to(self.device, non_blocking=True) for img in images]
+        targets = [
+            {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+            for t in targets
+        ]
+        with autocast(self.device, self.amp):
+            loss_dict = self.model(images, targets)
+        if not isinstance(loss_dict, dict) or not loss_dict:
+            raise TypeError(f"the model returned {type(loss_dict).__name__} in training mode; expected a dict of losses")
+        loss_dict = {k: v.float() for k, v in loss_dict.items()}
+        total = sum(loss_dict.values())
+        # Reduced over ranks so every rank takes the same decision on a non-finite loss.
+        reduced = reduce_mean({**{k: v.detach() for k, v in loss_dict.items()}, "loss": total.detach()})
+        values = {k: float(v) for k, v in reduced.items()}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        step_index = self.iteration + 1  # 1-based, as printed in the progress line
+        if bad:
+            names = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+            if self.nonfinite == "stop":
+                raise NonFiniteLossError(
+                    f"non-finite loss at iteration {step_index}: {names} "
+                    f"(lower solver.base_lr, enable trainer.clip_grad_norm, or set trainer.nonfinite=skip)"
+                )
+            logger.warning(f"skipping iteration {step_index}: non-finite loss {names}")
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            if self.clip_grad_norm > 0:
+                self.scaler.unscale_(self.optimizer)
+                params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+                values["grad_norm"] = float(grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.iteration += 1
+
+        scalars = {k: v for k, v in values.items() if k not in bad}
+        scalars["lr"] = lr
+        scalars["time/iter"] = time.perf_counter() - start
+        scalars["time/data"] = data_time
+        if self.device.type == "cuda":
+            scalars["memory/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.amp == "fp16":
+            scalars["amp/loss_scale"] = self.scaler.get_scale()
+        stats = getattr(unwrap(self.model), "last_stats", None)
+        if isinstance(stats, dict):
+            scalars.update({f"stats/{k}": float(v) for k, v in stats.items()})
+        self.metrics.put(scalars)
+
+    # ------------------------------------------------------------------- checkpoints, evaluation
+    def save_checkpoint(self, final: bool = False) -> None:
+        if is_main_process():
+            path = self.checkpointer.save(self.state_dict(), final=final)
+            logger.info(f"saved checkpoint {path}")
+
+    def evaluate(self) -> dict:
+        if self.evaluate_fn is None:
+            return {}
+        # Evaluation must not change the training random stream: a run that evaluates at some
+        # iteration and one resumed just after it continue identically.
+        saved = rng_state()
+        try:
+            results = self.evaluate_fn(self.iteration) or {}
+        finally:
+            set_rng_state(saved)
+        self.last_eval = results
+        self.metrics.log(self.iteration, results)
+        self.model.train()
+        return results

@@ -1,0 +1,154 @@
+"""Trainer loop on a tiny real module: updates, non-finite loss policies, clipping, AMP, resume."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from maskrcnn.engine import Checkpointer, MetricsLogger, NonFiniteLossError, Trainer
+from maskrcnn.engine.solver import build_lr_scheduler, build_optimizer
+
+
+class TinyDetectorLike(nn.Module):
+    """Returns a dict of two losses like a detector; ``nan_at`` makes ``loss_b`` NaN on that call."""
+
+    def __init__(self, nan_at=None):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 4)
+        self.calls = 0
+        self.nan_at = nan_at
+
+    def forward(self, images, targets):
+        self.calls += 1
+        feats = torch.stack([self.conv(img[None]).mean(dim=(0, 2, 3)) for img in images])
+        pred = self.head(feats)
+        boxes = torch.stack([t["boxes"][0] for t in targets]) / 32.0
+        loss_a = (pred - boxes).pow(2).mean()
+        loss_b = 0.1 * pred.abs().mean()
+        if self.calls == self.nan_at:
+            loss_b = loss_b * float("nan")
+        self.last_stats = {"rpn/num_fg": 3.0, "roi/accuracy": 0.5}
+        return {"loss_a": loss_a, "loss_b": loss_b}
+
+
+class Loader:
+    """Infinite deterministic batches with a restorable position (like the data engineer's loader)."""
+
+    def __init__(self, batch=2):
+        self.batch = batch
+        self.position = 0
+
+    def __iter__(self):
+        while True:
+            g = torch.Generator().manual_seed(self.position)
+            self.position += 1
+            images = tuple(torch.rand(3, 16, 16, generator=g) for _ in range(self.batch))
+            targets = tuple({"boxes": torch.rand(1, 4, generator=g) * 32, "image_id": i} for i in range(self.batch))
+            yield images, targets
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+def make_trainer(tmp_path, *, max_iter=6, nan_at=None, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = TinyDetectorLike(nan_at=nan_at)
+    opt = build_optimizer(model, base_lr=0.05, momentum=0.9, weight_decay=1e-4)
+    sched = build_lr_scheduler(opt, max_iter=max_iter, steps=[max(max_iter // 2, 1)], warmup_iters=2)
+    return Trainer(model=model, optimizer=opt, scheduler=sched, train_loader=Loader(), max_iter=max_iter,
+                   device=torch.device("cpu"), checkpointer=Checkpointer(directory=tmp_path, keep_last=2),
+                   metrics=MetricsLogger(directory=tmp_path), log_period=2, **kwargs)
+
+
+def test_trains_logs_and_saves_final(tmp_path):
+    evals = []
+    trainer = make_trainer(tmp_path, checkpoint_period=2, eval_period=4,
+                           evaluate_fn=lambda it: evals.append(it) or {"bbox/AP": 0.25 * it})
+    before = trainer.model.head.weight.detach().clone()
+    result = trainer.train()
+    assert not torch.equal(before, trainer.model.head.weight)
+    assert evals == [4, 6] and result == {"bbox/AP": 1.5}
+    assert (tmp_path / "model_final.pt").exists()
+    assert sorted(p.name for p in tmp_path.glob("model_0*.pt")) == ["model_0000002.pt", "model_0000004.pt"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if "loss" in r]
+    assert [r["iteration"] for r in train_records] == [2, 4, 6]
+    for key in ("loss_a", "loss_b", "lr", "time/iter", "time/data", "stats/rpn/num_fg", "stats/roi/accuracy"):
+        assert key in train_records[0], key
+    assert {"iteration": 4, "bbox/AP": 1.0} in records
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    line = trainer.metrics.progress_line(6, 6)
+    assert "iter 6/6" in line and "loss_a" in line and "eta" in line
+    trainer.metrics.close()
+
+
+def test_nonfinite_loss_stops_with_name_and_iteration(tmp_path):
+    trainer = make_trainer(tmp_path, nan_at=3)
+    with pytest.raises(NonFiniteLossError, match=r"iteration 3: loss=nan, loss_b=nan"):
+        trainer.train()
+    assert trainer.iteration == 2
+
+
+def test_nonfinite_loss_skip_leaves_weights_untouched(tmp_path):
+    trainer = make_trainer(tmp_path, nan_at=3, nonfinite="skip", max_iter=3)
+    trainer.max_iter = 2
+    trainer.train()
+    after_two = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.max_iter = 3
+    trainer.train()  # iteration 3 is NaN: skipped, no update
+    assert trainer.iteration == 3 and trainer.skipped_steps == 1
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, after_two[k]), k
+
+
+def _first_step_size(trainer):
+    before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    trainer.train()
+    after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    return float((after - before).norm()) / lr, float(before.norm())
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    clip = 1e-3
+    clipped = make_trainer(tmp_path / "a", clip_grad_norm=clip, max_iter=1)
+    step, param_norm = _first_step_size(clipped)
+    # first SGD step (no momentum history): lr * (clipped grad + wd * theta)
+    assert step <= clip + 1e-4 * param_norm + 1e-6
+    assert clipped.metrics.history["grad_norm"].values[-1] > 10 * clip  # the raw norm was larger
+    free_step, _ = _first_step_size(make_trainer(tmp_path / "b", max_iter=1))
+    assert free_step > 10 * step
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_modes_train(tmp_path, amp):
+    trainer = make_trainer(tmp_path, amp=amp, max_iter=2)
+    trainer.train()
+    assert trainer.iteration == 2
+    assert (amp == "fp16") == trainer.scaler.is_enabled()
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):
+    full = make_trainer(tmp_path / "full", checkpoint_period=3)
+    full.train()
+    partial = make_trainer(tmp_path / "part", checkpoint_period=3)
+    partial.max_iter = 3
+    partial.train()
+    resumed = make_trainer(tmp_path / "res", seed=123)  # different init: everything must come from the file
+    resumed.load_state_dict(Checkpointer.load(tmp_path / "part" / "model_final.pt"))
+    assert resumed.iteration == 3
+    resumed.train()
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_bad_options_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="trainer.amp"):
+        make_trainer(tmp_path, amp="fp8")
+    with pytest.raises(ValueError, match="trainer.nonfinite"):
+        make_trainer(tmp_path, nonfinite="ignore")

@@ -72,6 +72,9 @@ class COCOEvaluator:
     Only the processed images are evaluated (so an evaluation on part of a dataset is fair); a
     processed image with no detection counts its ground truth as missed.
 
+    Note: like every COCOeval user (torchvision, detectron2), segm evaluation converts the ground
+    truth's polygons to RLE in place in ``coco_gt`` (``COCO.annToMask`` reads either).
+
     Distributed: ``evaluate()`` must be called on every rank; the predictions are gathered with
     ``torch.distributed.all_gather_object``, each image counted once, the metrics are computed on
     rank 0 and the other ranks return ``{}``.

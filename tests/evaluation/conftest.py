@@ -54,9 +54,12 @@ def coco_mini_json(shared_data):
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def coco_mini(coco_mini_json):
-    """coco-mini as the evaluator sees a COCO dataset: the ground truth (crowd included) and the
+    """A fresh copy per test (COCOeval's segm evaluation turns the ground truth's polygons into RLE
+    in place, as it always does):
+
+    coco-mini as the evaluator sees a COCO dataset: the ground truth (crowd included) and the
     contiguous label -> category id map (labels 1..80 in increasing category id, as our loader does)."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(coco_mini_json))

@@ -1,0 +1,75 @@
+"""The two-stage detector: transform -> backbone -> RPN -> RoI heads -> outputs in image pixels."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .mask_paste import paste_masks_in_image
+from .roi_heads import RoIHeads
+from .rpn import RPN
+from .transform import ImageTransform, resize_boxes
+
+__all__ = ["GeneralizedRCNN"]
+
+
+class GeneralizedRCNN(nn.Module):
+    """Faster R-CNN (no mask branch) or Mask R-CNN, torchvision's calling convention.
+
+    ``model(images, targets)`` in training returns the loss dict (``loss_objectness``,
+    ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg`` and, with masks, ``loss_mask``)
+    and keeps counters in ``model.last_stats``; in eval it returns per image ``boxes`` (D, 4) XYXY
+    in the pixels of the given image, ``labels`` (D,) in 1..num_classes, ``scores`` (D,) and,
+    with masks, ``masks`` (D, 1, H, W) probabilities pasted at the given image size.
+    """
+
+    def __init__(self, *, transform: ImageTransform, backbone: nn.Module, rpn: RPN, roi_heads: RoIHeads) -> None:
+        super().__init__()
+        self.transform = transform
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+        self.last_stats: dict[str, float] = {}
+
+    @property
+    def mask_on(self) -> bool:
+        return self.roi_heads.mask_on
+
+    def _check_targets(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> None:
+        if len(targets) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(targets)} targets")
+        for i, (img, t) in enumerate(zip(images, targets)):
+            for key in ("boxes", "labels") + (("masks",) if self.mask_on else ()):
+                if key not in t:
+                    raise ValueError(f"target {i} has no {key!r} (keys: {sorted(t)})")
+            boxes = t["boxes"]
+            if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+                raise ValueError(f"target {i}: boxes must be float (N, 4), got {boxes.dtype} {tuple(boxes.shape)}")
+            if t["labels"].dtype != torch.int64 or t["labels"].shape != boxes.shape[:1]:
+                raise ValueError(f"target {i}: labels must be int64 (N,), got {t['labels'].dtype} "
+                                 f"{tuple(t['labels'].shape)} for {boxes.shape[0]} boxes")
+            if boxes.numel() and (boxes[:, 2:] <= boxes[:, :2]).any():
+                bad = boxes[(boxes[:, 2:] <= boxes[:, :2]).any(1)][0].tolist()
+                raise ValueError(f"target {i}: boxes need positive width and height, found {bad}")
+            if self.mask_on and tuple(t["masks"].shape[-2:]) != tuple(img.shape[-2:]):
+                raise ValueError(f"target {i}: masks {tuple(t['masks'].shape)} do not match the image "
+                                 f"{tuple(img.shape)}")
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training mode")
+            self._check_targets(images, targets)
+        orig_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        batch, sizes = self.transform(images)
+        features = self.backbone(batch)
+        proposals, rpn_losses = self.rpn(list(features.values()), sizes, tuple(batch.shape[-2:]), targets)
+        detections, head_losses = self.roi_heads(features, proposals, sizes, targets)
+        if self.training:
+            self.last_stats = {**self.rpn.last_stats, **self.roi_heads.last_stats}
+            return {**rpn_losses, **head_losses}
+        for det, size, orig in zip(detections, sizes, orig_sizes):
+            det["boxes"] = resize_boxes(det["boxes"], size, orig)
+            if "masks" in det:
+                det["masks"] = paste_masks_in_image(det["masks"], det["boxes"], orig)
+        return detections

@@ -212,7 +212,8 @@ class Trainer:
             scalars["amp/loss_scale"] = self.scaler.get_scale()
         stats = getattr(unwrap(self.model), "last_stats", None)
         if isinstance(stats, dict):
-            scalars.update({f"stats/{k}": float(v) for k, v in stats.items()})
+            # e.g. rpn/num_pos, roi/num_fg, roi/cls_accuracy: logged under the model's own names
+            scalars.update({k: float(v) for k, v in stats.items() if k not in scalars})
         self.metrics.put(scalars)
 
     # ------------------------------------------------------------------- checkpoints, evaluation

@@ -78,7 +78,7 @@ def test_trains_logs_and_saves_final(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train_records = [r for r in records if "loss" in r]
     assert [r["iteration"] for r in train_records] == [2, 4, 6]
-    for key in ("loss_a", "loss_b", "lr", "time/iter", "time/data", "stats/rpn/num_fg", "stats/roi/accuracy"):
+    for key in ("loss_a", "loss_b", "lr", "time/iter", "time/data", "rpn/num_fg", "roi/accuracy"):
         assert key in train_records[0], key
     assert {"iteration": 4, "bbox/AP": 1.0} in records
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

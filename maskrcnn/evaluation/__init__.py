@@ -7,7 +7,7 @@ from .build import EVALUATOR_KINDS, build_evaluator
 from .coco_evaluation import COCOEvaluator, encode_masks
 from .coco_scoring import COCO_METRIC_NAMES, coco_metrics
 from .results_scoring import score_coco_results
-from .table import format_per_category_table
+from .table import format_per_category_table, per_category_from_metrics
 from .voc_evaluation import VOCEvaluator, voc_ap
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "coco_metrics",
     "encode_masks",
     "format_per_category_table",
+    "per_category_from_metrics",
     "score_coco_results",
     "voc_ap",
 ]

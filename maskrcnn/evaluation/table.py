@@ -44,3 +44,21 @@ def format_per_category_table(per_category: dict[str, dict[str, float]], *, digi
         cells = [cell(per_category[column].get(name)) for column in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def per_category_from_metrics(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Recover the per-category columns from a flat metric dict (for printing a table of the
+    output of :func:`~maskrcnn.evaluation.score_coco_results`, or of a saved metrics.json).
+
+    ``bbox/AP-person`` -> column "bbox", ``segm/AP-person`` -> "segm", ``voc/AP50-cell`` -> "AP50",
+    ``voc/AP50_07-cell`` -> "AP50_07".
+    """
+    columns: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        prefix, _, rest = key.partition("/")
+        metric, dash, name = rest.partition("-")
+        if not dash or not metric.startswith("AP"):
+            continue
+        column = prefix if prefix in ("bbox", "segm") else metric
+        columns.setdefault(column, {})[name] = value
+    return columns

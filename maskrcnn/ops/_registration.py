@@ -1,0 +1,126 @@
+"""Fake (meta) kernels and autograd formulas of ``torch.ops.maskrcnn.*``, registered through
+``torch.library`` so that ``torch.library.opcheck`` passes and ``torch.compile`` traces the ops
+without graph breaks.
+
+The backward ops receive the forward's input again (max mode finds the winning sample anew
+instead of storing it). Double backward is not supported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _loader  # noqa: F401  (the schemas must exist before we register on them)
+
+
+def memory_format_of(t: Tensor) -> torch.memory_format:
+    """The layout the kernels write their outputs in: channels_last when ``t`` is channels_last
+    and not also plain contiguous (same rule as ``is_channels_last`` in ops/roi_checks.h)."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _empty_like_layout(shape, like: Tensor, dtype=None) -> Tensor:
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device,
+                       memory_format=memory_format_of(like))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake kernels: output shapes, dtypes and layouts without computing anything.
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.library.register_fake("maskrcnn::roi_align")
+def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, mode):
+    return _empty_like_layout((rois.shape[0], input.shape[1], pooled_height, pooled_width), input)
+
+
+@torch.library.register_fake("maskrcnn::_roi_align_backward")
+def _roi_align_backward_fake(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                             aligned, mode):
+    return _empty_like_layout(input.shape, input)
+
+
+@torch.library.register_fake("maskrcnn::roi_pool")
+def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
+    shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
+    return _empty_like_layout(shape, input), _empty_like_layout(shape, input, torch.int32)
+
+
+@torch.library.register_fake("maskrcnn::_roi_pool_backward")
+def _roi_pool_backward_fake(grad, input, rois, argmax, spatial_scale, pooled_height, pooled_width):
+    return _empty_like_layout(input.shape, input)
+
+
+@torch.library.register_fake("maskrcnn::multilevel_roi_align")
+def _multilevel_roi_align_fake(features, rois, levels, spatial_scales, pooled_height, pooled_width,
+                               sampling_ratio, aligned, mode):
+    return _empty_like_layout((rois.shape[0], features[0].shape[1], pooled_height, pooled_width), features[0])
+
+
+@torch.library.register_fake("maskrcnn::_multilevel_roi_align_backward")
+def _multilevel_roi_align_backward_fake(grad, features, rois, levels, spatial_scales, pooled_height,
+                                        pooled_width, sampling_ratio, aligned, mode):
+    return [_empty_like_layout(f.shape, f) for f in features]
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd: gradients with respect to the feature maps (none for rois, levels, parameters).
+# ---------------------------------------------------------------------------------------------
+
+
+def _roi_align_setup_context(ctx, inputs, output):
+    input, rois, *params = inputs
+    ctx.save_for_backward(input, rois)
+    ctx.params = params  # spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, mode
+
+
+def _roi_align_backward(ctx, grad):
+    input, rois = ctx.saved_tensors
+    grad_input = torch.ops.maskrcnn._roi_align_backward(grad, input, rois, *ctx.params)
+    return (grad_input,) + (None,) * 7
+
+
+torch.library.register_autograd(
+    "maskrcnn::roi_align", _roi_align_backward, setup_context=_roi_align_setup_context
+)
+
+
+def _roi_pool_setup_context(ctx, inputs, output):
+    input, rois, *params = inputs
+    _, argmax = output
+    ctx.mark_non_differentiable(argmax)
+    ctx.save_for_backward(input, rois, argmax)
+    ctx.params = params  # spatial_scale, pooled_height, pooled_width
+
+
+def _roi_pool_backward(ctx, grad, grad_argmax):
+    input, rois, argmax = ctx.saved_tensors
+    grad_input = torch.ops.maskrcnn._roi_pool_backward(grad, input, rois, argmax, *ctx.params)
+    return (grad_input,) + (None,) * 4
+
+
+torch.library.register_autograd(
+    "maskrcnn::roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup_context
+)
+
+
+def _multilevel_setup_context(ctx, inputs, output):
+    features, rois, levels, *params = inputs
+    ctx.num_levels = len(features)
+    ctx.save_for_backward(rois, levels, *features)
+    ctx.params = params  # spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned, mode
+
+
+def _multilevel_backward(ctx, grad):
+    rois, levels, *features = ctx.saved_tensors
+    grads = torch.ops.maskrcnn._multilevel_roi_align_backward(grad, features, rois, levels,
+                                                             *ctx.params)
+    return (list(grads),) + (None,) * 8
+
+
+torch.library.register_autograd(
+    "maskrcnn::multilevel_roi_align", _multilevel_backward, setup_context=_multilevel_setup_context
+)

@@ -1,0 +1,221 @@
+"""The functional API of the RoI layer: ``roi_align``, ``roi_pool`` and ``multilevel_roi_align``.
+
+These functions check everything that can be checked without reading tensor data (shapes,
+dtypes, devices, parameters) and raise ``ValueError`` / ``TypeError`` naming the argument. The
+data-dependent checks (batch index in range, finite boxes, FPN levels in range) run inside the
+C++ kernels, so the functions stay traceable by ``torch.compile(fullgraph=True)``.
+
+Semantics: DESIGN.md section 3. Coordinates are in input-image pixels; ``spatial_scale`` maps
+them onto the feature map (1/4 for FPN level P2).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import _registration  # noqa: F401  (fake kernels and autograd)
+
+__all__ = ["roi_align", "roi_pool", "multilevel_roi_align", "convert_rois"]
+
+_FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def roi_align(
+    input: Tensor,
+    rois: Tensor | Sequence[Tensor],
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = True,
+    mode: str = "avg",
+) -> Tensor:
+    """RoI Align (Mask R-CNN): bilinear samples in each bin, averaged (``mode="avg"``) or maxed.
+
+    Args:
+        input: (N, C, H, W) float16 / bfloat16 / float32 / float64, contiguous or channels_last.
+        rois: (K, 5) ``[batch_index, x1, y1, x2, y2]`` in input-image pixels, or a list of
+            (K_i, 4) XYXY boxes, one tensor per image. Dtype of ``input`` (or float32 for
+            half inputs), on its device.
+        output_size: ``oh`` or ``(oh, ow)``, positive.
+        spatial_scale: feature-map size over image size (e.g. 1/4 for P2), positive and finite.
+        sampling_ratio: sample points per bin and axis; ``<= 0`` means adaptive,
+            ``ceil(roi_size / output_size)``.
+        aligned: shift boxes by -0.5 cell (pixel-centre convention of Detectron2).
+        mode: ``"avg"`` or ``"max"`` over the sample points of a bin.
+
+    Returns:
+        (K, C, oh, ow) in the dtype and memory format of ``input``.
+    """
+    _check_input(input)
+    rois = convert_rois(rois, input)
+    oh, ow = _output_size(output_size)
+    scale = _spatial_scale(spatial_scale, "spatial_scale")
+    ratio = _sampling_ratio(sampling_ratio)
+    _check_mode(mode)
+    return torch.ops.maskrcnn.roi_align(input, rois, scale, oh, ow, ratio, bool(aligned), mode)
+
+
+def roi_pool(
+    input: Tensor,
+    rois: Tensor | Sequence[Tensor],
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+) -> Tensor:
+    """RoI Pool (Fast R-CNN): boxes rounded to the feature grid, max over each quantized bin.
+
+    Arguments as for :func:`roi_align`. Returns (K, C, oh, ow); an empty bin is 0.
+    """
+    _check_input(input)
+    rois = convert_rois(rois, input)
+    oh, ow = _output_size(output_size)
+    scale = _spatial_scale(spatial_scale, "spatial_scale")
+    output, _ = torch.ops.maskrcnn.roi_pool(input, rois, scale, oh, ow)
+    return output
+
+
+def multilevel_roi_align(
+    features: Sequence[Tensor],
+    rois: Tensor,
+    levels: Tensor,
+    spatial_scales: Sequence[float],
+    output_size: int | tuple[int, int],
+    sampling_ratio: int = -1,
+    aligned: bool = True,
+    mode: str = "avg",
+) -> Tensor:
+    """RoI Align over several feature levels in one call: RoI k is pooled from
+    ``features[levels[k]]`` with ``spatial_scales[levels[k]]``.
+
+    Args:
+        features: list of L maps (N, C, H_l, W_l) with the same N, C, dtype and device.
+        rois: (K, 5) ``[batch_index, x1, y1, x2, y2]`` in input-image pixels.
+        levels: (K,) int64, values in [0, L).
+        spatial_scales: L positive scales, one per level.
+        output_size, sampling_ratio, aligned, mode: as in :func:`roi_align`.
+
+    Returns:
+        (K, C, oh, ow), equal to ``roi_align`` of each RoI on its level, in the dtype and memory
+        format of ``features[0]``.
+    """
+    if isinstance(features, Tensor) or not isinstance(features, Sequence) or len(features) == 0:
+        raise TypeError("features must be a non-empty list of (N, C, H, W) tensors")
+    for i, f in enumerate(features):
+        _check_input(f, f"features[{i}]")
+        if f.shape[:2] != features[0].shape[:2] or f.dtype != features[0].dtype or f.device != features[0].device:
+            raise ValueError(
+                f"features[{i}] must have the batch size, channels, dtype and device of features[0] "
+                f"({tuple(features[0].shape[:2])}, {features[0].dtype}, {features[0].device}); got "
+                f"{tuple(f.shape[:2])}, {f.dtype}, {f.device}"
+            )
+    rois = convert_rois(rois, features[0])
+    if not isinstance(levels, Tensor) or levels.dim() != 1 or levels.shape[0] != rois.shape[0]:
+        raise ValueError(f"levels must be a (K,) tensor with K = {rois.shape[0]} (one level per RoI)")
+    if levels.dtype != torch.int64:
+        raise TypeError(f"levels must be int64, got {levels.dtype}")
+    if levels.device != rois.device:
+        raise ValueError(f"levels must be on the device of rois ({rois.device}), got {levels.device}")
+    if isinstance(spatial_scales, (str, Tensor)) or not isinstance(spatial_scales, Sequence) \
+            or len(spatial_scales) != len(features):
+        raise ValueError(f"spatial_scales must be a list of {len(features)} scales, one per feature level")
+    scales = [_spatial_scale(s, f"spatial_scales[{i}]") for i, s in enumerate(spatial_scales)]
+    oh, ow = _output_size(output_size)
+    ratio = _sampling_ratio(sampling_ratio)
+    _check_mode(mode)
+    return torch.ops.maskrcnn.multilevel_roi_align(
+        list(features), rois, levels, scales, oh, ow, ratio, bool(aligned), mode
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Static validation
+# ---------------------------------------------------------------------------------------------
+
+
+def convert_rois(rois: Tensor | Sequence[Tensor], input: Tensor) -> Tensor:
+    """Checks ``rois`` against ``input`` and returns them as a (K, 5) tensor: a list of (K_i, 4)
+    boxes becomes ``[i, x1, y1, x2, y2]`` rows, image after image (torchvision's convention)."""
+    allowed = (input.dtype, torch.float32) if input.dtype in _HALF_TYPES else (input.dtype,)
+    allowed_text = " or ".join(str(d) for d in allowed)
+    if isinstance(rois, Tensor):
+        if rois.dim() != 2 or rois.shape[1] != 5:
+            raise ValueError(
+                "rois must be a (K, 5) tensor [batch_index, x1, y1, x2, y2] or a list of (K_i, 4) "
+                f"boxes, got a tensor of shape {tuple(rois.shape)}"
+            )
+        _check_rois_tensor(rois, input, "rois", allowed, allowed_text)
+        return rois
+    if not isinstance(rois, (list, tuple)):
+        raise TypeError(f"rois must be a (K, 5) tensor or a list of (K_i, 4) tensors, got {type(rois).__name__}")
+    if len(rois) != input.shape[0]:
+        raise ValueError(f"rois as a list needs one (K_i, 4) tensor per image: {input.shape[0]} images, "
+                         f"got {len(rois)} tensors")
+    rows = []
+    for i, boxes in enumerate(rois):
+        name = f"rois[{i}]"
+        if not isinstance(boxes, Tensor):
+            raise TypeError(f"{name} must be a (K_i, 4) tensor, got {type(boxes).__name__}")
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"{name} must be a (K_i, 4) tensor of XYXY boxes, got shape {tuple(boxes.shape)}")
+        _check_rois_tensor(boxes, input, name, allowed, allowed_text)
+        index = torch.full((boxes.shape[0], 1), i, dtype=boxes.dtype, device=boxes.device)
+        rows.append(torch.cat([index, boxes], dim=1))
+    if not rows:
+        return torch.zeros((0, 5), dtype=input.dtype, device=input.device)
+    dtypes = {r.dtype for r in rows}
+    if len(dtypes) > 1:
+        raise TypeError(f"the boxes of rois must share one dtype, got {sorted(str(d) for d in dtypes)}")
+    return torch.cat(rows, dim=0)
+
+
+def _check_rois_tensor(rois: Tensor, input: Tensor, name: str, allowed, allowed_text: str) -> None:
+    if rois.dtype not in allowed:
+        raise TypeError(f"{name} must have dtype {allowed_text} (the dtype of the input), got {rois.dtype}")
+    if rois.device != input.device:
+        raise ValueError(f"{name} must be on the device of the input ({input.device}), got {rois.device}")
+
+
+def _check_input(input: Tensor, name: str = "input") -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(input).__name__}")
+    if input.dtype not in _FLOAT_TYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {input.dtype}")
+    if input.dim() != 4:
+        raise ValueError(f"{name} must be a 4-D (N, C, H, W) tensor, got shape {tuple(input.shape)}")
+
+
+def _output_size(output_size) -> tuple[int, int]:
+    if isinstance(output_size, numbers.Integral) and not isinstance(output_size, bool):
+        size = (int(output_size), int(output_size))
+    elif (isinstance(output_size, (tuple, list)) and len(output_size) == 2
+          and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in output_size)):
+        size = (int(output_size[0]), int(output_size[1]))
+    else:
+        raise TypeError(f"output_size must be an int or a pair of ints (oh, ow), got {output_size!r}")
+    if size[0] <= 0 or size[1] <= 0:
+        raise ValueError(f"output_size must be positive, got {output_size!r}")
+    return size
+
+
+def _spatial_scale(scale, name: str) -> float:
+    if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
+        raise TypeError(f"{name} must be a number, got {scale!r}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{name} must be positive and finite, got {scale!r}")
+    return float(scale)
+
+
+def _sampling_ratio(ratio) -> int:
+    if not isinstance(ratio, numbers.Integral) or isinstance(ratio, bool):
+        raise TypeError(f"sampling_ratio must be an int (<= 0 means adaptive), got {ratio!r}")
+    return int(ratio)
+
+
+def _check_mode(mode) -> None:
+    if mode not in ("avg", "max"):
+        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")

@@ -1,0 +1,67 @@
+"""nn.Modules of the pluggable RoI layer (built by Hydra from configs/roi_layer/*.yaml)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from .functional import _check_mode, _output_size, _sampling_ratio, _spatial_scale, roi_align, roi_pool
+
+__all__ = ["RoIAlign", "RoIPool"]
+
+
+class RoIAlign(nn.Module):
+    """RoI Align over one feature map.
+
+    Args:
+        output_size: ``oh`` or ``(oh, ow)`` bins.
+        spatial_scale: feature-map size over input-image size (1/4 for a stride-4 map).
+        sampling_ratio: sample points per bin and axis, ``<= 0`` for adaptive.
+        aligned: half-pixel offset (Detectron2); False reproduces the original Detectron.
+        mode: ``"avg"`` (Mask R-CNN) or ``"max"`` over the sample points of a bin.
+
+    forward(input (N, C, H, W), rois (K, 5) or list of (K_i, 4) boxes in input pixels)
+    -> (K, C, oh, ow).
+    """
+
+    def __init__(self, *, output_size: int | tuple[int, int], spatial_scale: float, sampling_ratio: int = -1,
+                 aligned: bool = True, mode: str = "avg"):
+        super().__init__()
+        self.output_size = _output_size(output_size)
+        self.spatial_scale = _spatial_scale(spatial_scale, "spatial_scale")
+        self.sampling_ratio = _sampling_ratio(sampling_ratio)
+        self.aligned = bool(aligned)
+        _check_mode(mode)
+        self.mode = mode
+
+    def forward(self, input: Tensor, rois: Tensor | Sequence[Tensor]) -> Tensor:
+        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned,
+                         self.mode)
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}")
+
+
+class RoIPool(nn.Module):
+    """RoI Pool (Fast R-CNN) over one feature map.
+
+    Args:
+        output_size: ``oh`` or ``(oh, ow)`` bins.
+        spatial_scale: feature-map size over input-image size.
+
+    forward(input (N, C, H, W), rois (K, 5) or list of (K_i, 4) boxes in input pixels)
+    -> (K, C, oh, ow).
+    """
+
+    def __init__(self, *, output_size: int | tuple[int, int], spatial_scale: float):
+        super().__init__()
+        self.output_size = _output_size(output_size)
+        self.spatial_scale = _spatial_scale(spatial_scale, "spatial_scale")
+
+    def forward(self, input: Tensor, rois: Tensor | Sequence[Tensor]) -> Tensor:
+        return roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"

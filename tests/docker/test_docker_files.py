@@ -77,6 +77,9 @@ def test_extension_built_with_cuda_for_volta_to_hopper(commands):
     assert "FORCE_CUDA=1" in line
     assert "TORCH_CUDA_ARCH_LIST" in line
     assert "setup.py" in line
+    # ... and the build is checked to hold CUDA kernels (setup.py would quietly build CPU-only).
+    check = _index(commands, "RUN", lambda c: "_dispatch_has_kernel_for_dispatch_key" in c.value[0])
+    assert check > build and "'CUDA'" in commands[check].value[0]
 
 
 def test_runs_as_non_root_user(commands):

@@ -1,0 +1,154 @@
+"""Instance masks kept in their cheapest form until the final image size is known.
+
+Decoding every COCO polygon at full resolution and then resizing N bitmaps is the hot spot of a
+naive loader. Here polygons are transformed as coordinates (resize = scale the vertices, flip =
+mirror them) and rasterized once, by pycocotools, at the size of the image the model gets.
+Bitmap sources (RLE, VOC's SegmentationObject PNG) are decoded at their own size and resized once
+with centre-aligned nearest-neighbour sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_utils
+
+
+@dataclass
+class _Polygon:
+    parts: list[np.ndarray]  # each (2K,) float64, x0 y0 x1 y1 ... in pixels of the current size
+
+
+@dataclass
+class _RLE:
+    rle: dict  # pycocotools RLE at the source size (compressed or uncompressed counts)
+
+
+@dataclass
+class _Label:
+    value: int  # pixel value of this instance in the shared label map
+
+
+class InstanceMasks:
+    """N instance masks of an image whose current size is (height, width).
+
+    Entries are polygons, RLEs or values of a shared label map (VOC SegmentationObject). Resizes
+    and horizontal flips are recorded, not applied to pixels, until :meth:`to_array`.
+    """
+
+    def __init__(self, entries: list, *, height: int, width: int, label_map: np.ndarray | None = None):
+        self._entries = entries
+        self.height, self.width = int(height), int(width)
+        # Bitmap sources stay at their source size; these two record what to do with them.
+        self._label_map = label_map
+        self._flipped = False
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_coco_segmentations(cls, segms: list, *, height: int, width: int) -> "InstanceMasks":
+        """segms: per instance a list of polygons (each a flat list of xy) or an RLE dict."""
+        entries = []
+        for segm in segms:
+            if isinstance(segm, dict):
+                entries.append(_RLE(segm))
+            else:
+                entries.append(_Polygon([np.asarray(p, dtype=np.float64) for p in segm]))
+        return cls(entries, height=height, width=width)
+
+    @classmethod
+    def from_label_map(cls, label_map: np.ndarray, values: list[int]) -> "InstanceMasks":
+        """label_map: (H, W) uint8 where instance k has pixels == values[k] (VOC SegmentationObject)."""
+        h, w = label_map.shape
+        return cls([_Label(int(v)) for v in values], height=h, width=w, label_map=label_map)
+
+    @classmethod
+    def from_bitmaps(cls, masks: np.ndarray) -> "InstanceMasks":
+        """masks: (N, H, W) uint8/bool bitmaps."""
+        n, h, w = masks.shape
+        entries = [_RLE(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))) for m in masks]
+        return cls(entries, height=h, width=w)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def select(self, keep) -> "InstanceMasks":
+        """Keep the instances at the given indices (or boolean mask), in that order."""
+        keep = np.asarray(keep)
+        if keep.dtype == bool:
+            keep = np.nonzero(keep)[0]
+        out = InstanceMasks([self._entries[i] for i in keep], height=self.height, width=self.width,
+                            label_map=self._label_map)
+        out._flipped = self._flipped
+        return out
+
+    # --- geometry -------------------------------------------------------------------------------
+    def resize(self, new_height: int, new_width: int) -> "InstanceMasks":
+        """Scale to (new_height, new_width): polygons now, bitmaps when materialized."""
+        sx, sy = new_width / self.width, new_height / self.height
+        entries = []
+        for e in self._entries:
+            if isinstance(e, _Polygon):
+                parts = []
+                for p in e.parts:
+                    q = p.copy()
+                    q[0::2] *= sx
+                    q[1::2] *= sy
+                    parts.append(q)
+                entries.append(_Polygon(parts))
+            else:
+                entries.append(e)
+        out = InstanceMasks(entries, height=new_height, width=new_width, label_map=self._label_map)
+        out._flipped = self._flipped
+        return out
+
+    def hflip(self) -> "InstanceMasks":
+        """Mirror left-right: x -> width - x for polygon vertices (pixel-edge coordinates)."""
+        entries = []
+        for e in self._entries:
+            if isinstance(e, _Polygon):
+                parts = []
+                for p in e.parts:
+                    q = p.copy()
+                    q[0::2] = self.width - q[0::2]
+                    parts.append(q)
+                entries.append(_Polygon(parts))
+            else:
+                entries.append(e)
+        out = InstanceMasks(entries, height=self.height, width=self.width, label_map=self._label_map)
+        out._flipped = not self._flipped
+        return out
+
+    # --- materialization --------------------------------------------------------------------------
+    def _fit(self, bitmap: np.ndarray) -> np.ndarray:
+        """Bring a source-size bitmap to the current size and orientation."""
+        if bitmap.shape != (self.height, self.width):
+            # INTER_NEAREST_EXACT samples at pixel centres (plain INTER_NEAREST is shifted by half a pixel).
+            bitmap = cv2.resize(bitmap, (self.width, self.height), interpolation=cv2.INTER_NEAREST_EXACT)
+        if self._flipped:
+            bitmap = bitmap[:, ::-1]
+        return bitmap
+
+    def to_array(self) -> np.ndarray:
+        """Rasterize all instances at the current size.
+
+        Returns:
+            (N, height, width) uint8 in {0, 1}.
+        """
+        out = np.zeros((len(self._entries), self.height, self.width), dtype=np.uint8)
+        label_map = None
+        for i, e in enumerate(self._entries):
+            if isinstance(e, _Polygon):
+                rles = mask_utils.frPyObjects([p.tolist() for p in e.parts], self.height, self.width)
+                out[i] = mask_utils.decode(mask_utils.merge(rles))
+            elif isinstance(e, _RLE):
+                rle = e.rle
+                if isinstance(rle.get("counts"), list):  # uncompressed counts
+                    rle = mask_utils.frPyObjects(rle, *rle["size"])
+                out[i] = self._fit(mask_utils.decode(rle))
+            else:
+                if label_map is None:
+                    label_map = self._fit(self._label_map)
+                out[i] = label_map == e.value
+        return out

@@ -113,9 +113,9 @@ def make_evaluate_fn(cfg, model, val_set, device, output_dir: Path, metrics: Met
     return evaluate
 
 
-def train(cfg: DictConfig, output_dir: str | Path) -> dict:
-    """Validate ``cfg``, build everything, train (and evaluate) into ``output_dir``; returns the
-    final evaluation metrics."""
+def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
+    """Validate ``cfg`` and build the process group, data, model, solver and trainer writing into
+    ``output_dir``; with ``resume=true`` the newest checkpoint there is loaded."""
     cfg = validate_train_config(cfg)
     output_dir = Path(output_dir)
     device = setup_process(cfg)
@@ -163,12 +163,18 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict:
         else:
             log.info("resuming from %s", latest)
             trainer.load_state_dict(Checkpointer.load(latest))
+    return trainer
+
+
+def train(cfg: DictConfig, output_dir: str | Path) -> dict:
+    """Train (and evaluate) into ``output_dir``; returns the final evaluation metrics."""
+    trainer = build_trainer(cfg, output_dir)
     try:
         results = trainer.train()
     finally:
-        metrics.close()
+        trainer.metrics.close()
     if is_main_process():
-        report(output_dir, results)
+        report(Path(output_dir), results)
     return results
 
 

@@ -2,6 +2,7 @@
 
 from . import transforms
 from .coco import CocoDetection
+from .voc import PASCAL_VOC_CLASSES, VOCDetection
 from .io import ImageReadError, read_image
 from .loader import TrainLoader, build_test_loader, build_train_loader, collate
 from .masks import InstanceMasks
@@ -9,6 +10,8 @@ from .samplers import InferenceSampler, TrainingBatchSampler
 
 __all__ = [
     "CocoDetection",
+    "PASCAL_VOC_CLASSES",
+    "VOCDetection",
     "ImageReadError",
     "InferenceSampler",
     "InstanceMasks",

@@ -67,7 +67,7 @@ class CocoDetection(DetectionDataset):
 
     def _make_record(self, info: dict, anns: list[dict], min_box_size: float) -> dict:
         h, w = int(info["height"]), int(info["width"])
-        boxes, labels, segms = [], [], []
+        boxes, labels, segms, areas = [], [], [], []
         for ann in anns:
             if ann.get("iscrowd", 0):
                 self.stats["crowd_ignored"] += 1
@@ -88,6 +88,7 @@ class CocoDetection(DetectionDataset):
             boxes.append([x, y, x + bw, y + bh])
             labels.append(self.category_id_to_label[ann["category_id"]])
             segms.append(segm)
+            areas.append(float(ann.get("area", bw * bh)))
         keep, boxes = sanitize_boxes(np.array(boxes, dtype=np.float32).reshape(-1, 4), width=w, height=h,
                                      min_size=min_box_size, stats=self.stats)
         return {
@@ -98,6 +99,7 @@ class CocoDetection(DetectionDataset):
             "boxes": boxes[keep],
             "labels": np.array(labels, dtype=np.int64)[keep],
             "segms": [s for s, k in zip(segms, keep) if k],
+            "areas": np.array(areas, dtype=np.float64)[keep],  # COCO's object area (of the segmentation)
         }
 
     def _clean_segmentation(self, segm, height: int, width: int):

@@ -30,7 +30,7 @@ def compose_cfg(name, overrides):
     ("solver.max_iter=0", r"solver\.max_iter"),
     ("dataset.evaluator=lvis", r"dataset\.evaluator"),
     ("dataset.num_classes=0", r"dataset\.num_classes"),
-    ("paths.data_root=${nowhere}", r"paths\.data_root"),
+    ("paths.data_root=${nowhere}", r"Interpolation key 'nowhere' not found"),
 ])
 def test_bad_train_config_names_the_key(override, message):
     cfg = compose_cfg("train", ["experiment=demo", override])

@@ -1,0 +1,112 @@
+"""The synthetic dataset: files read back through the loaders equal the generated ground truth."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from maskrcnn.data import CocoDetection, VOCDetection
+from maskrcnn.data.synthetic import CLASS_NAMES, generate_split, uncompressed_rle
+
+import pycocotools.mask as mask_utils
+
+
+def _coco(root, split):
+    return CocoDetection(image_dir=str(root / split), annotation_file=str(root / "annotations" / f"instances_{split}.json"),
+                         filter_empty=False)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_coco_round_trip(synthetic_coco, split):
+    root, truth = synthetic_coco
+    ds = _coco(root, split)
+    assert len(ds) == len(truth[split])
+    assert ds.class_names == CLASS_NAMES
+    for i, sample in enumerate(truth[split]):
+        image, target = ds[i]
+        assert image.shape == (3, *sample.image.shape[:2]) and image.dtype == torch.float32
+        np.testing.assert_array_equal(target["masks"].numpy(), sample.masks)
+        np.testing.assert_array_equal(target["boxes"].numpy(), sample.boxes)
+        np.testing.assert_array_equal(target["labels"].numpy(), sample.labels)
+        # JPEG (quality 95) removes much of the pixel noise but changes pixels little; masks stay exact.
+        assert np.abs(image.permute(1, 2, 0).numpy() * 255 - sample.image).mean() < 8
+
+
+def test_coco_file_uses_polygons_and_both_rle_kinds(synthetic_coco):
+    root, truth = synthetic_coco
+    anns = json.loads((root / "annotations" / "instances_train.json").read_text())["annotations"]
+    kinds = {"polygon" if isinstance(a["segmentation"], list) else
+             "rle_" + type(a["segmentation"]["counts"]).__name__ for a in anns}
+    assert kinds == {"polygon", "rle_str", "rle_list"}
+    assert all(a["iscrowd"] == 0 for a in anns)
+    assert sum(len(s.labels) for s in truth["train"]) == len(anns)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_voc_round_trip(synthetic_voc, split):
+    root, truth = synthetic_voc
+    ds = VOCDetection(sets=[{"root": str(root), "split": split}], class_names=CLASS_NAMES, with_masks=True,
+                      filter_empty=False)
+    assert len(ds) == len(truth[split])
+    for i, sample in enumerate(truth[split]):
+        _, target = ds[i]
+        np.testing.assert_array_equal(target["masks"].numpy(), sample.masks)
+        np.testing.assert_array_equal(target["boxes"].numpy(), sample.boxes)
+        np.testing.assert_array_equal(target["labels"].numpy(), sample.labels)
+        ann = ds.get_annotation(i)
+        np.testing.assert_array_equal(ann["boxes"], sample.boxes)
+        assert not ann["difficult"].any()
+
+
+def test_voc_layout_and_trainval(synthetic_voc):
+    root, truth = synthetic_voc
+    main = root / "ImageSets" / "Main"
+    train = main.joinpath("train.txt").read_text().split()
+    val = main.joinpath("val.txt").read_text().split()
+    assert main.joinpath("trainval.txt").read_text().split() == train + val
+    assert train == [s.name for s in truth["train"]]
+    for sub, ext in (("JPEGImages", "jpg"), ("Annotations", "xml"), ("SegmentationObject", "png"), ("SegmentationClass", "png")):
+        assert all((root / sub / f"{n}.{ext}").is_file() for n in train + val), sub
+
+
+def test_generator_reproducible_and_varied():
+    a = generate_split(split="train", num_images=6, seed=3)
+    b = generate_split(split="train", num_images=6, seed=3)
+    c = generate_split(split="train", num_images=6, seed=4)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.image, y.image)
+        np.testing.assert_array_equal(x.masks, y.masks)
+    assert any(x.image.shape != y.image.shape or not np.array_equal(x.image, y.image) for x, y in zip(a, c))
+    # a split's images do not depend on its length; train and val differ
+    assert np.array_equal(generate_split(split="train", num_images=2, seed=3)[1].image, a[1].image)
+    assert not np.array_equal(generate_split(split="val", num_images=1, seed=3)[0].image, a[0].image)
+
+
+def test_generator_statistics():
+    """Several classes, all three COCO size buckets, occlusion, and masks that never overlap."""
+    samples = generate_split(split="train", num_images=40, seed=0)
+    areas = np.array([m.sum() for s in samples for m in s.masks])
+    labels = np.concatenate([s.labels for s in samples])
+    assert set(labels.tolist()) == {1, 2, 3}
+    assert (areas < 32 ** 2).mean() > 0.1 and (areas >= 96 ** 2).mean() > 0.05
+    assert ((areas >= 32 ** 2) & (areas < 96 ** 2)).mean() > 0.3
+    assert np.median(areas) > 1000  # not too tiny on average
+    assert sum(p is None for s in samples for p in s.polygons) > 10  # occluded objects
+    shapes = {s.image.shape[:2] for s in samples}
+    assert len(shapes) == 3  # square, landscape, portrait
+    for s in samples:
+        assert s.masks.sum(axis=0).max() <= 1  # visible masks are disjoint (occlusion is exact)
+        for m, box in zip(s.masks, s.boxes):
+            ys, xs = np.nonzero(m)
+            assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_uncompressed_rle_matches_pycocotools():
+    rng = np.random.default_rng(0)
+    for first in (0, 1):
+        m = (rng.random((7, 9)) > 0.5).astype(np.uint8)
+        m[0, 0] = first
+        rle = uncompressed_rle(m)
+        decoded = mask_utils.decode(mask_utils.frPyObjects(rle, *rle["size"]))
+        np.testing.assert_array_equal(decoded, m)

@@ -1,0 +1,141 @@
+// Host-side helpers of the CUDA RoI ops: argument checks, RoI value validation, the level table,
+// the choice of 32- or 64-bit indexing.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/AccumulateType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cuda/roi_cuda_common.cuh"
+#include "roi_checks.h"
+
+namespace maskrcnn {
+namespace cuda {
+
+// The layout rule of the CPU kernels and the fake kernels (ops/roi_checks.h): channels_last when
+// the input is channels_last and not also plain contiguous, NCHW otherwise. Outputs and gradients
+// are written in that layout.
+inline bool is_channels_last(const at::Tensor& t) { return checks::is_channels_last(t); }
+inline at::MemoryFormat layout_of(const at::Tensor& t) { return checks::memory_format_of(t); }
+
+inline at::ScalarType acc_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline void check_cuda(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.is_cuda(), name, " must be a CUDA tensor, got device ", t.device());
+}
+
+// Values of the RoIs (and levels): the checks of ops/roi_checks.h, fused into one reduction and a
+// single host synchronisation on the good path; only when something is wrong are the detailed
+// checks of roi_checks.h run again to raise their precise error. Skipped while the current stream
+// is being captured into a CUDA graph (a synchronisation is illegal there): the kernels then skip
+// bad RoIs (zero output, no gradient) and never read out of bounds.
+//   scales: the spatial scale of each level (one value for single-level ops, levels undefined).
+inline void check_roi_values(const at::Tensor& rois, int64_t batch,
+                             const std::vector<double>& level_scales, const at::Tensor& levels,
+                             bool adaptive_align, int64_t pooled_h, int64_t pooled_w,
+                             bool aligned) {
+  if (rois.size(0) == 0) return;
+  if (c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) return;
+  const int64_t num_levels = static_cast<int64_t>(level_scales.size());
+  // A 0-d CPU tensor broadcasts against CUDA tensors; the per-level table must be on the device.
+  const at::Tensor scales =
+      levels.defined() ? at::tensor(level_scales, at::kDouble).to(rois.device())
+                       : at::scalar_tensor(level_scales[0], at::kDouble);
+  const at::Tensor r = rois.to(at::kDouble);
+  const at::Tensor index = r.select(1, 0);
+  const at::Tensor box = r.narrow(1, 1, 4);
+  std::vector<at::Tensor> flags;
+  flags.push_back(((index != index.floor()) | (index < 0) | (index >= static_cast<double>(batch))).any());
+  flags.push_back(box.isfinite().logical_not().any());
+  at::Tensor lv_ok = levels.defined() ? levels.clamp(0, num_levels - 1) : at::Tensor();
+  const at::Tensor s = levels.defined() ? scales.index_select(0, lv_ok) : scales;
+  const at::Tensor scaled = box * s.reshape({-1, 1});
+  // NaN compares false, so a non-finite box is reported by the flag above, not here.
+  flags.push_back((scaled.abs() > checks::kMaxCoordinate).any());
+  if (adaptive_align) {
+    at::Tensor roi_w = scaled.select(1, 2) - scaled.select(1, 0);
+    at::Tensor roi_h = scaled.select(1, 3) - scaled.select(1, 1);
+    if (!aligned) {
+      roi_w = roi_w.clamp_min(1.0);
+      roi_h = roi_h.clamp_min(1.0);
+    }
+    const at::Tensor samples = (roi_h / static_cast<double>(pooled_h)).ceil().clamp_min(0) *
+                               (roi_w / static_cast<double>(pooled_w)).ceil().clamp_min(0);
+    flags.push_back((samples >= checks::kMaxSamplesPerBin).any());
+  }
+  if (levels.defined()) flags.push_back(((levels < 0) | (levels >= num_levels)).any());
+  if (!at::stack(flags).any().item<bool>()) return;  // the one synchronisation
+  // Something is wrong: let the shared checks find it and raise their message.
+  if (levels.defined()) checks::check_level_values(levels, num_levels);
+  checks::check_roi_values(rois, batch, levels.defined() ? scales.index_select(0, levels) : scales,
+                           adaptive_align, pooled_h, pooled_w, aligned);
+  TORCH_CHECK_VALUE(false, "rois hold invalid values");  // not reached
+}
+
+// True when some linear index of the work can reach 2^31: kernels then index in int64. The
+// margin keeps a grid-stride step (at most 2^20 blocks x 256 threads = 2^28) from overflowing.
+inline bool needs_int64(std::initializer_list<int64_t> sizes) {
+  constexpr int64_t kLimit = (int64_t(1) << 31) - (int64_t(1) << 29);
+  for (int64_t s : sizes) {
+    if (s >= kLimit) return true;
+  }
+  return false;
+}
+
+// Runs f(int32_t{}) or f(int64_t{}) so that f can declare `using index_t = decltype(tag)`.
+template <typename F>
+void with_index_type(bool use_int64, F&& f) {
+  if (use_int64) {
+    f(int64_t{});
+  } else {
+    f(int32_t{});
+  }
+}
+
+// The level table of `features` (all of one dtype, device, batch size, channels and layout).
+template <typename scalar_t, typename acc_t>
+LevelTable<scalar_t, acc_t> make_level_table(const std::vector<at::Tensor>& features,
+                                             const std::vector<double>& scales) {
+  TORCH_CHECK(!features.empty() && features.size() <= static_cast<size_t>(kMaxLevels),
+              "features must hold 1 to ", kMaxLevels, " levels, got ", features.size());
+  LevelTable<scalar_t, acc_t> t{};
+  t.num_levels = static_cast<int>(features.size());
+  t.batch = features[0].size(0);
+  t.channels = features[0].size(1);
+  for (size_t l = 0; l < features.size(); ++l) {
+    t.data[l] = features[l].data_ptr<scalar_t>();
+    t.grad[l] = nullptr;
+    t.height[l] = features[l].size(2);
+    t.width[l] = features[l].size(3);
+    t.scale[l] = static_cast<acc_t>(scales[l]);
+  }
+  return t;
+}
+
+// The features of a multi-level call (already checked by checks::check_multilevel_args), made
+// contiguous in one layout, that of level 0: a level in another layout is copied.
+inline std::vector<at::Tensor> prepare_features(const at::TensorList& features) {
+  TORCH_CHECK_VALUE(features.size() <= static_cast<size_t>(kMaxLevels),
+                    "features must hold at most ", kMaxLevels, " levels on CUDA, got ",
+                    features.size());
+  const at::MemoryFormat fmt = layout_of(features[0]);
+  std::vector<at::Tensor> out;
+  for (size_t l = 0; l < features.size(); ++l) {
+    const std::string name = "features[" + std::to_string(l) + "]";
+    check_cuda(features[l], name.c_str());
+    out.push_back(features[l].contiguous(fmt));
+  }
+  return out;
+}
+
+}  // namespace cuda
+}  // namespace maskrcnn

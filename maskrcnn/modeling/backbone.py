@@ -66,7 +66,10 @@ def load_imagenet_weights(model: nn.Module, path: str, *, norm: str) -> None:
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches: weights of another depth
+        raise ValueError(f"backbone.weights {file} does not match the ResNet: {str(e)[:300]}") from None
     missing = [k for k in missing if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"backbone.weights {file} does not match the ResNet: missing {missing[:5]}, "

@@ -1,0 +1,81 @@
+"""Every model config composes with every RoI layer; the models build and the small ones run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from maskrcnn.modeling import GeneralizedRCNN, RoILayerSpec
+
+from modeling_helpers import CONFIGS, build_model, compose_model_cfg, needs_ops
+
+MODELS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
+ROI_LAYERS = sorted(p.stem for p in (CONFIGS / "roi_layer").glob("*.yaml"))
+SMALL = [m for m in MODELS if m.endswith("_small")]
+
+
+def test_expected_configs_exist():
+    for name in ["mask_rcnn_r50_fpn", "faster_rcnn_r50_fpn", "mask_rcnn_r50_c4", "faster_rcnn_r50_c4",
+                 "mask_rcnn_r50_fpn_torchvision", "faster_rcnn_r50_fpn_torchvision", "mask_rcnn_r18_fpn_small"]:
+        assert name in MODELS
+    assert set(ROI_LAYERS) == {"roi_pool", "roi_align", "roi_align_unaligned", "roi_align_max", "torchvision"}
+
+
+@pytest.mark.parametrize("roi_layer", ROI_LAYERS)
+def test_roi_layer_configs(roi_layer):
+    cfg = compose_model_cfg("mask_rcnn_r50_fpn", roi_layer)
+    spec = instantiate(cfg.roi_layer)
+    assert isinstance(spec, RoILayerSpec) and spec.name == roi_layer
+    assert cfg.model.roi_heads.box_pooler.roi_layer.name == roi_layer
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_configs_compose_with_every_roi_layer(model):
+    for roi_layer in ROI_LAYERS:
+        cfg = compose_model_cfg(model, roi_layer, num_classes=7)
+        m = cfg.model
+        assert m.roi_heads.box_predictor.num_classes == 7
+        if "torchvision" not in model:  # the *_torchvision configs pin torchvision's RoI Align settings
+            assert m.roi_heads.box_pooler.roi_layer.name == roi_layer
+        if m.roi_heads.get("mask_pooler") is not None:
+            assert m.roi_heads.mask_pooler.roi_layer.name == m.roi_heads.box_pooler.roi_layer.name
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if not m.endswith("_small")])
+def test_full_size_models_build(model):
+    net = build_model(model, "roi_align", num_classes=80)
+    assert isinstance(net, GeneralizedRCNN)
+    assert net.roi_heads.box_predictor.cls_score.out_features == 81
+    assert net.mask_on == model.startswith("mask")
+    n = sum(p.numel() for p in net.parameters())
+    assert 30e6 < n < 60e6, n  # ResNet-50 detectors (torchvision's Mask R-CNN: 44.4M)
+
+
+@pytest.mark.parametrize("model", SMALL)
+def test_small_models_train_and_infer(model, two_samples):
+    torch.manual_seed(0)
+    # Few RoIs: the C4 head runs the whole res5 stage on every RoI.
+    net = build_model(model, "torchvision", overrides=[
+        "model.rpn.pre_nms_topk_train=300", "model.rpn.post_nms_topk_train=50",
+        "model.rpn.pre_nms_topk_test=100", "model.rpn.post_nms_topk_test=20",
+        "model.roi_heads.batch_size_per_image=16", "model.transform.min_size_test=96",
+        "model.roi_heads.score_thresh=0.0", "model.roi_heads.detections_per_img=10"])
+    losses = net.train()(*two_samples)
+    assert {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"} <= set(losses)
+    sum(losses.values()).backward()
+    with torch.no_grad():
+        out = net.eval()(two_samples[0])
+    for img, det in zip(two_samples[0], out):
+        assert det["masks"].shape[1:] == (1,) + tuple(img.shape[-2:])
+        assert det["boxes"].shape[0] == det["masks"].shape[0] > 0
+
+
+@needs_ops
+def test_default_roi_layer_runs_our_kernels(two_samples):
+    net = build_model("mask_rcnn_r18_c4_small", "roi_align_max", overrides=[
+        "model.transform.min_size_test=96", "model.rpn.post_nms_topk_test=20"])
+    assert net.roi_heads.box_pooler.roi_layer.backend == "ours"
+    with torch.no_grad():
+        out = net.eval()(two_samples[0])
+    assert len(out) == 2

@@ -7,6 +7,7 @@ import collections
 import logging
 import math
 
+import cv2
 import numpy as np
 import torch
 
@@ -132,7 +133,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _to_tensors(image: np.ndarray, target: dict, record: dict):
-        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        image_t = torch.from_numpy(to_chw_float(image))
         out = {
             "boxes": torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(target["labels"], dtype=torch.int64),
@@ -142,6 +143,18 @@ class DetectionDataset(torch.utils.data.Dataset):
         if "masks" in target and target["masks"] is not None:
             out["masks"] = torch.from_numpy(target["masks"].to_array())
         return image_t, out
+
+
+def to_chw_float(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1].
+
+    One OpenCV pass per channel plane: several times faster than torch's conversion of the
+    permuted (channels-last) uint8 tensor, which was a hot spot of the loader at 1333 x 800.
+    """
+    out = np.empty((3, *image.shape[:2]), dtype=np.float32)
+    for c, plane in enumerate(cv2.split(image)):
+        cv2.multiply(plane, 1.0 / 255.0, dst=out[c], dtype=cv2.CV_32F)
+    return out
 
 
 def area_bucket(area: float) -> str:

@@ -3,6 +3,9 @@
 Decoding every COCO polygon at full resolution and then resizing N bitmaps is the hot spot of a
 naive loader. Here polygons are transformed as coordinates (resize = scale the vertices, flip =
 mirror them) and rasterized once, by pycocotools, at the size of the image the model gets.
+Untransformed polygons are rasterized over the whole image, exactly as pycocotools' annToMask;
+transformed ones only inside their bounding box (cost ~ object area, not image area), which can
+differ from a whole-image rasterization by edge pixels where a vertex lies on a rounding tie.
 Bitmap sources (RLE, VOC's SegmentationObject PNG) are decoded at their own size and resized once
 with centre-aligned nearest-neighbour sampling.
 """
@@ -44,6 +47,7 @@ class InstanceMasks:
         # Bitmap sources stay at their source size; these two record what to do with them.
         self._label_map = label_map
         self._flipped = False
+        self._transformed = False  # polygons still in the annotation's coordinates
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -80,7 +84,7 @@ class InstanceMasks:
             keep = np.nonzero(keep)[0]
         out = InstanceMasks([self._entries[i] for i in keep], height=self.height, width=self.width,
                             label_map=self._label_map)
-        out._flipped = self._flipped
+        out._flipped, out._transformed = self._flipped, self._transformed
         return out
 
     # --- geometry -------------------------------------------------------------------------------
@@ -100,7 +104,7 @@ class InstanceMasks:
             else:
                 entries.append(e)
         out = InstanceMasks(entries, height=new_height, width=new_width, label_map=self._label_map)
-        out._flipped = self._flipped
+        out._flipped, out._transformed = self._flipped, True
         return out
 
     def hflip(self) -> "InstanceMasks":
@@ -117,7 +121,7 @@ class InstanceMasks:
             else:
                 entries.append(e)
         out = InstanceMasks(entries, height=self.height, width=self.width, label_map=self._label_map)
-        out._flipped = not self._flipped
+        out._flipped, out._transformed = not self._flipped, True
         return out
 
     # --- materialization --------------------------------------------------------------------------
@@ -127,8 +131,27 @@ class InstanceMasks:
             # INTER_NEAREST_EXACT samples at pixel centres (plain INTER_NEAREST is shifted by half a pixel).
             bitmap = cv2.resize(bitmap, (self.width, self.height), interpolation=cv2.INTER_NEAREST_EXACT)
         if self._flipped:
-            bitmap = bitmap[:, ::-1]
+            bitmap = cv2.flip(bitmap, 1)
         return bitmap
+
+    @staticmethod
+    def _rasterize_in_box(parts: list[np.ndarray], out: np.ndarray) -> None:
+        """Rasterize polygons into ``out`` (H, W) through the crop of their integer bounding box."""
+        h, w = out.shape
+        xs = np.concatenate([p[0::2] for p in parts])
+        ys = np.concatenate([p[1::2] for p in parts])
+        x0, y0 = max(int(np.floor(xs.min())) - 1, 0), max(int(np.floor(ys.min())) - 1, 0)
+        x1, y1 = min(int(np.ceil(xs.max())) + 1, w), min(int(np.ceil(ys.max())) + 1, h)
+        if x1 <= x0 or y1 <= y0:
+            return  # entirely outside the image
+        shifted = []
+        for p in parts:
+            q = p.copy()
+            q[0::2] -= x0
+            q[1::2] -= y0
+            shifted.append(q.tolist())
+        rles = mask_utils.frPyObjects(shifted, y1 - y0, x1 - x0)
+        out[y0:y1, x0:x1] = mask_utils.decode(mask_utils.merge(rles))
 
     def to_array(self) -> np.ndarray:
         """Rasterize all instances at the current size.
@@ -140,8 +163,11 @@ class InstanceMasks:
         label_map = None
         for i, e in enumerate(self._entries):
             if isinstance(e, _Polygon):
-                rles = mask_utils.frPyObjects([p.tolist() for p in e.parts], self.height, self.width)
-                out[i] = mask_utils.decode(mask_utils.merge(rles))
+                if self._transformed:
+                    self._rasterize_in_box(e.parts, out[i])
+                else:
+                    rles = mask_utils.frPyObjects([p.tolist() for p in e.parts], self.height, self.width)
+                    out[i] = mask_utils.decode(mask_utils.merge(rles))
             elif isinstance(e, _RLE):
                 rle = e.rle
                 if isinstance(rle.get("counts"), list):  # uncompressed counts

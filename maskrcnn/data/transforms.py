@@ -95,7 +95,7 @@ class RandomHorizontalFlip:
 def hflip(image, target):
     """Deterministic horizontal flip: x -> W - x in pixel-edge coordinates."""
     w = image.shape[1]
-    image = np.ascontiguousarray(image[:, ::-1])
+    image = cv2.flip(image, 1)  # a contiguous mirrored copy, much faster than numpy's image[:, ::-1] copy
     target = dict(target)
     boxes = np.asarray(target["boxes"], dtype=np.float32).copy()
     boxes[:, [0, 2]] = w - boxes[:, [2, 0]]

@@ -13,7 +13,14 @@ import re
 import torch
 from torch import Tensor
 
-__all__ = ["ARCHS", "convert_torchvision_state_dict", "torchvision_num_classes"]
+__all__ = ["ARCHS", "COCO_CATEGORY_IDS", "convert_torchvision_state_dict", "select_classes", "torchvision_num_classes"]
+
+# The 80 category ids of COCO 2017 in ascending order; torchvision's COCO models use them as labels
+# (the other ids up to 90 are unused rows of its 91-way classifier).
+COCO_CATEGORY_IDS = (
+    list(range(1, 12)) + list(range(13, 26)) + [27, 28] + list(range(31, 45)) + list(range(46, 66))
+    + [67, 70] + list(range(72, 83)) + list(range(84, 91))
+)
 
 ARCHS = ("maskrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn")
 
@@ -82,4 +89,23 @@ def convert_torchvision_state_dict(state: dict[str, Tensor], *, arch: str) -> di
             out[new] = value.detach().clone() if isinstance(value, torch.Tensor) else value
     if unknown:
         raise ValueError(f"unexpected keys in the torchvision state dict: {unknown[:10]}")
+    return out
+
+
+def select_classes(state: dict[str, Tensor], labels: list[int]) -> dict[str, Tensor]:
+    """Keeps the background and the classifier / box / mask rows of ``labels`` (in that order).
+
+    With ``COCO_CATEGORY_IDS`` this turns torchvision's 91-way COCO model (label = category id)
+    into an 80-class model whose label i is the i-th category in ascending id order, the
+    contiguous labelling of our COCO dataset.
+    """
+    rows = torch.tensor([0] + list(labels))
+    out = dict(state)
+    for key in ("roi_heads.box_predictor.cls_score.weight", "roi_heads.box_predictor.cls_score.bias",
+                "roi_heads.mask_predictor.mask_fcn_logits.weight", "roi_heads.mask_predictor.mask_fcn_logits.bias"):
+        if key in out:
+            out[key] = out[key][rows].clone()
+    box_rows = (rows[:, None] * 4 + torch.arange(4)[None]).reshape(-1)
+    for key in ("roi_heads.box_predictor.bbox_pred.weight", "roi_heads.box_predictor.bbox_pred.bias"):
+        out[key] = out[key][box_rows].clone()
     return out

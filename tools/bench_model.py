@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Benchmark our Mask R-CNN R50-FPN against torchvision's, same weights and inputs, in one process.
+
+    python tools/bench_model.py [--device cpu|cuda] [--size 512] [--max-size 853] [--batch 2]
+                                [--iters 5] [--warmup 2] [--roi-backend ours|torchvision] [--out bench.json]
+
+torchvision's model is built as ``maskrcnn_resnet50_fpn`` builds it for pretrained weights (frozen BN,
+eps 0) with random weights; ours is ``configs/model/mask_rcnn_r50_fpn_torchvision.yaml`` with the
+converted weights (so both compute the same detections, see tests/modeling/test_torchvision_parity.py).
+Inference: ``model(images)`` in eval mode, including resize, mask paste. Training step: forward with
+targets, backward, SGD step. Reports medians (ms) and ratios ours / torchvision (< 1: ours faster) as a
+table and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection._utils import overwrite_eps
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from maskrcnn.modeling.torchvision_compat import convert_torchvision_state_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_models(*, size: int, max_size: int, num_classes: int, roi_backend: str, device: torch.device):
+    torch.manual_seed(0)
+    body = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    tv = MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=num_classes + 1, min_size=size, max_size=max_size)
+    overwrite_eps(tv, 0.0)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(overrides=["+model=mask_rcnn_r50_fpn_torchvision", "+roi_layer=roi_align",
+                                 f"model.transform.min_size_test={size}", f"model.transform.max_size_test={max_size}",
+                                 f"model.roi_heads.box_pooler.roi_layer.backend={roi_backend}",
+                                 f"model.roi_heads.mask_pooler.roi_layer.backend={roi_backend}"])
+    with open_dict(cfg):
+        cfg.dataset = OmegaConf.create({"num_classes": num_classes})
+    ours = instantiate(cfg.model)
+    ours.load_state_dict(convert_torchvision_state_dict(tv.state_dict(), arch="maskrcnn_resnet50_fpn"), strict=True)
+    # Confident random detections so that the mask branch and the paste do real work at inference.
+    for m in (tv, ours):
+        with torch.no_grad():
+            m.roi_heads.box_predictor.cls_score.bias[1:] += 4.0
+    return tv.to(device), ours.to(device)
+
+
+def make_inputs(*, batch: int, h: int, w: int, num_classes: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    images, targets = [], []
+    for _ in range(batch):
+        images.append(torch.rand(3, h, w, generator=g).to(device))
+        n = 6
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
+        wh = 16 + torch.rand(n, 2, generator=g) * torch.tensor([w * 0.35, h * 0.35])
+        boxes = torch.cat([xy, xy + wh], 1)
+        masks = torch.zeros(n, h, w, dtype=torch.uint8)
+        for i, (x1, y1, x2, y2) in enumerate(boxes.round().int().tolist()):
+            masks[i, y1:y2, x1:x2] = 1
+        targets.append({"boxes": boxes.to(device), "labels": torch.randint(1, num_classes + 1, (n,), generator=g).to(device),
+                        "masks": masks.to(device)})
+    return images, targets
+
+
+def timed(fn, *, iters: int, warmup: int, device: torch.device) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--size", type=int, default=None, help="short side (default 800 on cuda, 384 on cpu)")
+    p.add_argument("--max-size", type=int, default=None)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--num-classes", type=int, default=80)
+    p.add_argument("--roi-backend", default="ours", choices=["ours", "torchvision"])
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on cpu")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = args.size or (800 if device.type == "cuda" else 384)
+    max_size = args.max_size or int(size * 1333 / 800)
+    iters = args.iters or (20 if device.type == "cuda" else 3)
+    h, w = size, int(size * 4 / 3)
+    tv, ours = build_models(size=size, max_size=max_size, num_classes=args.num_classes,
+                            roi_backend=args.roi_backend, device=device)
+    images, targets = make_inputs(batch=args.batch, h=h, w=w, num_classes=args.num_classes, device=device)
+
+    results = {}
+    for name, model in (("torchvision", tv), ("ours", ours)):
+        model.eval()
+
+        def infer():
+            with torch.no_grad():
+                return model(images)
+
+        dets = infer()
+        inf = timed(infer, iters=iters, warmup=args.warmup, device=device)
+        model.train()
+        opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-4, momentum=0.9)
+
+        def step():
+            losses = model(images, [dict(t) for t in targets])
+            opt.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            opt.step()
+
+        train = timed(step, iters=iters, warmup=args.warmup, device=device)
+        results[name] = {"inference_ms": statistics.median(inf), "train_step_ms": statistics.median(train),
+                         "inference_all_ms": inf, "train_all_ms": train,
+                         "detections_per_image": [int(d["boxes"].shape[0]) for d in dets]}
+    for key in ("inference_ms", "train_step_ms"):
+        results[f"ratio_{key}"] = results["ours"][key] / results["torchvision"][key]
+    report = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
+              "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "torchvision": torchvision.__version__, "batch": args.batch, "image_hw": [h, w],
+              "min_size": size, "max_size": max_size, "iters": iters, "roi_backend": args.roi_backend,
+              "results": results}
+    print(f"{'':14s}{'torchvision ms':>16s}{'ours ms':>12s}{'ours/tv':>10s}")
+    for key, label in (("inference_ms", "inference"), ("train_step_ms", "train step")):
+        print(f"{label:14s}{results['torchvision'][key]:16.1f}{results['ours'][key]:12.1f}"
+              f"{results['ratio_' + key]:10.3f}")
+    print(f"(device {report['device_name']}, batch {args.batch} of {h}x{w}, medians of {iters}, "
+          f"RoI backend {args.roi_backend}; detections/image {results['ours']['detections_per_image']})")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

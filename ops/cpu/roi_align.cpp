@@ -11,6 +11,8 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/parallel.h"
@@ -28,49 +30,75 @@ struct AlignParams {
 
 template <typename scalar_t, typename Map>
 FeatureMap<Map> feature_map(const at::Tensor& t) {
-  return {static_cast<Map*>(t.data_ptr<scalar_t>()) , t.size(2), t.size(3),
+  return {static_cast<Map*>(t.data_ptr<scalar_t>()), t.size(2), t.size(3),
           t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// Builds the two axis plans of RoI `k` (box in accumulation type T) and returns the divisor.
-template <typename T>
-int plan_roi(const T* box, double scale, int64_t height, int64_t width, const AlignParams& p,
-             AlignScratch<T>& s) {
-  const auto g = roi::align_geometry<T>(box[1], box[2], box[3], box[4], static_cast<T>(scale),
-                                        p.pooled_h, p.pooled_w, p.sampling_ratio, p.aligned);
-  build_axis_plan<T>(g.start_h, g.bin_h, p.pooled_h, g.grid_h, height, !p.max_mode, s.y);
-  build_axis_plan<T>(g.start_w, g.bin_w, p.pooled_w, g.grid_w, width, !p.max_mode, s.x);
-  return g.count;
-}
-
 // Everything both directions need: maps in a supported layout, rois in the accumulation type,
-// the level of every RoI, validated values.
+// validated values, the RoIs of each (level, image) and the split of the work.
 struct Prepared {
   std::vector<at::Tensor> maps;  // each NCHW-contiguous or channels_last-contiguous
   std::vector<bool> channels_last;
   at::Tensor rois;    // (K, 5) contiguous, accumulation dtype
   at::Tensor levels;  // (K,) int64 contiguous
   at::MemoryFormat out_format;
+  std::vector<std::vector<int64_t>> bucket;
+  ChannelSplit split;
 };
 
 Prepared prepare(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
                  at::ArrayRef<double> scales, const AlignParams& p) {
   Prepared out;
+  std::vector<int64_t> plane_bytes;
   for (const at::Tensor& f : features) {
     const bool cl = checks::is_channels_last(f);
     out.channels_last.push_back(cl);
     out.maps.push_back(f.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+    plane_bytes.push_back(f.size(2) * f.size(3) * static_cast<int64_t>(f.element_size()));
   }
   out.out_format = checks::memory_format_of(features[0]);
   const auto acc = features[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   out.rois = rois.to(acc).contiguous();
   out.levels = levels.contiguous();
+  const int64_t batch = features[0].size(0);
   checks::check_level_values(out.levels, static_cast<int64_t>(features.size()));
   const at::Tensor scale_per_roi =
       at::tensor(std::vector<double>(scales.begin(), scales.end()), at::kDouble).index_select(0, out.levels);
-  checks::check_roi_values(out.rois, features[0].size(0), scale_per_roi, p.sampling_ratio <= 0,
-                           p.pooled_h, p.pooled_w, p.aligned);
+  checks::check_roi_values(out.rois, batch, scale_per_roi, p.sampling_ratio <= 0, p.pooled_h,
+                           p.pooled_w, p.aligned);
+  const at::Tensor image = out.rois.select(1, 0).to(at::kLong).contiguous();
+  out.bucket = bucket_rois(image.data_ptr<int64_t>(), out.levels.data_ptr<int64_t>(), rois.size(0),
+                           batch, static_cast<int64_t>(features.size()));
+  out.split = split_channels(batch, features[0].size(1), plane_bytes, out.channels_last);
   return out;
+}
+
+// The axis plans of every RoI, built once (in parallel) and shared read-only by all items.
+template <typename T>
+std::vector<RoiPlan<T>> build_plans(const Prepared& prep, at::ArrayRef<double> scales,
+                                    const AlignParams& p) {
+  const int64_t num_rois = prep.rois.size(0);
+  std::vector<RoiPlan<T>> plans(num_rois);
+  const T* roi_data = prep.rois.data_ptr<T>();
+  const int64_t* level_data = prep.levels.data_ptr<int64_t>();
+  parallel_items<int>(num_rois, 4 * (p.pooled_h + p.pooled_w), [&](int64_t k, int&) {
+    const T* box = roi_data + k * 5;
+    const int64_t level = level_data[k];
+    const at::Tensor& map = prep.maps[level];
+    const auto g = roi::align_geometry<T>(box[1], box[2], box[3], box[4], static_cast<T>(scales[level]),
+                                          p.pooled_h, p.pooled_w, p.sampling_ratio, p.aligned);
+    RoiPlan<T>& plan = plans[k];
+    build_axis_plan<T>(g.start_h, g.bin_h, p.pooled_h, g.grid_h, map.size(2), !p.max_mode, plan.y);
+    build_axis_plan<T>(g.start_w, g.bin_w, p.pooled_w, g.grid_w, map.size(3), !p.max_mode, plan.x);
+    plan.count = g.count;
+  });
+  return plans;
+}
+
+// Estimated inner-loop operations of one item (decides whether threads are worth waking).
+int64_t item_work(const Prepared& prep, const AlignParams& p) {
+  const int64_t units = std::max<int64_t>(static_cast<int64_t>(prep.bucket.size()), 1);
+  return std::max<int64_t>(prep.rois.size(0) / units, 1) * prep.split.block[0] * p.pooled_h * p.pooled_w * 8;
 }
 
 at::Tensor forward(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
@@ -81,41 +109,37 @@ at::Tensor forward(at::TensorList features, const at::Tensor& rois, const at::Te
   at::Tensor output = at::empty({num_rois, channels, p.pooled_h, p.pooled_w},
                                 features[0].options().memory_format(prep.out_format));
   if (num_rois == 0 || channels == 0) return output;
-  const bool cl_out = prep.out_format == at::MemoryFormat::ChannelsLast;
-  const int64_t nb = channel_blocks(channels, num_rois, 16);
-  const int64_t block = (channels + nb - 1) / nb;
-  const int64_t work = block * p.pooled_h * p.pooled_w * 8;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(),
                                   "roi_align_forward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
-    std::vector<FeatureMap<const scalar_t>> maps;
-    for (const at::Tensor& m : prep.maps) maps.push_back(feature_map<scalar_t, const scalar_t>(m));
-    const T* roi_data = prep.rois.data_ptr<T>();
-    const int64_t* level_data = prep.levels.data_ptr<int64_t>();
+    const std::vector<RoiPlan<T>> plans = build_plans<T>(prep, scales, p);
     scalar_t* out_data = output.data_ptr<scalar_t>();
-    const int64_t sK = output.stride(0);
-    const RoiBlock<scalar_t> layout{nullptr, output.stride(1), output.stride(2), output.stride(3)};
-    (void)cl_out;
-    parallel_items<AlignScratch<T>>(num_rois * nb, work, [&](int64_t item, AlignScratch<T>& s) {
-      const int64_t k = item / nb;
-      const int64_t c0 = (item % nb) * block;
-      const int64_t c1 = std::min(c0 + block, channels);
-      if (c0 >= c1) return;
-      const T* box = roi_data + k * 5;
-      const int64_t level = level_data[k];
-      const FeatureMap<const scalar_t>& f = maps[level];
-      const int count = plan_roi<T>(box, scales[level], f.height, f.width, p, s);
-      const int64_t n = static_cast<int64_t>(box[0]);
-      RoiBlock<scalar_t> out{out_data + k * sK, layout.sC, layout.sH, layout.sW};
-      if (prep.channels_last[level]) {
-        align_forward_block<scalar_t, T, true>(f, n, p.pooled_h, p.pooled_w, count, p.max_mode, c0, c1, out, s);
-      } else {
-        align_forward_block<scalar_t, T, false>(f, n, p.pooled_h, p.pooled_w, count, p.max_mode, c0, c1, out, s);
+    const int64_t sK = output.stride(0), sC = output.stride(1), sH = output.stride(2), sW = output.stride(3);
+    parallel_items<AlignScratch<T>>(prep.split.items(), item_work(prep, p), [&](int64_t item, AlignScratch<T>& s) {
+      const ChannelSplit::Item it = prep.split.decode(item);
+      const auto f = feature_map<scalar_t, const scalar_t>(prep.maps[it.level]);
+      for (const int64_t k : prep.bucket[it.level * prep.split.batch + it.n]) {
+        const RoiBlock<scalar_t> out{out_data + k * sK, sC, sH, sW};
+        if (prep.channels_last[it.level]) {
+          align_forward_block<scalar_t, T, true>(f, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, out, s);
+        } else {
+          align_forward_block<scalar_t, T, false>(f, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, out, s);
+        }
       }
     });
   });
   return output;
+}
+
+// Zeroes the gradient slice (image n, channels [c0, c1)) of a map laid out like `g`.
+template <typename G>
+void zero_slice(G* slice, const FeatureMap<G>& g, int64_t nc, bool channels_last) {
+  if (!channels_last || nc == 1 || g.sW == nc) {  // one contiguous range
+    std::fill(slice, slice + nc * g.height * g.width, G(0));
+    return;
+  }
+  for (int64_t i = 0; i < g.height * g.width; ++i) std::fill(slice + i * g.sW, slice + i * g.sW + nc, G(0));
 }
 
 std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features,
@@ -123,61 +147,56 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features
                                  at::ArrayRef<double> scales, const AlignParams& p) {
   const Prepared prep = prepare(features, rois, levels, scales, p);
   checks::check_grad(grad, rois.size(0), features[0], p.pooled_h, p.pooled_w);
-  const int64_t num_levels = static_cast<int64_t>(features.size());
-  const int64_t num_rois = rois.size(0);
-  const int64_t batch = features[0].size(0);
-  const int64_t channels = features[0].size(1);
-  const auto acc_type = features[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  // Gradients accumulate in the accumulation type (float for half inputs), laid out like the maps.
   std::vector<at::Tensor> grads;
   for (size_t l = 0; l < prep.maps.size(); ++l) {
     const auto format = prep.channels_last[l] ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    grads.push_back(at::empty(prep.maps[l].sizes(), prep.maps[l].options().dtype(acc_type), format).zero_());
+    grads.push_back(at::empty(prep.maps[l].sizes(), prep.maps[l].options(), format));
   }
-  if (num_rois > 0 && channels > 0) {
-    const at::Tensor go = grad.contiguous(prep.out_format);
-    // The RoIs of each (level, image), in their original order.
-    std::vector<std::vector<int64_t>> bucket(num_levels * batch);
-    {
-      const at::Tensor index = prep.rois.select(1, 0).to(at::kLong).contiguous();
-      const int64_t* idx = index.data_ptr<int64_t>();
-      const int64_t* lv = prep.levels.data_ptr<int64_t>();
-      for (int64_t k = 0; k < num_rois; ++k) bucket[lv[k] * batch + idx[k]].push_back(k);
-    }
-    const int64_t units = num_levels * batch;
-    const int64_t nb = channel_blocks(channels, units, 8);
-    const int64_t block = (channels + nb - 1) / nb;
-    const int64_t work = block * p.pooled_h * p.pooled_w * 8 * std::max<int64_t>(num_rois / units, 1);
+  if (features[0].size(1) == 0) return grads;  // nothing to fill
+  const at::Tensor go = grad.contiguous(prep.out_format);
 
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(),
-                                    "roi_align_backward_cpu", [&] {
-      using T = at::opmath_type<scalar_t>;
-      const T* roi_data = prep.rois.data_ptr<T>();
-      const scalar_t* go_data = go.data_ptr<scalar_t>();
-      parallel_items<AlignScratch<T>>(units * nb, work, [&](int64_t item, AlignScratch<T>& s) {
-        const int64_t unit = item / nb;
-        const int64_t level = unit / batch;
-        const int64_t n = unit % batch;
-        const int64_t c0 = (item % nb) * block;
-        const int64_t c1 = std::min(c0 + block, channels);
-        if (c0 >= c1 || bucket[unit].empty()) return;
-        const auto f = feature_map<scalar_t, const scalar_t>(prep.maps[level]);
-        const auto g = feature_map<T, T>(grads[level]);
-        for (const int64_t k : bucket[unit]) {
-          const int count = plan_roi<T>(roi_data + k * 5, scales[level], f.height, f.width, p, s);
-          const RoiBlock<const scalar_t> gk{go_data + k * go.stride(0), go.stride(1), go.stride(2), go.stride(3)};
-          if (prep.channels_last[level]) {
-            align_backward_block<scalar_t, T, true>(f, g, n, p.pooled_h, p.pooled_w, count, p.max_mode, c0, c1, gk, s);
-          } else {
-            align_backward_block<scalar_t, T, false>(f, g, n, p.pooled_h, p.pooled_w, count, p.max_mode, c0, c1, gk, s);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(),
+                                  "roi_align_backward_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    constexpr bool direct = std::is_same<T, scalar_t>::value;
+    const std::vector<RoiPlan<T>> plans = build_plans<T>(prep, scales, p);
+    const scalar_t* go_data = go.data_ptr<scalar_t>();
+    parallel_items<AlignScratch<T>>(prep.split.items(), item_work(prep, p), [&](int64_t item, AlignScratch<T>& s) {
+      const ChannelSplit::Item it = prep.split.decode(item);
+      const bool cl = prep.channels_last[it.level];
+      const auto f = feature_map<scalar_t, const scalar_t>(prep.maps[it.level]);
+      const auto out = feature_map<scalar_t, scalar_t>(grads[it.level]);
+      const int64_t nc = it.c1 - it.c0;
+      scalar_t* out_slice = out.data + it.n * out.sN + it.c0 * out.sC;
+      // The item's gradient slice: the output itself, or a compact float buffer for half types.
+      FeatureMap<T> g;
+      if constexpr (direct) {
+        g = {reinterpret_cast<T*>(out_slice), out.height, out.width, 0, out.sC, out.sH, out.sW};
+      } else {
+        s.slice.resize(nc * out.height * out.width);
+        g = cl ? FeatureMap<T>{s.slice.data(), out.height, out.width, 0, 1, out.width * nc, nc}
+               : FeatureMap<T>{s.slice.data(), out.height, out.width, 0, out.height * out.width, out.width, 1};
+      }
+      zero_slice<T>(g.data, g, nc, cl);
+      for (const int64_t k : prep.bucket[it.level * prep.split.batch + it.n]) {
+        const RoiBlock<const scalar_t> gk{go_data + k * go.stride(0), go.stride(1), go.stride(2), go.stride(3)};
+        if (cl) {
+          align_backward_block<scalar_t, T, true>(f, g, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, gk, s);
+        } else {
+          align_backward_block<scalar_t, T, false>(f, g, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, gk, s);
+        }
+      }
+      if constexpr (!direct) {
+        for (int64_t c = 0; c < nc; ++c) {
+          for (int64_t y = 0; y < out.height; ++y) {
+            for (int64_t x = 0; x < out.width; ++x) {
+              out_slice[c * out.sC + y * out.sH + x * out.sW] = static_cast<scalar_t>(g.data[c * g.sC + y * g.sH + x * g.sW]);
+            }
           }
         }
-      });
+      }
     });
-  }
-  for (int64_t l = 0; l < num_levels; ++l) {
-    if (grads[l].scalar_type() != features[l].scalar_type()) grads[l] = grads[l].to(features[l].scalar_type());
-  }
+  });
   return grads;
 }
 

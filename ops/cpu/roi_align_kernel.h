@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cpu/align_plan.h"
+#include "cpu/parallel.h"
 
 namespace maskrcnn {
 namespace cpu {
@@ -35,13 +36,21 @@ struct RoiBlock {
   int64_t sC, sH, sW;
 };
 
-// Per-thread scratch: the two axis plans of the current RoI and per-channel buffers.
+// The plans of one RoI: its two axes, the divisor of the average, its image and level.
+template <typename T>
+struct RoiPlan {
+  AxisPlan<T> y, x;
+  int count = 1;
+};
+
+// Per-thread scratch: per-channel buffers of the channels_last loops, and the gradient slice of
+// half-precision inputs (accumulated in float, converted once at the end of the item).
 template <typename T>
 struct AlignScratch {
-  AxisPlan<T> y, x;
   std::vector<T> acc;
   std::vector<T> grad;
   std::vector<int> winner;
+  std::vector<T> slice;
 };
 
 // Value of one sample point at plane offset `base` (the reference's order of operations).
@@ -65,12 +74,12 @@ inline bool off_map_wins(T best, int64_t best_pos, int64_t first_invalid) {
 
 // Forward of one RoI on channels [c0, c1): writes the (c1 - c0, oh, ow) output block.
 template <typename scalar_t, typename T, bool CL>
-void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, int pooled_h,
-                         int pooled_w, int count, bool max_mode, int64_t c0, int64_t c1,
+void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const RoiPlan<T>& plan,
+                         int pooled_h, int pooled_w, bool max_mode, int64_t c0, int64_t c1,
                          RoiBlock<scalar_t> out, AlignScratch<T>& s) {
-  const AxisPlan<T>& py = s.y;
-  const AxisPlan<T>& px = s.x;
-  const T divisor = static_cast<T>(count);
+  const AxisPlan<T>& py = plan.y;
+  const AxisPlan<T>& px = plan.x;
+  const T divisor = static_cast<T>(plan.count);
   const scalar_t* image = f.data + n * f.sN;
   if (!CL) {
     // NCHW: one channel plane at a time, so the RoI's rows of that plane stay in cache.
@@ -149,11 +158,17 @@ void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, int poo
           const scalar_t* p01 = image + sy.low * f.sH + sx.high * f.sW + c0;
           const scalar_t* p10 = image + sy.high * f.sH + sx.low * f.sW + c0;
           const scalar_t* p11 = image + sy.high * f.sH + sx.high * f.sW + c0;
-          const bool first = iy == 0 && ix == 0;
+          if (iy == 0 && ix == 0) {
+            for (int64_t j = 0; j < nc; ++j) {
+              acc[j] = w00 * static_cast<T>(p00[j]) + w01 * static_cast<T>(p01[j]) +
+                       w10 * static_cast<T>(p10[j]) + w11 * static_cast<T>(p11[j]);
+            }
+            continue;
+          }
           for (int64_t j = 0; j < nc; ++j) {
             const T v = w00 * static_cast<T>(p00[j]) + w01 * static_cast<T>(p01[j]) +
                         w10 * static_cast<T>(p10[j]) + w11 * static_cast<T>(p11[j]);
-            acc[j] = (first || v > acc[j]) ? v : acc[j];
+            acc[j] = v > acc[j] ? v : acc[j];
           }
         }
       }
@@ -167,25 +182,25 @@ void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, int poo
   }
 }
 
-// Backward of one RoI on channels [c0, c1): adds the RoI's output gradient `go` into `grad`
-// (the gradient of the feature map in the accumulation type, laid out like the map).
+// Backward of one RoI on channels [c0, c1): adds the RoI's output gradient `go` into `grad`,
+// the gradient slice of image n and channels [c0, c1) in the accumulation type: element
+// (c, y, x) at grad.data[(c - c0)*sC + y*sH + x*sW] (sN unused).
 template <typename scalar_t, typename T, bool CL>
 void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<T>& grad,
-                          int64_t n, int pooled_h, int pooled_w, int count, bool max_mode,
-                          int64_t c0, int64_t c1, RoiBlock<const scalar_t> go,
+                          int64_t n, const RoiPlan<T>& plan, int pooled_h, int pooled_w,
+                          bool max_mode, int64_t c0, int64_t c1, RoiBlock<const scalar_t> go,
                           AlignScratch<T>& s) {
-  const AxisPlan<T>& py = s.y;
-  const AxisPlan<T>& px = s.x;
-  const T divisor = static_cast<T>(count);
+  const AxisPlan<T>& py = plan.y;
+  const AxisPlan<T>& px = plan.x;
+  const T divisor = static_cast<T>(plan.count);
   const scalar_t* image = f.data + n * f.sN;
-  T* gimage = grad.data + n * grad.sN;
 
   // Max mode helpers: the winner is `local` = iy * nx + ix among the bin's valid samples.
   auto scatter = [&](int ph, int pw, int64_t c, int local, T gc) {
     const int nx = px.num_valid(pw);
     const roi::AxisInterp<T>& sy = py.samples[py.sample_begin[ph] + local / nx];
     const roi::AxisInterp<T>& sx = px.samples[px.sample_begin[pw] + local % nx];
-    T* base = gimage + c * grad.sC;
+    T* base = grad.data + (c - c0) * grad.sC;
     base[sy.low * grad.sH + sx.low * grad.sW] += (sy.w_low * sx.w_low) * gc;
     base[sy.low * grad.sH + sx.high * grad.sW] += (sy.w_low * sx.w_high) * gc;
     base[sy.high * grad.sH + sx.low * grad.sW] += (sy.w_high * sx.w_low) * gc;
@@ -200,7 +215,7 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
   if (!CL) {
     for (int64_t c = c0; c < c1; ++c) {
       const scalar_t* plane = image + c * f.sC;
-      T* gplane = gimage + c * grad.sC;
+      T* gplane = grad.data + (c - c0) * grad.sC;
       for (int ph = 0; ph < pooled_h; ++ph) {
         for (int pw = 0; pw < pooled_w; ++pw) {
           const T g = static_cast<T>(go.data[c * go.sC + ph * go.sH + pw * go.sW]);
@@ -251,7 +266,7 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
       if (!max_mode) {
         for (int64_t j = 0; j < nc; ++j) gb[j] = static_cast<T>(g[j * go.sC]) / divisor;
         for (int ty = py.tap_begin[ph]; ty < py.tap_begin[ph + 1]; ++ty) {
-          T* row = gimage + py.tap_index[ty] * grad.sH + c0;
+          T* row = grad.data + py.tap_index[ty] * grad.sH;
           for (int tx = px.tap_begin[pw]; tx < px.tap_begin[pw + 1]; ++tx) {
             const T w = py.tap_weight[ty] * px.tap_weight[tx];
             T* p = row + px.tap_index[tx] * grad.sW;
@@ -273,14 +288,19 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
           const scalar_t* p01 = image + sy.low * f.sH + sx.high * f.sW + c0;
           const scalar_t* p10 = image + sy.high * f.sH + sx.low * f.sW + c0;
           const scalar_t* p11 = image + sy.high * f.sH + sx.high * f.sW + c0;
-          const bool first = iy == 0 && ix == 0;
           const int local = iy * nx + ix;
+          if (local == 0) {
+            for (int64_t j = 0; j < nc; ++j) {
+              best[j] = w00 * static_cast<T>(p00[j]) + w01 * static_cast<T>(p01[j]) +
+                        w10 * static_cast<T>(p10[j]) + w11 * static_cast<T>(p11[j]);
+              win[j] = 0;
+            }
+            continue;
+          }
           for (int64_t j = 0; j < nc; ++j) {
             const T v = w00 * static_cast<T>(p00[j]) + w01 * static_cast<T>(p01[j]) +
                         w10 * static_cast<T>(p10[j]) + w11 * static_cast<T>(p11[j]);
-            const bool take = first || v > best[j];
-            best[j] = take ? v : best[j];
-            win[j] = take ? local : win[j];
+            keep_first_max(v, best[j], win[j], local);
           }
         }
       }

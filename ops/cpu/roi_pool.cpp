@@ -9,6 +9,8 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/parallel.h"
@@ -19,106 +21,194 @@ namespace maskrcnn {
 namespace cpu {
 namespace {
 
-struct PoolScratch {
-  std::vector<roi::PoolRange> rows, cols;
-};
+// The quantized bins of every RoI: rows then columns, (pooled_h + pooled_w) ranges per RoI.
+template <typename T>
+std::vector<roi::PoolRange> pool_ranges(const T* rois, int64_t num_rois, double scale, int pooled_h,
+                                        int pooled_w, int64_t height, int64_t width) {
+  std::vector<roi::PoolRange> ranges(num_rois * (pooled_h + pooled_w));
+  for (int64_t k = 0; k < num_rois; ++k) {
+    const T* box = rois + k * 5;
+    const roi::PoolGeometry g = roi::pool_geometry<T>(box[1], box[2], box[3], box[4], static_cast<T>(scale));
+    roi::PoolRange* r = ranges.data() + k * (pooled_h + pooled_w);
+    for (int b = 0; b < pooled_h; ++b) r[b] = roi::pool_bin_range<T>(g.start_h, g.roi_h, b, pooled_h, height);
+    for (int b = 0; b < pooled_w; ++b) r[pooled_h + b] = roi::pool_bin_range<T>(g.start_w, g.roi_w, b, pooled_w, width);
+  }
+  return ranges;
+}
 
 template <typename T>
-void plan_pool(const T* box, double scale, int pooled_h, int pooled_w, int64_t height,
-               int64_t width, PoolScratch& s) {
-  const roi::PoolGeometry g = roi::pool_geometry<T>(box[1], box[2], box[3], box[4], static_cast<T>(scale));
-  s.rows.resize(pooled_h);
-  s.cols.resize(pooled_w);
-  for (int b = 0; b < pooled_h; ++b) s.rows[b] = roi::pool_bin_range<T>(g.start_h, g.roi_h, b, pooled_h, height);
-  for (int b = 0; b < pooled_w; ++b) s.cols[b] = roi::pool_bin_range<T>(g.start_w, g.roi_w, b, pooled_w, width);
+struct PoolScratch {
+  std::vector<T> best;
+  std::vector<int> where;
+};
+
+// One RoI on one NCHW plane. Max over a rectangle is separable: for each row bin, first the
+// maxima of every column over the bin's rows (a contiguous, vectorizable loop over the RoI's
+// columns), then the maximum of each column bin over those. Ties go to the first cell in
+// row-major order: the smallest row, then the smallest column.
+template <typename scalar_t, typename T>
+void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::PoolRange* rows,
+                const roi::PoolRange* cols, int pooled_h, int pooled_w, scalar_t* out, int* arg,
+                int64_t oH, int64_t oW, PoolScratch<T>& s) {
+  // Column span of the non-empty column bins (bins are ordered along the axis).
+  int64_t x0 = width, x1 = 0;
+  for (int pw = 0; pw < pooled_w; ++pw) {
+    if (cols[pw].end > cols[pw].begin) {
+      x0 = std::min(x0, cols[pw].begin);
+      x1 = std::max(x1, cols[pw].end);
+    }
+  }
+  s.best.resize(width);
+  s.where.resize(width);
+  T* cm = s.best.data();
+  int* ch = s.where.data();
+  for (int ph = 0; ph < pooled_h; ++ph) {
+    const roi::PoolRange r = rows[ph];
+    const bool empty_row = r.end <= r.begin || x1 <= x0;
+    if (!empty_row) {
+      const scalar_t* first = plane + r.begin * sH;
+      for (int64_t w = x0; w < x1; ++w) {
+        cm[w] = static_cast<T>(first[w]);
+        ch[w] = static_cast<int>(r.begin);
+      }
+      for (int64_t h = r.begin + 1; h < r.end; ++h) {
+        const scalar_t* row = plane + h * sH;
+        const int hi = static_cast<int>(h);
+        for (int64_t w = x0; w < x1; ++w) keep_first_max(static_cast<T>(row[w]), cm[w], ch[w], hi);
+      }
+    }
+    for (int pw = 0; pw < pooled_w; ++pw) {
+      const roi::PoolRange q = cols[pw];
+      const int64_t o = ph * oH + pw * oW;
+      if (empty_row || q.end <= q.begin) {
+        out[o] = static_cast<scalar_t>(0);
+        arg[o] = -1;
+        continue;
+      }
+      T best = cm[q.begin];
+      int best_h = ch[q.begin];
+      int64_t best_w = q.begin;
+      for (int64_t w = q.begin + 1; w < q.end; ++w) {
+        if (cm[w] > best || (cm[w] == best && ch[w] < best_h)) {
+          best = cm[w];
+          best_h = ch[w];
+          best_w = w;
+        }
+      }
+      out[o] = static_cast<scalar_t>(best);
+      arg[o] = static_cast<int>(best_h * width + best_w);
+    }
+  }
+}
+
+// One RoI on channels [c0, c1) of a channels_last image: the innermost loop runs over the
+// contiguous channels (vectorizes); the running maxima live in a float/double scratch.
+template <typename scalar_t, typename T>
+void pool_block_channels_last(const scalar_t* image, int64_t sH, int64_t sW, int64_t width,
+                              const roi::PoolRange* rows, const roi::PoolRange* cols, int pooled_h,
+                              int pooled_w, int64_t c0, int64_t c1, scalar_t* out, int* arg,
+                              int64_t oH, int64_t oW, PoolScratch<T>& s) {
+  const int64_t nc = c1 - c0;
+  s.best.resize(nc);
+  s.where.resize(nc);
+  T* best = s.best.data();
+  int* where = s.where.data();
+  for (int ph = 0; ph < pooled_h; ++ph) {
+    const roi::PoolRange r = rows[ph];
+    for (int pw = 0; pw < pooled_w; ++pw) {
+      const roi::PoolRange q = cols[pw];
+      scalar_t* ov = out + ph * oH + pw * oW + c0;  // channels contiguous
+      int* oa = arg + ph * oH + pw * oW + c0;
+      if (r.end <= r.begin || q.end <= q.begin) {
+        for (int64_t j = 0; j < nc; ++j) {
+          ov[j] = static_cast<scalar_t>(0);
+          oa[j] = -1;
+        }
+        continue;
+      }
+      const scalar_t* first = image + r.begin * sH + q.begin * sW + c0;
+      const int first_index = static_cast<int>(r.begin * width + q.begin);
+      for (int64_t j = 0; j < nc; ++j) {
+        best[j] = static_cast<T>(first[j]);
+        where[j] = first_index;
+      }
+      for (int64_t h = r.begin; h < r.end; ++h) {
+        for (int64_t w = (h == r.begin ? q.begin + 1 : q.begin); w < q.end; ++w) {
+          const scalar_t* p = image + h * sH + w * sW + c0;
+          const int index = static_cast<int>(h * width + w);
+          for (int64_t j = 0; j < nc; ++j) keep_first_max(static_cast<T>(p[j]), best[j], where[j], index);
+        }
+      }
+      for (int64_t j = 0; j < nc; ++j) {
+        ov[j] = static_cast<scalar_t>(best[j]);
+        oa[j] = where[j];
+      }
+    }
+  }
+}
+
+struct PoolPrepared {
+  at::Tensor input;  // NCHW- or channels_last-contiguous
+  bool channels_last;
+  at::Tensor rois;   // (K, 5) accumulation dtype
+  std::vector<std::vector<int64_t>> bucket;
+  ChannelSplit split;
+};
+
+PoolPrepared prepare(const at::Tensor& input, const at::Tensor& rois, double spatial_scale) {
+  PoolPrepared out;
+  out.channels_last = checks::is_channels_last(input);
+  out.input = input.contiguous(checks::memory_format_of(input));
+  const auto acc = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  out.rois = rois.to(acc).contiguous();
+  checks::check_roi_values(out.rois, input.size(0), at::scalar_tensor(spatial_scale, at::kDouble));
+  const at::Tensor image = out.rois.select(1, 0).to(at::kLong).contiguous();
+  out.bucket = bucket_rois(image.data_ptr<int64_t>(), nullptr, rois.size(0), input.size(0), 1);
+  out.split = split_channels(input.size(0), input.size(1),
+                             {input.size(2) * input.size(3) * static_cast<int64_t>(input.element_size())},
+                             {out.channels_last});
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input_, const at::Tensor& rois_,
                                                 double spatial_scale, int64_t pooled_h_,
                                                 int64_t pooled_w_) {
   checks::check_roi_pool_args(input_, rois_, spatial_scale, pooled_h_, pooled_w_);
-  const at::MemoryFormat format = checks::memory_format_of(input_);
-  const bool cl = format == at::MemoryFormat::ChannelsLast;
-  const at::Tensor input = input_.contiguous(format);
-  const auto acc = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor rois = rois_.to(acc).contiguous();
-  checks::check_roi_values(rois, input.size(0), at::scalar_tensor(spatial_scale, at::kDouble));
-
+  const PoolPrepared prep = prepare(input_, rois_, spatial_scale);
+  const at::Tensor& input = prep.input;
+  const bool cl = prep.channels_last;
   const int pooled_h = static_cast<int>(pooled_h_), pooled_w = static_cast<int>(pooled_w_);
-  const int64_t num_rois = rois.size(0), channels = input.size(1);
+  const int64_t num_rois = prep.rois.size(0), channels = input.size(1);
   const int64_t height = input.size(2), width = input.size(3);
+  const auto format = checks::memory_format_of(input_);
   at::Tensor output = at::empty({num_rois, channels, pooled_h, pooled_w}, input.options().memory_format(format));
   at::Tensor argmax = at::empty(output.sizes(), output.options().dtype(at::kInt).memory_format(format));
   if (num_rois == 0 || channels == 0) return {output, argmax};
-  const int64_t nb = channel_blocks(channels, num_rois, 16);
-  const int64_t block = (channels + nb - 1) / nb;
-  const int64_t work = block * pooled_h * pooled_w * 4;
+  const int64_t work = std::max<int64_t>(num_rois / input.size(0), 1) * prep.split.block[0] * pooled_h * pooled_w * 4;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool_forward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
+    const std::vector<roi::PoolRange> ranges =
+        pool_ranges<T>(prep.rois.data_ptr<T>(), num_rois, spatial_scale, pooled_h, pooled_w, height, width);
     const scalar_t* in = input.data_ptr<scalar_t>();
-    const T* roi_data = rois.data_ptr<T>();
     scalar_t* out = output.data_ptr<scalar_t>();
     int* arg = argmax.data_ptr<int>();
     const int64_t sN = input.stride(0), sC = input.stride(1), sH = input.stride(2), sW = input.stride(3);
     const int64_t oK = output.stride(0), oC = output.stride(1), oH = output.stride(2), oW = output.stride(3);
-    parallel_items<PoolScratch>(num_rois * nb, work, [&](int64_t item, PoolScratch& s) {
-      const int64_t k = item / nb;
-      const int64_t c0 = (item % nb) * block;
-      const int64_t c1 = std::min(c0 + block, channels);
-      if (c0 >= c1) return;
-      const T* box = roi_data + k * 5;
-      plan_pool<T>(box, spatial_scale, pooled_h, pooled_w, height, width, s);
-      const scalar_t* image = in + static_cast<int64_t>(box[0]) * sN;
-      for (int ph = 0; ph < pooled_h; ++ph) {
-        const roi::PoolRange r = s.rows[ph];
-        for (int pw = 0; pw < pooled_w; ++pw) {
-          const roi::PoolRange q = s.cols[pw];
-          const int64_t o = k * oK + ph * oH + pw * oW;
-          const bool empty = r.end <= r.begin || q.end <= q.begin;
-          if (cl) {
-            scalar_t* ov = out + o;  // channels contiguous (oC == 1)
-            int* oa = arg + o;
-            if (empty) {
-              for (int64_t c = c0; c < c1; ++c) { ov[c] = scalar_t(0); oa[c] = -1; }
-              continue;
-            }
-            const scalar_t* first = image + r.begin * sH + q.begin * sW;
-            const int first_index = static_cast<int>(r.begin * width + q.begin);
-            for (int64_t c = c0; c < c1; ++c) { ov[c] = first[c]; oa[c] = first_index; }
-            for (int64_t h = r.begin; h < r.end; ++h) {
-              for (int64_t w = q.begin; w < q.end; ++w) {
-                const scalar_t* p = image + h * sH + w * sW;
-                const int index = static_cast<int>(h * width + w);
-                for (int64_t c = c0; c < c1; ++c) {
-                  const bool take = static_cast<T>(p[c]) > static_cast<T>(ov[c]);
-                  ov[c] = take ? p[c] : ov[c];
-                  oa[c] = take ? index : oa[c];
-                }
-              }
-            }
-            continue;
-          }
+    parallel_items<PoolScratch<T>>(prep.split.items(), work, [&](int64_t item, PoolScratch<T>& s) {
+      const ChannelSplit::Item it = prep.split.decode(item);
+      const int64_t c0 = it.c0, c1 = it.c1;
+      const scalar_t* image = in + it.n * sN;
+      for (const int64_t k : prep.bucket[it.n]) {
+        const roi::PoolRange* rows = ranges.data() + k * (pooled_h + pooled_w);
+        const roi::PoolRange* cols = rows + pooled_h;
+        if (cl) {
+          pool_block_channels_last<scalar_t, T>(image, sH, sW, width, rows, cols, pooled_h, pooled_w, c0, c1,
+                                                out + k * oK, arg + k * oK, oH, oW, s);
+        } else {
           for (int64_t c = c0; c < c1; ++c) {
-            if (empty) {
-              out[o + c * oC] = scalar_t(0);
-              arg[o + c * oC] = -1;
-              continue;
-            }
-            const scalar_t* plane = image + c * sC;
-            T best = static_cast<T>(plane[r.begin * sH + q.begin]);
-            int64_t best_index = r.begin * width + q.begin;
-            for (int64_t h = r.begin; h < r.end; ++h) {
-              for (int64_t w = q.begin; w < q.end; ++w) {
-                const T v = static_cast<T>(plane[h * sH + w]);
-                if (v > best) {
-                  best = v;
-                  best_index = h * width + w;
-                }
-              }
-            }
-            out[o + c * oC] = static_cast<scalar_t>(best);
-            arg[o + c * oC] = static_cast<int>(best_index);
+            pool_plane<scalar_t, T>(image + c * sC, sH, width, rows, cols, pooled_h, pooled_w,
+                                    out + k * oK + c * oC, arg + k * oK + c * oC, oH, oW, s);
           }
         }
       }
@@ -133,59 +223,71 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& inpu
   checks::check_roi_pool_args(input_, rois_, spatial_scale, pooled_h, pooled_w);
   checks::check_grad(grad_, rois_.size(0), input_, pooled_h, pooled_w);
   checks::check_argmax(argmax_, grad_);
-  const at::MemoryFormat format = checks::memory_format_of(input_);
-  const auto acc = input_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor rois = rois_.to(acc).contiguous();
-  const int64_t batch = input_.size(0), channels = input_.size(1);
-  const int64_t height = input_.size(2), width = input_.size(3);
-  checks::check_roi_values(rois, batch, at::scalar_tensor(spatial_scale, at::kDouble));
-  at::Tensor grad_input = at::empty(input_.sizes(), input_.options().dtype(acc), format).zero_();
-  const int64_t num_rois = rois.size(0);
-  if (num_rois > 0 && channels > 0) {
-    const at::Tensor grad = grad_.contiguous(format);
-    const at::Tensor argmax = argmax_.contiguous(format);
-    std::vector<std::vector<int64_t>> bucket(batch);
-    {
-      const at::Tensor index = rois.select(1, 0).to(at::kLong).contiguous();
-      const int64_t* idx = index.data_ptr<int64_t>();
-      for (int64_t k = 0; k < num_rois; ++k) bucket[idx[k]].push_back(k);
-    }
-    const int64_t nb = channel_blocks(channels, batch, 8);
-    const int64_t block = (channels + nb - 1) / nb;
-    const int64_t plane = height * width;
-    const int64_t work = block * pooled_h * pooled_w * std::max<int64_t>(num_rois / batch, 1);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), "roi_pool_backward_cpu", [&] {
-      using T = at::opmath_type<scalar_t>;
-      const scalar_t* g = grad.data_ptr<scalar_t>();
-      const int* arg = argmax.data_ptr<int>();
-      T* gi = grad_input.data_ptr<T>();
-      const int64_t gN = grad_input.stride(0), gC = grad_input.stride(1), gW = grad_input.stride(3);
-      const int64_t oK = grad.stride(0), oC = grad.stride(1), oH = grad.stride(2), oW = grad.stride(3);
-      parallel_items<int>(batch * nb, work, [&](int64_t item, int&) {
-        const int64_t n = item / nb;
-        const int64_t c0 = (item % nb) * block;
-        const int64_t c1 = std::min(c0 + block, channels);
-        if (c0 >= c1) return;
-        T* image = gi + n * gN;
-        for (const int64_t k : bucket[n]) {
-          for (int64_t c = c0; c < c1; ++c) {
-            for (int64_t ph = 0; ph < pooled_h; ++ph) {
-              for (int64_t pw = 0; pw < pooled_w; ++pw) {
-                const int64_t o = k * oK + c * oC + ph * oH + pw * oW;
-                const int a = arg[o];
-                if (a == -1) continue;  // empty bin
-                TORCH_CHECK_VALUE(a >= 0 && a < plane, "argmax[", k, ", ", c, ", ", ph, ", ", pw,
-                                  "] must be -1 or a cell index in [0, H * W = ", plane, "), got ", a);
-                // a = h * W + w: cells are gW apart in both layouts (1 in NCHW, C in channels_last).
-                image[c * gC + a * gW] += static_cast<T>(g[o]);
-              }
+  const PoolPrepared prep = prepare(input_, rois_, spatial_scale);
+  const bool cl = prep.channels_last;
+  const auto format = checks::memory_format_of(input_);
+  const int64_t channels = input_.size(1), height = input_.size(2), width = input_.size(3);
+  at::Tensor grad_input = at::empty(input_.sizes(), input_.options(), format);
+  if (channels == 0) return grad_input;
+  const at::Tensor grad = grad_.contiguous(format);
+  const at::Tensor argmax = argmax_.contiguous(format);
+  const int64_t num_rois = prep.rois.size(0);
+  const int64_t plane = height * width;
+  const int64_t work = std::max<int64_t>(num_rois / input_.size(0), 1) * prep.split.block[0] * pooled_h * pooled_w;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), "roi_pool_backward_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    constexpr bool direct = std::is_same<T, scalar_t>::value;
+    const scalar_t* g = grad.data_ptr<scalar_t>();
+    const int* arg = argmax.data_ptr<int>();
+    scalar_t* gi = grad_input.data_ptr<scalar_t>();
+    const int64_t gN = grad_input.stride(0), gC = grad_input.stride(1), gW = grad_input.stride(3);
+    const int64_t oK = grad.stride(0), oC = grad.stride(1), oH = grad.stride(2), oW = grad.stride(3);
+    parallel_items<std::vector<T>>(prep.split.items(), work, [&](int64_t item, std::vector<T>& scratch) {
+      const ChannelSplit::Item it = prep.split.decode(item);
+      const int64_t nc = it.c1 - it.c0;
+      scalar_t* out_slice = gi + it.n * gN + it.c0 * gC;
+      // The item's gradient slice: the output itself, or a compact float buffer for half types.
+      T* slice;
+      int64_t sC, sW;
+      if constexpr (direct) {
+        slice = reinterpret_cast<T*>(out_slice);
+        sC = gC;
+        sW = gW;
+      } else {
+        scratch.resize(nc * plane);
+        slice = scratch.data();
+        sC = cl ? 1 : plane;
+        sW = cl ? nc : 1;
+      }
+      if (!cl || sW == nc) {
+        std::fill(slice, slice + nc * plane, T(0));
+      } else {
+        for (int64_t i = 0; i < plane; ++i) std::fill(slice + i * sW, slice + i * sW + nc, T(0));
+      }
+      for (const int64_t k : prep.bucket[it.n]) {
+        for (int64_t c = it.c0; c < it.c1; ++c) {
+          for (int64_t ph = 0; ph < pooled_h; ++ph) {
+            for (int64_t pw = 0; pw < pooled_w; ++pw) {
+              const int64_t o = k * oK + c * oC + ph * oH + pw * oW;
+              const int a = arg[o];
+              if (a == -1) continue;  // empty bin
+              TORCH_CHECK_VALUE(a >= 0 && a < plane, "argmax[", k, ", ", c, ", ", ph, ", ", pw,
+                                "] must be -1 or a cell index in [0, H * W = ", plane, "), got ", a);
+              // a = h * W + w: cells are sW apart in both layouts (1 in NCHW, C in channels_last).
+              slice[(c - it.c0) * sC + a * sW] += static_cast<T>(g[o]);
             }
           }
         }
-      });
+      }
+      if constexpr (!direct) {
+        for (int64_t c = 0; c < nc; ++c) {
+          for (int64_t i = 0; i < plane; ++i) out_slice[c * gC + i * gW] = static_cast<scalar_t>(slice[c * sC + i * sW]);
+        }
+      }
     });
-  }
-  return grad_input.scalar_type() == input_.scalar_type() ? grad_input : grad_input.to(input_.scalar_type());
+  });
+  return grad_input;
 }
 
 }  // namespace

@@ -145,7 +145,9 @@ class MultiLevelRoIPooler(nn.Module):
             (sum K_i, C, output_size, output_size), RoIs in image order.
         """
         feats = [features[name] for name in self.in_features]
-        rois = boxes_to_rois([b.to(feats[0].dtype) for b in boxes])
+        # Box coordinates stay float32 under float16 / bfloat16 features (the ops' contract).
+        dtype = torch.float32 if feats[0].dtype in (torch.float16, torch.bfloat16) else feats[0].dtype
+        rois = boxes_to_rois([b.to(dtype) for b in boxes])
         spec = self.roi_layer
         if len(feats) == 1:
             return self._single(feats[0], rois, self.output_size, self.scales[0])

@@ -160,6 +160,8 @@ class RoIHeads(nn.Module):
         else:
             box_features = self.box_head(pooled)
         logits, deltas = self.box_predictor(box_features)
+        # Losses and box decoding in float32 also under autocast.
+        logits, deltas = logits.float(), deltas.float()
 
         if self.training:
             labels_cat = torch.cat(labels)
@@ -176,7 +178,7 @@ class RoIHeads(nn.Module):
                 backend = self.box_pooler.roi_layer.backend
                 mt = mask_targets(gt_masks, fg_boxes, [m[i] for m, i in zip(matched, fg)],
                                   mask_logits.shape[-1], backend=backend)
-                losses["loss_mask"] = mask_loss(mask_logits, labels_cat[fg_cat], mt)
+                losses["loss_mask"] = mask_loss(mask_logits.float(), labels_cat[fg_cat], mt)
             return [], losses
 
         results = self._postprocess(logits, deltas, proposals, image_sizes)
@@ -187,7 +189,7 @@ class RoIHeads(nn.Module):
                     r["masks"] = box_features.new_zeros((0, 1, 1, 1))
             else:
                 mask_logits = self._mask_logits(features, boxes, None)
-                probs = select_class_masks(mask_logits, torch.cat([r["labels"] for r in results])).sigmoid()
+                probs = select_class_masks(mask_logits.float(), torch.cat([r["labels"] for r in results])).sigmoid()
                 for r, p in zip(results, probs.split([b.shape[0] for b in boxes])):
                     r["masks"] = p[:, None]
         return results, {}

@@ -95,11 +95,12 @@ class RPN(nn.Module):
         """
         logits, deltas = self.head(features)
         anchors = self.anchor_generator(padded_size, [f.shape[-2:] for f in features],
-                                        dtype=features[0].dtype, device=features[0].device)
+                                        dtype=torch.float32, device=features[0].device)
         num_per_level = [a.shape[0] for a in anchors]
         anchors = torch.cat(anchors)
-        objectness = torch.cat([_flatten(x, 1) for x in logits], dim=1).squeeze(2)  # (N, total)
-        pred_deltas = torch.cat([_flatten(x, 4) for x in deltas], dim=1)  # (N, total, 4)
+        # float32 for decoding, top-k and the losses, also under autocast.
+        objectness = torch.cat([_flatten(x, 1) for x in logits], dim=1).squeeze(2).float()  # (N, total)
+        pred_deltas = torch.cat([_flatten(x, 4) for x in deltas], dim=1).float()  # (N, total, 4)
         n = objectness.shape[0]
 
         # Faster R-CNN does not backpropagate through the proposal coordinates.

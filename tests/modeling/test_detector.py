@@ -144,3 +144,19 @@ def test_bad_targets_are_reported(two_samples):
         model(images, bad)
     with pytest.raises(ValueError, match="targets"):
         model(images)
+
+
+@needs_ops
+def test_bfloat16_autocast_train_and_infer(two_samples):
+    """Under autocast the RoI boxes, losses and outputs stay float32 (the engine's amp=bf16)."""
+    torch.manual_seed(0)
+    model = build_model("mask_rcnn_r18_fpn_small", "roi_align", overrides=FAST + ["model.roi_heads.score_thresh=0.0"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.train()(*two_samples)
+        assert set(losses) == LOSS_KEYS
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+        with torch.no_grad():
+            out = model.eval()(two_samples[0])
+    assert out[0]["boxes"].dtype == torch.float32 and out[0]["boxes"].shape[0] > 0
+    assert out[0]["masks"].dtype == torch.float32

@@ -19,6 +19,15 @@ def _sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
+def _pip_cuda_include_dirs():
+    # torch's CUDA headers include cuBLAS / cuSPARSE headers that a bare toolkit may lack; the
+    # nvidia-* wheels that CUDA torch depends on ship them (site-packages/nvidia/*/include).
+    import site
+
+    roots = site.getsitepackages() + [site.getusersitepackages()]
+    return sorted({d for r in roots for d in glob.glob(os.path.join(r, "nvidia", "*", "include"))})
+
+
 def _extensions():
     if os.environ.get("MASKRCNN_NO_EXT") == "1":
         return [], {}
@@ -29,11 +38,16 @@ def _extensions():
     # No -std flag: torch adds the standard its headers need (C++17 up to 2.12, C++20 after).
     cxx_flags = ["-O3", "-fopenmp"]
     define_macros = []
-    use_cuda = (torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1") and CUDA_HOME
-    if use_cuda:
+    force_cuda = os.environ.get("FORCE_CUDA") == "1"
+    if force_cuda and not CUDA_HOME:
+        raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to its folder")
+    if (torch.cuda.is_available() or force_cuda) and CUDA_HOME:
         sources += _sources("ops/cuda/*.cu")
         define_macros.append(("WITH_CUDA", None))
-        nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+        # -isystem: searched after the toolkit's own -I folders, so these only fill its gaps.
+        fallback_includes = [flag for d in _pip_cuda_include_dirs() for flag in ("-isystem", d)]
+        nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"] + fallback_includes
+        cxx_flags = cxx_flags + fallback_includes
         extension = CUDAExtension(
             "maskrcnn._C",
             sources,

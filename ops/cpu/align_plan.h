@@ -14,6 +14,7 @@
 //     neighbour slots, so the average reads 9 cells instead of 16.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -31,6 +32,7 @@ struct AxisPlan {
   std::vector<int64_t> tap_index;          // merged taps: cell index along the axis
   std::vector<T> tap_weight;               // merged taps: summed interpolation weight
   std::vector<int> tap_begin;              // bin p: taps [tap_begin[p], tap_begin[p+1])
+  int64_t tap_lo = 0, tap_hi = 0;          // cells [tap_lo, tap_hi) span all taps of all bins
 
   int num_valid(int p) const { return sample_begin[p + 1] - sample_begin[p]; }
 };
@@ -105,6 +107,8 @@ void build_axis_plan(T start, T bin_size, int pooled, int grid, int64_t size, bo
     }
   }
   plan.tap_begin[pooled] = static_cast<int>(plan.tap_index.size());
+  plan.tap_lo = plan.tap_index.empty() ? 0 : *std::min_element(plan.tap_index.begin(), plan.tap_index.end());
+  plan.tap_hi = plan.tap_index.empty() ? 0 : *std::max_element(plan.tap_index.begin(), plan.tap_index.end()) + 1;
 }
 
 // Row-major position (iy * grid_x + ix) of the first sample of a bin that lies off the map, or

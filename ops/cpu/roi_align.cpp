@@ -17,6 +17,7 @@
 
 #include "cpu/parallel.h"
 #include "cpu/roi_align_kernel.h"
+#include "cpu/roi_align_separable.h"
 #include "roi_checks.h"
 
 namespace maskrcnn {
@@ -91,6 +92,7 @@ std::vector<RoiPlan<T>> build_plans(const Prepared& prep, at::ArrayRef<double> s
     build_axis_plan<T>(g.start_h, g.bin_h, p.pooled_h, g.grid_h, map.size(2), !p.max_mode, plan.y);
     build_axis_plan<T>(g.start_w, g.bin_w, p.pooled_w, g.grid_w, map.size(3), !p.max_mode, plan.x);
     plan.count = g.count;
+    plan.separable = !p.max_mode && use_separable(plan.x);
   });
   return plans;
 }
@@ -121,7 +123,13 @@ at::Tensor forward(at::TensorList features, const at::Tensor& rois, const at::Te
       const auto f = feature_map<scalar_t, const scalar_t>(prep.maps[it.level]);
       for (const int64_t k : prep.bucket[it.level * prep.split.batch + it.n]) {
         const RoiBlock<scalar_t> out{out_data + k * sK, sC, sH, sW};
-        if (prep.channels_last[it.level]) {
+        if (plans[k].separable) {
+          if (prep.channels_last[it.level]) {
+            align_forward_separable<scalar_t, T, true>(f, it.n, plans[k], p.pooled_h, p.pooled_w, it.c0, it.c1, out, s);
+          } else {
+            align_forward_separable<scalar_t, T, false>(f, it.n, plans[k], p.pooled_h, p.pooled_w, it.c0, it.c1, out, s);
+          }
+        } else if (prep.channels_last[it.level]) {
           align_forward_block<scalar_t, T, true>(f, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, out, s);
         } else {
           align_forward_block<scalar_t, T, false>(f, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, out, s);
@@ -180,7 +188,13 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features
       zero_slice<T>(g.data, g, nc, cl);
       for (const int64_t k : prep.bucket[it.level * prep.split.batch + it.n]) {
         const RoiBlock<const scalar_t> gk{go_data + k * go.stride(0), go.stride(1), go.stride(2), go.stride(3)};
-        if (cl) {
+        if (plans[k].separable) {
+          if (cl) {
+            align_backward_separable<scalar_t, T, true>(g, plans[k], p.pooled_h, p.pooled_w, it.c0, it.c1, gk, s);
+          } else {
+            align_backward_separable<scalar_t, T, false>(g, plans[k], p.pooled_h, p.pooled_w, it.c0, it.c1, gk, s);
+          }
+        } else if (cl) {
           align_backward_block<scalar_t, T, true>(f, g, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, gk, s);
         } else {
           align_backward_block<scalar_t, T, false>(f, g, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, gk, s);

@@ -41,12 +41,25 @@ template <typename T>
 struct RoiPlan {
   AxisPlan<T> y, x;
   int count = 1;
+  // Average mode, computed separably (roi_align_separable.h): first along y over the RoI's
+  // column span, then along x. Chosen from the plan alone, so both layouts make the same choice
+  // and give bit-identical results.
+  bool separable = false;
 };
+
+// Separable pays when the RoI's column span is not much wider than the columns its taps read
+// (it always is for dense sampling; a huge box with a small fixed grid is the exception).
+template <typename T>
+bool use_separable(const AxisPlan<T>& x) {
+  const int64_t span = x.tap_hi - x.tap_lo;
+  return span > 0 && span <= 3 * static_cast<int64_t>(x.tap_index.size());
+}
 
 // Per-thread scratch: per-channel buffers of the channels_last loops, and the gradient slice of
 // half-precision inputs (accumulated in float, converted once at the end of the item).
 template <typename T>
 struct AlignScratch {
+  std::vector<T> col;  // separable: partial sums over the column span
   std::vector<T> acc;
   std::vector<T> grad;
   std::vector<int> winner;

@@ -10,10 +10,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "cpu/simd_loops.h"
 #include "roi_checks.h"
 #include "roi_common.h"
 
@@ -60,8 +62,8 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
   }
   s.best.resize(width);
   s.where.resize(width);
-  T* cm = s.best.data();
-  int* ch = s.where.data();
+  T* __restrict cm = s.best.data();
+  int* __restrict ch = s.where.data();
   for (int ph = 0; ph < pooled_h; ++ph) {
     const roi::PoolRange r = rows[ph];
     const bool empty_row = r.end <= r.begin || x1 <= x0;
@@ -74,7 +76,11 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
       for (int64_t h = r.begin + 1; h < r.end; ++h) {
         const scalar_t* row = plane + h * sH;
         const int hi = static_cast<int>(h);
-        for (int64_t w = x0; w < x1; ++w) keep_first_max(static_cast<T>(row[w]), cm[w], ch[w], hi);
+        if constexpr (std::is_same<scalar_t, float>::value) {
+          keep_first_max_f32(row + x0, cm + x0, ch + x0, x1 - x0, hi);
+        } else {
+          for (int64_t w = x0; w < x1; ++w) keep_first_max(static_cast<T>(row[w]), cm[w], ch[w], hi);
+        }
       }
     }
     for (int pw = 0; pw < pooled_w; ++pw) {
@@ -85,18 +91,20 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
         arg[o] = -1;
         continue;
       }
+      // Branch-free (the winner's position is unpredictable): the maximum, then the smallest
+      // row-major index h * W + w among the columns that reach it.
       T best = cm[q.begin];
-      int best_h = ch[q.begin];
-      int64_t best_w = q.begin;
-      for (int64_t w = q.begin + 1; w < q.end; ++w) {
-        if (cm[w] > best || (cm[w] == best && ch[w] < best_h)) {
-          best = cm[w];
-          best_h = ch[w];
-          best_w = w;
-        }
+      for (int64_t w = q.begin + 1; w < q.end; ++w) best = cm[w] > best ? cm[w] : best;
+      constexpr int64_t none = std::numeric_limits<int64_t>::max();
+      int64_t index = none;
+      for (int64_t w = q.begin; w < q.end; ++w) {
+        const int64_t reaches = -static_cast<int64_t>(cm[w] == best);  // all ones or zero
+        const int64_t candidate = ((ch[w] * width + w) & reaches) | (none & ~reaches);
+        index = std::min(index, candidate);
       }
+      if (index == none) index = ch[q.begin] * width + q.begin;  // NaN
       out[o] = static_cast<scalar_t>(best);
-      arg[o] = static_cast<int>(best_h * width + best_w);
+      arg[o] = static_cast<int>(index);
     }
   }
 }

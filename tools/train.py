@@ -17,11 +17,13 @@ import atexit
 import json
 import logging
 import os
+import random
 import sys
 import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -68,10 +70,6 @@ def setup_process(cfg: DictConfig) -> torch.device:
 
 
 def seed_all(seed: int) -> None:
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -91,7 +91,10 @@ inline ChannelSplit split_channels(int64_t batch, int64_t channels,
   split.block.resize(levels);
   for (size_t l = 0; l < levels; ++l) {
     min_block[l] = std::min<int64_t>(channels_last[l] ? 16 : 1, std::max<int64_t>(channels, 1));
-    const int64_t fit = kBlockBytes / std::max<int64_t>(plane_bytes[l], 1);
+    // channels_last: a pixel's channels are contiguous and, for wide maps, a page apart from the
+    // next pixel's: small blocks would touch a page per pixel for a few bytes. Start from all
+    // channels (the loop below splits them for the threads).
+    const int64_t fit = channels_last[l] ? channels : kBlockBytes / std::max<int64_t>(plane_bytes[l], 1);
     split.block[l] = std::min(std::max(fit, min_block[l]), std::max<int64_t>(channels, 1));
   }
   // Enough items for every thread to stay busy: shrink the blocks while there are too few.

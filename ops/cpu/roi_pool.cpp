@@ -76,8 +76,9 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
       for (int64_t h = r.begin + 1; h < r.end; ++h) {
         const scalar_t* row = plane + h * sH;
         const int hi = static_cast<int>(h);
-        if constexpr (std::is_same<scalar_t, float>::value) {
-          keep_first_max_f32(row + x0, cm + x0, ch + x0, x1 - x0, hi);
+        if (std::is_same<scalar_t, float>::value && x1 - x0 >= 32) {  // worth a call
+          keep_first_max_f32(reinterpret_cast<const float*>(row) + x0, reinterpret_cast<float*>(cm) + x0,
+                             ch + x0, x1 - x0, hi);
         } else {
           for (int64_t w = x0; w < x1; ++w) keep_first_max(static_cast<T>(row[w]), cm[w], ch[w], hi);
         }
@@ -93,6 +94,11 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
       }
       // Branch-free (the winner's position is unpredictable): the maximum, then the smallest
       // row-major index h * W + w among the columns that reach it.
+      if (q.end - q.begin == 1) {  // one column (small RoIs): its maximum is the bin's
+        out[o] = static_cast<scalar_t>(cm[q.begin]);
+        arg[o] = static_cast<int>(ch[q.begin] * width + q.begin);
+        continue;
+      }
       T best = cm[q.begin];
       for (int64_t w = q.begin + 1; w < q.end; ++w) best = cm[w] > best ? cm[w] : best;
       constexpr int64_t none = std::numeric_limits<int64_t>::max();
@@ -273,19 +279,25 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& inpu
       } else {
         for (int64_t i = 0; i < plane; ++i) std::fill(slice + i * sW, slice + i * sW + nc, T(0));
       }
+      auto scatter = [&](int64_t k, int64_t c, int64_t ph, int64_t pw) {
+        const int64_t o = k * oK + c * oC + ph * oH + pw * oW;
+        const int a = arg[o];
+        if (a == -1) return;  // empty bin
+        TORCH_CHECK_VALUE(a >= 0 && a < plane, "argmax[", k, ", ", c, ", ", ph, ", ", pw,
+                          "] must be -1 or a cell index in [0, H * W = ", plane, "), got ", a);
+        // a = h * W + w: cells are sW apart in both layouts (1 in NCHW, C in channels_last).
+        slice[(c - it.c0) * sC + a * sW] += static_cast<T>(g[o]);
+      };
+      // Per RoI in order; the loops follow the memory order of grad and argmax.
       for (const int64_t k : prep.bucket[it.n]) {
-        for (int64_t c = it.c0; c < it.c1; ++c) {
-          for (int64_t ph = 0; ph < pooled_h; ++ph) {
-            for (int64_t pw = 0; pw < pooled_w; ++pw) {
-              const int64_t o = k * oK + c * oC + ph * oH + pw * oW;
-              const int a = arg[o];
-              if (a == -1) continue;  // empty bin
-              TORCH_CHECK_VALUE(a >= 0 && a < plane, "argmax[", k, ", ", c, ", ", ph, ", ", pw,
-                                "] must be -1 or a cell index in [0, H * W = ", plane, "), got ", a);
-              // a = h * W + w: cells are sW apart in both layouts (1 in NCHW, C in channels_last).
-              slice[(c - it.c0) * sC + a * sW] += static_cast<T>(g[o]);
-            }
-          }
+        if (cl) {
+          for (int64_t ph = 0; ph < pooled_h; ++ph)
+            for (int64_t pw = 0; pw < pooled_w; ++pw)
+              for (int64_t c = it.c0; c < it.c1; ++c) scatter(k, c, ph, pw);
+        } else {
+          for (int64_t c = it.c0; c < it.c1; ++c)
+            for (int64_t ph = 0; ph < pooled_h; ++ph)
+              for (int64_t pw = 0; pw < pooled_w; ++pw) scatter(k, c, ph, pw);
         }
       }
       if constexpr (!direct) {

@@ -2,7 +2,9 @@
 
 For each shape (Mask R-CNN heads, issue 2 item 6) and op (roi_align, roi_pool) it times the
 forward and the forward+backward of ours and of torchvision.ops, prints a table of medians and
-ratios (torchvision time / our time: > 1 means we are faster) and optionally writes JSON.
+ratios (torchvision time / our time: > 1 means we are faster) and optionally writes JSON. The
+wall-clock ratio is the headline; the CPU-time ratio (process CPU time of all threads) is printed
+beside it because on a shared machine other processes inflate wall times unevenly.
 
     python tools/bench_ops.py                           # all shapes, CPU, 512 RoIs per image
     python tools/bench_ops.py --rois-per-image 64 --repeats 2 --shapes box
@@ -97,18 +99,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device, repeats: int, warmup: int) -> list[float]:
-    """Wall-clock milliseconds of each of `repeats` calls after `warmup` untimed ones."""
+def time_call(fn, device, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU milliseconds (all threads) of each of `repeats` calls after
+    `warmup` untimed ones. On a shared machine the CPU time shows the work done even when the
+    wall clock is inflated by other processes."""
     for _ in range(warmup):
         fn()
     _sync(device)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+        wall.append((time.perf_counter() - start) * 1e3)
+        cpu.append((time.process_time() - start_cpu) * 1e3)
+    return wall, cpu
 
 
 def bench_shape(shape: Shape, op: str, impls: dict, args, device) -> list[dict]:
@@ -135,37 +140,45 @@ def bench_shape(shape: Shape, op: str, impls: dict, args, device) -> list[dict]:
                 def run(fn=fn, x=x):
                     x.grad = None
                     fn(x, rois, shape).backward(grad)
-            times = time_call(run, device, args.repeats, args.warmup)
+            times, cpu = time_call(run, device, args.repeats, args.warmup)
             records.append({
                 "shape": shape.name, "op": op, "direction": direction, "impl": impl_name,
                 "median_ms": statistics.median(times), "times_ms": times,
+                "median_cpu_ms": statistics.median(cpu), "cpu_ms": cpu,
             })
             print(f"  {shape.name:5s} {op:9s} {direction:16s} {impl_name:12s} "
-                  f"{statistics.median(times):10.2f} ms", file=sys.stderr, flush=True)
+                  f"{statistics.median(times):10.2f} ms  (cpu {statistics.median(cpu):10.2f} ms)",
+                  file=sys.stderr, flush=True)
     return records
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per (shape, op, direction): medians of every impl and the ratio peer / ours."""
+    """One row per (shape, op, direction): wall and CPU medians of every impl and the ratios
+    peer / ours (`ratio` on the wall clock, `cpu_ratio` on process CPU time)."""
     rows = {}
     for r in records:
         key = (r["shape"], r["op"], r["direction"])
-        rows.setdefault(key, {"shape": key[0], "op": key[1], "direction": key[2]})[r["impl"]] = r["median_ms"]
+        row = rows.setdefault(key, {"shape": key[0], "op": key[1], "direction": key[2]})
+        row[r["impl"]] = r["median_ms"]
+        row[r["impl"] + "_cpu"] = r["median_cpu_ms"]
     out = []
     for row in rows.values():
         if "ours" in row and PEER in row:
             row["ratio"] = row[PEER] / row["ours"]
+            row["cpu_ratio"] = row[PEER + "_cpu"] / row["ours_cpu"]
         out.append(row)
     return out
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'shape':6s} {'op':10s} {'direction':17s} {'ours ms':>10s} {PEER + ' ms':>15s} {'ratio':>7s}"
+    nan = float("nan")
+    header = (f"{'shape':6s} {'op':10s} {'direction':17s} {'ours ms':>10s} {PEER + ' ms':>15s} {'ratio':>7s}"
+              f" {'cpu ratio':>10s}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['shape']:6s} {r['op']:10s} {r['direction']:17s} {r.get('ours', float('nan')):10.2f} "
-              f"{r.get(PEER, float('nan')):15.2f} {r.get('ratio', float('nan')):6.2f}x")
+        print(f"{r['shape']:6s} {r['op']:10s} {r['direction']:17s} {r.get('ours', nan):10.2f} "
+              f"{r.get(PEER, nan):15.2f} {r.get('ratio', nan):6.2f}x {r.get('cpu_ratio', nan):9.2f}x")
 
 
 def main(argv=None) -> int:

@@ -88,9 +88,10 @@ inline void check_sampling_ratio(int64_t sampling_ratio) {
 
 // Returns true for "max", false for "avg".
 inline bool parse_mode(c10::string_view mode) {
-  TORCH_CHECK_VALUE(mode == "avg" || mode == "max", "mode must be 'avg' or 'max', got '",
-                    std::string(mode.data(), mode.size()), "'");
-  return mode == "max";
+  // Compared as std::string: c10::string_view's comparison operators differ across torch versions.
+  const std::string m(mode.data(), mode.size());
+  TORCH_CHECK_VALUE(m == "avg" || m == "max", "mode must be 'avg' or 'max', got '", m, "'");
+  return m == "max";
 }
 
 // grad: (K, C, oh, ow) on the device and with the dtype of the input.

@@ -143,7 +143,7 @@ def test_hand_worked_gradient_and_off_map_box():
     assert y.item() == 0.25
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # reproducible in CI
 @given(
     seed=st.integers(0, 2**16),
     aligned=st.booleans(),

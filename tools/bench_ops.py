@@ -8,7 +8,7 @@ beside it because on a shared machine other processes inflate wall times unevenl
 
     python tools/bench_ops.py                           # all shapes, CPU, 512 RoIs per image
     python tools/bench_ops.py --rois-per-image 64 --repeats 2 --shapes box
-    python tools/bench_ops.py --device cuda --json outputs/bench_ops_cuda.json
+    python tools/bench_ops.py --device cuda --json outputs/bench_ops_cuda.json   # + the FPN training cases of tools/_bench_ops_cuda.py
 
 Shapes (two images each; boxes are random RPN-like proposals in input-image pixels):
     box:  256 x 200 x 304 (P2 of 800 x 1216, scale 1/4), 7 x 7, sampling_ratio 2
@@ -192,6 +192,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     parser.add_argument("--channels-last", action="store_true", help="channels_last feature maps")
     parser.add_argument("--json", help="write the records and the summary to this path")
+    parser.add_argument("--quick-gpu", action="store_true", help="GPU multi-level cases at batch 2 only")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -212,6 +213,14 @@ def main(argv=None) -> int:
             records += bench_shape(shape, op, IMPLS[op], args, device)
     rows = summarize(records)
     print_table(rows)
+    gpu_cases = []
+    if device.type == "cuda":
+        # The GPU training-shape cases of issue 5 (four FPN levels, fused multi-level RoI Align vs
+        # torchvision's roi_align / MultiScaleRoIAlign, deterministic vs atomic backward).
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from _bench_ops_cuda import run_gpu_cases
+
+        gpu_cases = run_gpu_cases(quick=args.quick_gpu)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "device": str(device),
@@ -219,7 +228,7 @@ def main(argv=None) -> int:
                 "repeats": args.repeats, "warmup": args.warmup, "dtype": args.dtype,
                 "channels_last": args.channels_last, "shapes": [asdict(s) for s in shapes]}
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "summary": rows, "records": records}, f, indent=2)
+            json.dump({"meta": meta, "summary": rows, "records": records, "gpu_cases": gpu_cases}, f, indent=2)
     return 0
 
 

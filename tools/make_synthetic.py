@@ -28,10 +28,14 @@ def main(argv=None) -> int:
     parser.add_argument("--num-val", type=int, default=None, help="validation images (default num-images // 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=256, help="long side of the images in pixels")
+    parser.add_argument("--max-objects", type=int, default=6, help="shapes per image are drawn from 1..N")
+    parser.add_argument("--min-visible", type=float, default=0.4,
+                        help="least fraction of an object left visible by the shapes drawn over it")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     result = make_synthetic(out=args.out, format=args.format, num_images=args.num_images, num_val=args.num_val,
-                            seed=args.seed, image_size=args.image_size)
+                            seed=args.seed, image_size=args.image_size, max_objects=args.max_objects,
+                            min_visible=args.min_visible)
     for split, samples in result.items():
         counts = collections.Counter(CLASS_NAMES[int(label) - 1] for s in samples for label in s.labels)
         sizes = collections.Counter("small" if m.sum() < 32 ** 2 else "medium" if m.sum() < 96 ** 2 else "large"

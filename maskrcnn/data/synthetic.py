@@ -97,9 +97,9 @@ def _object_colour(rng: np.random.Generator, background_mean: np.ndarray) -> np.
 
 
 def generate_sample(rng: np.random.Generator, *, height: int, width: int, name: str,
-                    max_objects: int = 6) -> SyntheticSample:
+                    max_objects: int = 6, min_visible: float = 0.4) -> SyntheticSample:
     """Draw one image with 1..max_objects shapes; later shapes occlude earlier ones, but every
-    object keeps at least 40% of its in-image area (otherwise the new shape is redrawn)."""
+    object keeps at least ``min_visible`` of its in-image area (otherwise the new shape is redrawn)."""
     img = _background(rng, height, width)
     bg_mean = img.reshape(-1, 3).mean(axis=0)
     full, visible, labels, polys = [], [], [], []
@@ -113,7 +113,7 @@ def generate_sample(rng: np.random.Generator, *, height: int, width: int, name: 
             m = _rasterize(poly, height, width)
             if m.sum() < 0.6 * area or m.sum() < 100:  # mostly outside the image
                 continue
-            if all((v & (1 - m)).sum() >= 0.4 * f.sum() for v, f in zip(visible, full)):
+            if all((v & (1 - m)).sum() >= min_visible * f.sum() for v, f in zip(visible, full)):
                 break
         else:
             continue
@@ -138,7 +138,8 @@ def generate_sample(rng: np.random.Generator, *, height: int, width: int, name: 
                            boxes=boxes, polygons=polygons)
 
 
-def generate_split(*, split: str, num_images: int, seed: int, image_size: int = 256) -> list[SyntheticSample]:
+def generate_split(*, split: str, num_images: int, seed: int, image_size: int = 256, max_objects: int = 6,
+                   min_visible: float = 0.4) -> list[SyntheticSample]:
     """``num_images`` samples; image i depends only on (seed, split, i), so a longer split extends
     a shorter one. Sizes vary: square, landscape (3:4) and portrait (4:3) of long side image_size."""
     split_id = SPLITS.index(split)
@@ -148,7 +149,8 @@ def generate_split(*, split: str, num_images: int, seed: int, image_size: int = 
     for i in range(num_images):
         rng = np.random.default_rng([seed, split_id, i])
         h, w = shapes[int(rng.integers(len(shapes)))]
-        samples.append(generate_sample(rng, height=h, width=w, name=f"{split}_{i:06d}"))
+        samples.append(generate_sample(rng, height=h, width=w, name=f"{split}_{i:06d}", max_objects=max_objects,
+                                       min_visible=min_visible))
     return samples
 
 
@@ -264,7 +266,8 @@ def write_voc(samples: list[SyntheticSample], out_dir: str, split: str) -> None:
 
 
 def make_synthetic(*, out: str, format: str, num_images: int, num_val: int | None = None, seed: int = 0,
-                   image_size: int = 256) -> dict[str, list[SyntheticSample]]:
+                   image_size: int = 256, max_objects: int = 6,
+                   min_visible: float = 0.4) -> dict[str, list[SyntheticSample]]:
     """Generate and write the train and val splits; returns the in-memory ground truth per split."""
     if format not in ("coco", "voc"):
         raise ValueError(f"format must be 'coco' or 'voc', got {format!r}")
@@ -272,10 +275,15 @@ def make_synthetic(*, out: str, format: str, num_images: int, num_val: int | Non
         raise ValueError(f"num_images must be positive, got {num_images}")
     if image_size < 64:
         raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
+    if max_objects < 1:
+        raise ValueError(f"max_objects must be at least 1, got {max_objects}")
+    if not 0.0 < min_visible <= 1.0:
+        raise ValueError(f"min_visible must be in (0, 1], got {min_visible}")
     num_val = max(1, num_images // 5) if num_val is None else num_val
     result = {}
     for split, n in (("train", num_images), ("val", num_val)):
-        samples = generate_split(split=split, num_images=n, seed=seed, image_size=image_size)
+        samples = generate_split(split=split, num_images=n, seed=seed, image_size=image_size,
+                                 max_objects=max_objects, min_visible=min_visible)
         (write_coco if format == "coco" else write_voc)(samples, out, split)
         result[split] = samples
     if format == "voc":

@@ -110,3 +110,22 @@ def test_uncompressed_rle_matches_pycocotools():
         rle = uncompressed_rle(m)
         decoded = mask_utils.decode(mask_utils.frPyObjects(rle, *rle["size"]))
         np.testing.assert_array_equal(decoded, m)
+
+
+def test_max_objects_and_min_visible_bound_the_scenes():
+    # min_visible=1.0 forbids any occlusion: every object is fully visible, so it keeps its polygon.
+    samples = generate_split(split="train", num_images=12, seed=5, max_objects=2, min_visible=1.0)
+    assert all(1 <= len(s.labels) <= 2 for s in samples)
+    assert all(p is not None for s in samples for p in s.polygons)
+    # The default allows occlusion: some object somewhere loses part of its shape.
+    crowded = generate_split(split="train", num_images=12, seed=5)
+    assert any(p is None for s in crowded for p in s.polygons)
+
+
+def test_make_synthetic_rejects_bad_scene_knobs(tmp_path):
+    from maskrcnn.data.synthetic import make_synthetic
+
+    with pytest.raises(ValueError, match="max_objects"):
+        make_synthetic(out=str(tmp_path), format="coco", num_images=1, max_objects=0)
+    with pytest.raises(ValueError, match="min_visible"):
+        make_synthetic(out=str(tmp_path), format="coco", num_images=1, min_visible=0.0)

@@ -91,37 +91,35 @@ class InstanceMasks:
     def resize(self, new_height: int, new_width: int) -> "InstanceMasks":
         """Scale to (new_height, new_width): polygons now, bitmaps when materialized."""
         sx, sy = new_width / self.width, new_height / self.height
-        entries = []
-        for e in self._entries:
-            if isinstance(e, _Polygon):
-                parts = []
-                for p in e.parts:
-                    q = p.copy()
-                    q[0::2] *= sx
-                    q[1::2] *= sy
-                    parts.append(q)
-                entries.append(_Polygon(parts))
-            else:
-                entries.append(e)
-        out = InstanceMasks(entries, height=new_height, width=new_width, label_map=self._label_map)
-        out._flipped, out._transformed = self._flipped, True
-        return out
+
+        def scale(q: np.ndarray) -> None:
+            q[0::2] *= sx
+            q[1::2] *= sy
+
+        return self._with_polygons(scale, new_height, new_width, flipped=self._flipped)
 
     def hflip(self) -> "InstanceMasks":
         """Mirror left-right: x -> width - x for polygon vertices (pixel-edge coordinates)."""
+
+        def mirror(q: np.ndarray) -> None:
+            q[0::2] = self.width - q[0::2]
+
+        return self._with_polygons(mirror, self.height, self.width, flipped=not self._flipped)
+
+    def _with_polygons(self, edit, height: int, width: int, *, flipped: bool) -> "InstanceMasks":
+        """A transformed copy: ``edit`` changes a copy of every polygon part in place; bitmap entries
+        stay at the source size and are brought to (height, width, flipped) when materialized."""
         entries = []
         for e in self._entries:
             if isinstance(e, _Polygon):
-                parts = []
-                for p in e.parts:
-                    q = p.copy()
-                    q[0::2] = self.width - q[0::2]
-                    parts.append(q)
+                parts = [p.copy() for p in e.parts]
+                for q in parts:
+                    edit(q)
                 entries.append(_Polygon(parts))
             else:
                 entries.append(e)
-        out = InstanceMasks(entries, height=self.height, width=self.width, label_map=self._label_map)
-        out._flipped, out._transformed = not self._flipped, True
+        out = InstanceMasks(entries, height=height, width=width, label_map=self._label_map)
+        out._flipped, out._transformed = flipped, True
         return out
 
     # --- materialization --------------------------------------------------------------------------

@@ -19,20 +19,19 @@ def build_evaluator(dataset, kind: str, **kwargs) -> COCOEvaluator | VOCEvaluato
         **kwargs: passed to the evaluator (``iou_types`` for COCO, ``iou_threshold`` for VOC).
     """
     if kind == "coco":
-        for attribute in ("coco", "label_to_category_id"):
-            if not hasattr(dataset, attribute):
-                raise ValueError(
-                    f"evaluator 'coco' needs a COCO-format dataset with `{attribute}`; "
-                    f"{type(dataset).__name__} has none (use evaluator: voc for VOC-format data)"
-                )
+        _require(dataset, kind, ("coco", "label_to_category_id"), "COCO-format", other="voc for VOC-format data")
         return COCOEvaluator(coco_gt=dataset.coco, label_to_category_id=dataset.label_to_category_id, **kwargs)
     if kind == "voc":
-        for attribute in ("get_annotation", "class_names"):
-            if not hasattr(dataset, attribute):
-                raise ValueError(
-                    f"evaluator 'voc' needs a VOC-format dataset with `{attribute}`; "
-                    f"{type(dataset).__name__} has none (use evaluator: coco for COCO-format data)"
-                )
+        _require(dataset, kind, ("get_annotation", "class_names"), "VOC-format", other="coco for COCO-format data")
         annotations = [dataset.get_annotation(i) for i in range(len(dataset))]
         return VOCEvaluator(annotations=annotations, class_names=dataset.class_names, **kwargs)
     raise ValueError(f"unknown evaluator kind {kind!r}; expected one of {EVALUATOR_KINDS}")
+
+
+def _require(dataset, kind: str, attributes: tuple[str, ...], fmt: str, *, other: str) -> None:
+    for attribute in attributes:
+        if not hasattr(dataset, attribute):
+            raise ValueError(
+                f"evaluator '{kind}' needs a {fmt} dataset with `{attribute}`; "
+                f"{type(dataset).__name__} has none (use evaluator: {other})"
+            )

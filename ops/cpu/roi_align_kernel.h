@@ -36,6 +36,30 @@ struct RoiBlock {
   int64_t sC, sH, sW;
 };
 
+// The four bilinear neighbours of one sample point, from channel c0 on, and their weights (the
+// products of the two axis interpolations). value(j) is the sample's value in channel c0 + j.
+template <typename scalar_t, typename T>
+struct BilinearTaps {
+  const scalar_t *p00, *p01, *p10, *p11;
+  T w00, w01, w10, w11;
+
+  BilinearTaps(const scalar_t* image, int64_t sH, int64_t sW, int64_t c0, const roi::AxisInterp<T>& sy,
+               const roi::AxisInterp<T>& sx)
+      : p00(image + sy.low * sH + sx.low * sW + c0),
+        p01(image + sy.low * sH + sx.high * sW + c0),
+        p10(image + sy.high * sH + sx.low * sW + c0),
+        p11(image + sy.high * sH + sx.high * sW + c0),
+        w00(sy.w_low * sx.w_low),
+        w01(sy.w_low * sx.w_high),
+        w10(sy.w_high * sx.w_low),
+        w11(sy.w_high * sx.w_high) {}
+
+  T value(int64_t j) const {
+    return w00 * static_cast<T>(p00[j]) + w01 * static_cast<T>(p01[j]) + w10 * static_cast<T>(p10[j]) +
+           w11 * static_cast<T>(p11[j]);
+  }
+};
+
 // The plans of one RoI: its two axes, the divisor of the average, its image and level.
 template <typename T>
 struct RoiPlan {
@@ -165,22 +189,15 @@ void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const R
         for (int ix = 0; ix < nx; ++ix) {
           const roi::AxisInterp<T>& sy = py.samples[sy0 + iy];
           const roi::AxisInterp<T>& sx = px.samples[sx0 + ix];
-          const T w00 = sy.w_low * sx.w_low, w01 = sy.w_low * sx.w_high;
-          const T w10 = sy.w_high * sx.w_low, w11 = sy.w_high * sx.w_high;
-          const scalar_t* p00 = image + sy.low * f.sH + sx.low * f.sW + c0;
-          const scalar_t* p01 = image + sy.low * f.sH + sx.high * f.sW + c0;
-          const scalar_t* p10 = image + sy.high * f.sH + sx.low * f.sW + c0;
-          const scalar_t* p11 = image + sy.high * f.sH + sx.high * f.sW + c0;
+          const BilinearTaps<scalar_t, T> taps(image, f.sH, f.sW, c0, sy, sx);
           if (iy == 0 && ix == 0) {
             for (int64_t j = 0; j < nc; ++j) {
-              acc[j] = w00 * static_cast<T>(p00[j]) + w01 * static_cast<T>(p01[j]) +
-                       w10 * static_cast<T>(p10[j]) + w11 * static_cast<T>(p11[j]);
+              acc[j] = taps.value(j);
             }
             continue;
           }
           for (int64_t j = 0; j < nc; ++j) {
-            const T v = w00 * static_cast<T>(p00[j]) + w01 * static_cast<T>(p01[j]) +
-                        w10 * static_cast<T>(p10[j]) + w11 * static_cast<T>(p11[j]);
+            const T v = taps.value(j);
             acc[j] = v > acc[j] ? v : acc[j];
           }
         }
@@ -295,24 +312,17 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
         for (int ix = 0; ix < nx; ++ix) {
           const roi::AxisInterp<T>& sy = py.samples[sy0 + iy];
           const roi::AxisInterp<T>& sx = px.samples[sx0 + ix];
-          const T w00 = sy.w_low * sx.w_low, w01 = sy.w_low * sx.w_high;
-          const T w10 = sy.w_high * sx.w_low, w11 = sy.w_high * sx.w_high;
-          const scalar_t* p00 = image + sy.low * f.sH + sx.low * f.sW + c0;
-          const scalar_t* p01 = image + sy.low * f.sH + sx.high * f.sW + c0;
-          const scalar_t* p10 = image + sy.high * f.sH + sx.low * f.sW + c0;
-          const scalar_t* p11 = image + sy.high * f.sH + sx.high * f.sW + c0;
+          const BilinearTaps<scalar_t, T> taps(image, f.sH, f.sW, c0, sy, sx);
           const int local = iy * nx + ix;
           if (local == 0) {
             for (int64_t j = 0; j < nc; ++j) {
-              best[j] = w00 * static_cast<T>(p00[j]) + w01 * static_cast<T>(p01[j]) +
-                        w10 * static_cast<T>(p10[j]) + w11 * static_cast<T>(p11[j]);
+              best[j] = taps.value(j);
               win[j] = 0;
             }
             continue;
           }
           for (int64_t j = 0; j < nc; ++j) {
-            const T v = w00 * static_cast<T>(p00[j]) + w01 * static_cast<T>(p01[j]) +
-                        w10 * static_cast<T>(p10[j]) + w11 * static_cast<T>(p11[j]);
+            const T v = taps.value(j);
             keep_first_max(v, best[j], win[j], local);
           }
         }

@@ -189,6 +189,20 @@ inline int64_t first_true(const at::Tensor& mask) {
   return mask.nonzero().select(1, 0).min().item<int64_t>();
 }
 
+// Adaptive RoI Align's sample points per bin, ceil(h / oh) * ceil(w / ow), of (K, 4) scaled boxes
+// (float64; an unaligned RoI is at least 1 x 1 cell, as in roi_common.h's align_geometry).
+inline at::Tensor adaptive_samples_per_bin(const at::Tensor& scaled, int64_t pooled_h, int64_t pooled_w,
+                                           bool aligned) {
+  at::Tensor roi_w = scaled.select(1, 2) - scaled.select(1, 0);
+  at::Tensor roi_h = scaled.select(1, 3) - scaled.select(1, 1);
+  if (!aligned) {
+    roi_w = roi_w.clamp_min(1.0);
+    roi_h = roi_h.clamp_min(1.0);
+  }
+  return (roi_h / static_cast<double>(pooled_h)).ceil().clamp_min(0) *
+         (roi_w / static_cast<double>(pooled_w)).ceil().clamp_min(0);
+}
+
 // Value checks of rois: batch index an integer in [0, N), finite coordinates whose scaled
 // values stay within +-2^40 feature cells. `scales` holds the spatial scale of each RoI (one
 // value broadcast for single-level ops). With `adaptive_align`, also rejects RoIs whose adaptive
@@ -222,14 +236,7 @@ inline void check_roi_values(const at::Tensor& rois, int64_t batch_size, const a
                       " stay within +-2^40 feature cells, got ", row_string(scaled, k));
   }
   if (adaptive_align) {
-    at::Tensor roi_w = scaled.select(1, 2) - scaled.select(1, 0);
-    at::Tensor roi_h = scaled.select(1, 3) - scaled.select(1, 1);
-    if (!aligned) {
-      roi_w = roi_w.clamp_min(1.0);
-      roi_h = roi_h.clamp_min(1.0);
-    }
-    const at::Tensor samples = (roi_h / static_cast<double>(pooled_h)).ceil().clamp_min(0) *
-                               (roi_w / static_cast<double>(pooled_w)).ceil().clamp_min(0);
+    const at::Tensor samples = adaptive_samples_per_bin(scaled, pooled_h, pooled_w, aligned);
     const at::Tensor too_many = samples >= kMaxSamplesPerBin;
     if (too_many.any().item<bool>()) {
       const int64_t k = first_true(too_many);

@@ -62,14 +62,7 @@ inline void check_roi_values(const at::Tensor& rois, int64_t batch,
   // NaN compares false, so a non-finite box is reported by the flag above, not here.
   flags.push_back((scaled.abs() > checks::kMaxCoordinate).any());
   if (adaptive_align) {
-    at::Tensor roi_w = scaled.select(1, 2) - scaled.select(1, 0);
-    at::Tensor roi_h = scaled.select(1, 3) - scaled.select(1, 1);
-    if (!aligned) {
-      roi_w = roi_w.clamp_min(1.0);
-      roi_h = roi_h.clamp_min(1.0);
-    }
-    const at::Tensor samples = (roi_h / static_cast<double>(pooled_h)).ceil().clamp_min(0) *
-                               (roi_w / static_cast<double>(pooled_w)).ceil().clamp_min(0);
+    const at::Tensor samples = checks::adaptive_samples_per_bin(scaled, pooled_h, pooled_w, aligned);
     flags.push_back((samples >= checks::kMaxSamplesPerBin).any());
   }
   if (levels.defined()) flags.push_back(((levels < 0) | (levels >= num_levels)).any());

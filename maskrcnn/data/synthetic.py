@@ -1,5 +1,13 @@
-"""The synthetic shapes dataset: ellipses, rectangles and triangles over textured backgrounds,
-with exact instance masks, written as real COCO or VOC files.
+"""The synthetic shapes dataset: ellipses, rectangles and triangles with exact instance masks,
+written as real COCO or VOC files.
+
+Two scene styles:
+    standard: rotated shapes over textured backgrounds (blotches, faint lines), all COCO sizes
+        (~25% small), up to 6 objects, occlusion down to 40% visible: the dataset for tests and
+        RoI-layer ablations, where small objects and occlusion separate the RoI layers.
+    simple: upright shapes (axis-aligned ellipses and rectangles, apex-up triangles) over a plain
+        background with pixel noise, medium and large only, up to 4 objects, at least 80% visible:
+        the quick demo, learnable from random init in a few CPU minutes.
 
 Every shape is a polygon rasterized by pycocotools, so the mask of an unoccluded object is exactly
 its polygon's rasterization and the COCO file can store the polygon; an occluded object stores an
@@ -27,6 +35,9 @@ import pycocotools.mask as mask_utils
 
 CLASS_NAMES = ["ellipse", "rectangle", "triangle"]
 SPLITS = ("train", "val")
+SCENES = ("standard", "simple")
+# Per scene: (max_objects, min_visible) used when the caller passes None.
+SCENE_DEFAULTS = {"standard": (6, 0.4), "simple": (4, 0.8)}
 
 
 @dataclass
@@ -43,10 +54,12 @@ class SyntheticSample:
 
 # --- shapes ------------------------------------------------------------------------------------
 
-def _shape_polygon(rng: np.random.Generator, kind: int, cx: float, cy: float, area: float) -> np.ndarray:
-    """(K, 2) vertices of a shape of about ``area`` pixels centred at (cx, cy)."""
+def _shape_polygon(rng: np.random.Generator, kind: int, cx: float, cy: float, area: float,
+                   upright: bool = False) -> np.ndarray:
+    """(K, 2) vertices of a shape of about ``area`` pixels centred at (cx, cy); ``upright``: no
+    rotation and an undisturbed apex-up triangle."""
     aspect = rng.uniform(0.6, 1.6)
-    theta = rng.uniform(0, np.pi)
+    theta = 0.0 if upright else rng.uniform(0, np.pi)
     if kind == 1:    # ellipse
         a, b = np.sqrt(area * aspect / np.pi), np.sqrt(area / (aspect * np.pi))
         t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
@@ -56,7 +69,9 @@ def _shape_polygon(rng: np.random.Generator, kind: int, cx: float, cy: float, ar
         pts = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) / 2
     else:            # triangle, not too thin: vertex angles 120 degrees apart, jittered
         r = np.sqrt(4 * area / (3 * np.sqrt(3)))
-        t = np.array([0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.3, 0.3, size=3)
+        t = np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
+        # upright: apex up (image y grows downwards); otherwise jittered vertices, rotated below
+        t = t - np.pi / 2 if upright else t + rng.uniform(-0.3, 0.3, size=3)
         pts = np.stack([r * np.cos(t) * np.sqrt(aspect), r * np.sin(t) / np.sqrt(aspect)], axis=1)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     return pts @ rot.T + np.array([cx, cy])
@@ -67,18 +82,25 @@ def _rasterize(poly: list[float], height: int, width: int) -> np.ndarray:
     return mask_utils.decode(mask_utils.merge(rle))
 
 
-def _sample_area(rng: np.random.Generator, height: int, width: int) -> float:
-    """Object area in pixels, drawn as ~25% small (< 32^2), ~40% medium, ~35% large (>= 96^2); occlusion
-    and the image border make the kept large ones fewer."""
-    u = rng.random()
+def _sample_area(rng: np.random.Generator, height: int, width: int, scene: str = "standard") -> float:
+    """Object area in pixels. standard: ~25% small (< 32^2), ~40% medium, ~35% large (>= 96^2);
+    occlusion and the image border make the kept large ones fewer. simple: log-uniform from 40^2
+    to a sixth of the image (medium and large)."""
     big = max(96 ** 2 * 1.2, 0.25 * height * width)
-    lo, hi = (200, 900) if u < 0.25 else (1300, 8500) if u < 0.65 else (96 ** 2 * 1.05, big)
+    if scene == "simple":
+        lo, hi = 40 ** 2, max(60 ** 2, height * width / 6)
+    else:
+        u = rng.random()
+        lo, hi = (200, 900) if u < 0.25 else (1300, 8500) if u < 0.65 else (96 ** 2 * 1.05, big)
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Muted base colour, low-frequency blotches and a few faint lines: texture, not objects."""
+def _background(rng: np.random.Generator, height: int, width: int, scene: str = "standard") -> np.ndarray:
+    """Muted base colour; standard scenes add low-frequency blotches and a few faint lines:
+    texture, not objects."""
     base = rng.uniform(60, 190, size=3)
+    if scene == "simple":
+        return np.broadcast_to(base, (height, width, 3)).astype(np.float64)
     blotch = cv2.resize(rng.normal(0, 22, size=(height // 32 + 2, width // 32 + 2, 3)).astype(np.float32),
                         (width, height), interpolation=cv2.INTER_CUBIC)
     img = base + blotch
@@ -96,20 +118,37 @@ def _object_colour(rng: np.random.Generator, background_mean: np.ndarray) -> np.
     return 255 - background_mean
 
 
-def generate_sample(rng: np.random.Generator, *, height: int, width: int, name: str,
-                    max_objects: int = 6, min_visible: float = 0.4) -> SyntheticSample:
+def _check_scene(scene: str, max_objects: int | None, min_visible: float | None) -> tuple[int, float]:
+    """The scene's defaults for the knobs left None, after checking all three."""
+    if scene not in SCENES:
+        raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")
+    default_objects, default_visible = SCENE_DEFAULTS[scene]
+    max_objects = default_objects if max_objects is None else max_objects
+    min_visible = default_visible if min_visible is None else min_visible
+    if max_objects < 1:
+        raise ValueError(f"max_objects must be at least 1, got {max_objects}")
+    if not 0.0 < min_visible <= 1.0:
+        raise ValueError(f"min_visible must be in (0, 1], got {min_visible}")
+    return max_objects, min_visible
+
+
+def generate_sample(rng: np.random.Generator, *, height: int, width: int, name: str, scene: str = "standard",
+                    max_objects: int | None = None, min_visible: float | None = None) -> SyntheticSample:
     """Draw one image with 1..max_objects shapes; later shapes occlude earlier ones, but every
-    object keeps at least ``min_visible`` of its in-image area (otherwise the new shape is redrawn)."""
-    img = _background(rng, height, width)
+    object keeps at least ``min_visible`` of its in-image area (otherwise the new shape is redrawn).
+    ``max_objects`` / ``min_visible`` default to the scene's (SCENE_DEFAULTS)."""
+    max_objects, min_visible = _check_scene(scene, max_objects, min_visible)
+    upright = scene == "simple"
+    img = _background(rng, height, width, scene)
     bg_mean = img.reshape(-1, 3).mean(axis=0)
     full, visible, labels, polys = [], [], [], []
     n_target = int(rng.integers(1, max_objects + 1))
     for _ in range(n_target):
         for _attempt in range(20):
             kind = int(rng.integers(1, len(CLASS_NAMES) + 1))
-            area = _sample_area(rng, height, width)
+            area = _sample_area(rng, height, width, scene)
             cx, cy = rng.uniform(0.05, 0.95) * width, rng.uniform(0.05, 0.95) * height
-            poly = np.round(_shape_polygon(rng, kind, cx, cy, area), 2).reshape(-1).tolist()
+            poly = np.round(_shape_polygon(rng, kind, cx, cy, area, upright), 2).reshape(-1).tolist()
             m = _rasterize(poly, height, width)
             if m.sum() < 0.6 * area or m.sum() < 100:  # mostly outside the image
                 continue
@@ -138,8 +177,8 @@ def generate_sample(rng: np.random.Generator, *, height: int, width: int, name: 
                            boxes=boxes, polygons=polygons)
 
 
-def generate_split(*, split: str, num_images: int, seed: int, image_size: int = 256, max_objects: int = 6,
-                   min_visible: float = 0.4) -> list[SyntheticSample]:
+def generate_split(*, split: str, num_images: int, seed: int, image_size: int = 256, scene: str = "standard",
+                   max_objects: int | None = None, min_visible: float | None = None) -> list[SyntheticSample]:
     """``num_images`` samples; image i depends only on (seed, split, i), so a longer split extends
     a shorter one. Sizes vary: square, landscape (3:4) and portrait (4:3) of long side image_size."""
     split_id = SPLITS.index(split)
@@ -149,8 +188,8 @@ def generate_split(*, split: str, num_images: int, seed: int, image_size: int = 
     for i in range(num_images):
         rng = np.random.default_rng([seed, split_id, i])
         h, w = shapes[int(rng.integers(len(shapes)))]
-        samples.append(generate_sample(rng, height=h, width=w, name=f"{split}_{i:06d}", max_objects=max_objects,
-                                       min_visible=min_visible))
+        samples.append(generate_sample(rng, height=h, width=w, name=f"{split}_{i:06d}", scene=scene,
+                                       max_objects=max_objects, min_visible=min_visible))
     return samples
 
 
@@ -266,8 +305,8 @@ def write_voc(samples: list[SyntheticSample], out_dir: str, split: str) -> None:
 
 
 def make_synthetic(*, out: str, format: str, num_images: int, num_val: int | None = None, seed: int = 0,
-                   image_size: int = 256, max_objects: int = 6,
-                   min_visible: float = 0.4) -> dict[str, list[SyntheticSample]]:
+                   image_size: int = 256, scene: str = "standard", max_objects: int | None = None,
+                   min_visible: float | None = None) -> dict[str, list[SyntheticSample]]:
     """Generate and write the train and val splits; returns the in-memory ground truth per split."""
     if format not in ("coco", "voc"):
         raise ValueError(f"format must be 'coco' or 'voc', got {format!r}")
@@ -275,14 +314,11 @@ def make_synthetic(*, out: str, format: str, num_images: int, num_val: int | Non
         raise ValueError(f"num_images must be positive, got {num_images}")
     if image_size < 64:
         raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
-    if max_objects < 1:
-        raise ValueError(f"max_objects must be at least 1, got {max_objects}")
-    if not 0.0 < min_visible <= 1.0:
-        raise ValueError(f"min_visible must be in (0, 1], got {min_visible}")
+    max_objects, min_visible = _check_scene(scene, max_objects, min_visible)
     num_val = max(1, num_images // 5) if num_val is None else num_val
     result = {}
     for split, n in (("train", num_images), ("val", num_val)):
-        samples = generate_split(split=split, num_images=n, seed=seed, image_size=image_size,
+        samples = generate_split(split=split, num_images=n, seed=seed, image_size=image_size, scene=scene,
                                  max_objects=max_objects, min_visible=min_visible)
         (write_coco if format == "coco" else write_voc)(samples, out, split)
         result[split] = samples

@@ -129,3 +129,39 @@ def test_make_synthetic_rejects_bad_scene_knobs(tmp_path):
         make_synthetic(out=str(tmp_path), format="coco", num_images=1, max_objects=0)
     with pytest.raises(ValueError, match="min_visible"):
         make_synthetic(out=str(tmp_path), format="coco", num_images=1, min_visible=0.0)
+
+
+def test_simple_scenes_are_upright_uncluttered_and_medium_or_larger():
+    samples = generate_split(split="train", num_images=30, seed=2, scene="simple")
+    fills = {1: [], 2: [], 3: []}
+    for s in samples:
+        assert 1 <= len(s.labels) <= 4
+        background = s.masks.sum(axis=0) == 0
+        # A plain background: only the pixel noise (sigma 6) varies around one colour.
+        assert s.image[background].astype(np.float64).std(axis=0).max() < 10
+        for m, label, poly, box in zip(s.masks, s.labels, s.polygons, s.boxes):
+            assert m.sum() >= 0.6 * 40 ** 2 or box[0] == 0 or box[1] == 0 or \
+                box[2] == s.image.shape[1] or box[3] == s.image.shape[0]  # only the border cuts them smaller
+            inside = box[0] > 0 and box[1] > 0 and box[2] < s.image.shape[1] and box[3] < s.image.shape[0]
+            if poly is not None and inside:
+                fills[int(label)].append(m.sum() / ((box[2] - box[0]) * (box[3] - box[1])))
+    # Upright shapes fill their box by their kind: rectangle ~1, ellipse ~pi/4, triangle ~1/2.
+    assert np.min(fills[2]) > 0.9
+    assert abs(np.median(fills[1]) - np.pi / 4) < 0.05
+    assert abs(np.median(fills[3]) - 0.5) < 0.06
+    # At least 80% of every object stays visible by default: little occlusion.
+    assert np.mean([p is None for s in samples for p in s.polygons]) < 0.3
+
+
+def test_standard_scenes_rotate_the_shapes():
+    samples = generate_split(split="train", num_images=30, seed=2)
+    rect_fills = [m.sum() / ((b[2] - b[0]) * (b[3] - b[1])) for s in samples
+                  for m, label, p, b in zip(s.masks, s.labels, s.polygons, s.boxes) if label == 2 and p is not None]
+    assert np.min(rect_fills) < 0.75
+
+
+def test_unknown_scene_is_rejected(tmp_path):
+    from maskrcnn.data.synthetic import make_synthetic
+
+    with pytest.raises(ValueError, match="scene must be one of"):
+        make_synthetic(out=str(tmp_path), format="coco", num_images=1, scene="hard")

@@ -49,6 +49,18 @@ def test_voc_layout(tmp_path):
         assert len(list((tmp_path / sub).iterdir())) == 4
 
 
+def test_scene_option_changes_the_images(tmp_path):
+    tool = _tool()
+    args = ["--num-images", "3", "--num-val", "1", "--seed", "0", "--image-size", "96"]
+    tool.main(["--out", str(tmp_path / "standard")] + args)
+    tool.main(["--out", str(tmp_path / "simple"), "--scene", "simple"] + args)
+    tool.main(["--out", str(tmp_path / "simple2"), "--scene", "simple"] + args)
+    assert _digest(tmp_path / "simple") == _digest(tmp_path / "simple2")
+    assert _digest(tmp_path / "simple") != _digest(tmp_path / "standard")
+    with pytest.raises(SystemExit):
+        tool.main(["--out", str(tmp_path / "x"), "--scene", "hard"] + args)
+
+
 def test_bad_arguments(tmp_path):
     tool = _tool()
     with pytest.raises(ValueError, match="num_images"):

@@ -43,11 +43,11 @@ bench: setup
 clean:
 	rm -rf build maskrcnn/_C*.so
 
-# The demo: generate the synthetic shapes once, train the small Mask R-CNN (GPU if present, else
-# CPU), evaluate on the synthetic val split and print box / mask AP, the TensorBoard command and
-# where the prediction images are (outputs/demo/<date>/<time>/).
-SYNTHETIC_DIR := datasets/synthetic
+# The demo: generate the simple synthetic scenes once, train the small Mask R-CNN (GPU if present,
+# else CPU), evaluate on the synthetic val split and print box / mask AP, the TensorBoard command
+# and where the prediction images are (outputs/demo/<date>/<time>/).
+SYNTHETIC_DIR := datasets/synthetic_simple
 demo: setup
 	@test -f $(SYNTHETIC_DIR)/annotations/instances_val.json || \
-		$(PY) tools/make_synthetic.py --out $(SYNTHETIC_DIR) --format coco --num-images 400
+		$(PY) tools/make_synthetic.py --out $(SYNTHETIC_DIR) --format coco --scene simple --num-images 400
 	$(PY) tools/train.py experiment=demo

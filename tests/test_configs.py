@@ -72,3 +72,14 @@ def test_solver_schedules_are_the_published_ones():
     three = compose_train(["solver=3x"]).solver
     assert (one.ims_per_batch, one.base_lr, one.max_iter, list(one.steps)) == (16, 0.02, 90000, [60000, 80000])
     assert (three.ims_per_batch, three.max_iter, list(three.steps)) == (16, 270000, [210000, 250000])
+
+
+def test_demo_reads_the_dataset_that_make_demo_writes():
+    # `make demo` generates SYNTHETIC_DIR with --scene simple, then trains experiment=demo: both must agree.
+    makefile = (CONFIGS.parent / "Makefile").read_text()
+    synthetic_dir = next(line.split(":=")[1].strip() for line in makefile.splitlines()
+                         if line.startswith("SYNTHETIC_DIR"))
+    assert "--scene simple" in makefile
+    cfg = validate_train_config(compose_train(["experiment=demo"]))
+    assert cfg.dataset.name == "synthetic_simple"
+    assert Path(cfg.dataset.root) == CONFIGS.parent / synthetic_dir

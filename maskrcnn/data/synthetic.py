@@ -86,11 +86,11 @@ def _sample_area(rng: np.random.Generator, height: int, width: int, scene: str =
     """Object area in pixels. standard: ~25% small (< 32^2), ~40% medium, ~35% large (>= 96^2);
     occlusion and the image border make the kept large ones fewer. simple: log-uniform from 40^2
     to a sixth of the image (medium and large)."""
-    big = max(96 ** 2 * 1.2, 0.25 * height * width)
     if scene == "simple":
         lo, hi = 40 ** 2, max(60 ** 2, height * width / 6)
     else:
         u = rng.random()
+        big = max(96 ** 2 * 1.2, 0.25 * height * width)
         lo, hi = (200, 900) if u < 0.25 else (1300, 8500) if u < 0.65 else (96 ** 2 * 1.05, big)
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
@@ -100,7 +100,7 @@ def _background(rng: np.random.Generator, height: int, width: int, scene: str = 
     texture, not objects."""
     base = rng.uniform(60, 190, size=3)
     if scene == "simple":
-        return np.broadcast_to(base, (height, width, 3)).astype(np.float64)
+        return np.full((height, width, 3), base)
     blotch = cv2.resize(rng.normal(0, 22, size=(height // 32 + 2, width // 32 + 2, 3)).astype(np.float32),
                         (width, height), interpolation=cv2.INTER_CUBIC)
     img = base + blotch
@@ -314,7 +314,6 @@ def make_synthetic(*, out: str, format: str, num_images: int, num_val: int | Non
         raise ValueError(f"num_images must be positive, got {num_images}")
     if image_size < 64:
         raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
-    max_objects, min_visible = _check_scene(scene, max_objects, min_visible)
     num_val = max(1, num_images // 5) if num_val is None else num_val
     result = {}
     for split, n in (("train", num_images), ("val", num_val)):

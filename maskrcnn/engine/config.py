@@ -175,6 +175,10 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
              f"must be increasing iterations in (0, max_iter={s.max_iter}], got {list(s.steps)}")
     _require(0 <= s.warmup_factor <= 1, "solver.warmup_factor", f"must be in [0, 1], got {s.warmup_factor}")
     _require(s.warmup_iters >= 0, "solver.warmup_iters", f"must be >= 0, got {s.warmup_iters}")
+    # A warmup longer than the run would train at a fraction of base_lr throughout.
+    _require(s.warmup_iters <= s.max_iter, "solver.warmup_iters",
+             f"{s.warmup_iters} is longer than solver.max_iter={s.max_iter}: the run would never reach "
+             f"base_lr; set solver.warmup_iters <= solver.max_iter")
     _require(t.log_period > 0, "trainer.log_period", f"must be > 0, got {t.log_period}")
     _require(t.num_workers >= 0, "trainer.num_workers", f"must be >= 0, got {t.num_workers}")
     _require(t.eval_batch_size > 0, "trainer.eval_batch_size", f"must be > 0, got {t.eval_batch_size}")

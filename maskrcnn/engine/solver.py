@@ -8,11 +8,14 @@ step it drives: ``lr(it) = base_lr * warmup(it) * decay(it)``. It is wrapped in 
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 # Normalization layers whose affine parameters should usually not be decayed (they are scales and
 # shifts, not weights that over-fit; decaying BN's gamma shrinks features for no benefit).
@@ -101,6 +104,9 @@ class LRMultiplier:
         steps = [int(s) for s in steps]
         if steps != sorted(steps) or any(s <= 0 or s > max_iter for s in steps):
             raise ValueError(f"solver.steps must be increasing iterations in (0, max_iter={max_iter}], got {steps}")
+        if warmup_iters > max_iter:
+            logger.warning("solver.warmup_iters=%d > solver.max_iter=%d: the whole run is in warmup and never "
+                           "reaches base_lr", warmup_iters, max_iter)
         self.max_iter = int(max_iter)
         self.name = name
         self.steps = steps

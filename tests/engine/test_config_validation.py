@@ -28,6 +28,7 @@ def compose_cfg(name, overrides):
     ("solver.base_lr=-1", r"solver\.base_lr: must be > 0"),
     ("solver.steps=[500,100]", r"solver\.steps"),
     ("solver.max_iter=0", r"solver\.max_iter"),
+    ("solver.warmup_iters=5000", r"solver\.warmup_iters: 5000 is longer than solver\.max_iter=1200"),
     ("dataset.evaluator=lvis", r"dataset\.evaluator"),
     ("dataset.num_classes=0", r"dataset\.num_classes"),
     ("paths.data_root=${nowhere}", r"Interpolation key 'nowhere' not found"),
@@ -39,7 +40,8 @@ def test_bad_train_config_names_the_key(override, message):
 
 
 def test_good_config_is_typed_and_data_root_is_repo_relative():
-    cfg = validate_train_config(compose_cfg("train", ["experiment=demo", "solver.max_iter=7", "trainer.amp=bf16"]))
+    cfg = validate_train_config(compose_cfg("train", ["experiment=demo", "solver.max_iter=7", "solver.warmup_iters=7",
+                                                          "trainer.amp=bf16"]))
     assert cfg.solver.max_iter == 7 and cfg.trainer.amp.name == "bf16"
     assert Path(cfg.paths.data_root) == REPO_ROOT / "datasets"
     absolute = validate_train_config(compose_cfg("train", ["experiment=demo", "paths.data_root=/data/x"]))

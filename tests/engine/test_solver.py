@@ -73,6 +73,16 @@ def test_bad_schedule_arguments_name_the_key(kwargs, match):
         LRMultiplier(**kwargs)
 
 
+def test_warmup_longer_than_the_run_warns_with_both_values(caplog):
+    with caplog.at_level("WARNING", logger="maskrcnn.engine.solver"):
+        LRMultiplier(max_iter=10, warmup_iters=10)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="maskrcnn.engine.solver"):
+        m = LRMultiplier(max_iter=10, warmup_iters=50)
+    assert "warmup_iters=50 > solver.max_iter=10" in caplog.text
+    assert m(9) < 0.25  # still mid-warmup at the last iteration: what the warning is about
+
+
 def test_weight_decay_groups_norm_and_bias():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.GroupNorm(2, 4), nn.Conv2d(4, 2, 1, bias=False))
     model[3].weight.requires_grad_(False)  # frozen params are not optimized

@@ -1,10 +1,11 @@
 """Every option of every config group composes (train.yaml and eval.yaml) and passes validation."""
 
+import inspect
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from maskrcnn.engine.config import validate_eval_config, validate_train_config
@@ -60,6 +61,14 @@ def test_ablation_sweep_points_compose(experiment, roi_layer):
     # both RoI heads of the model use the chosen layer
     pooler = cfg.model.roi_heads.box_pooler.roi_layer
     assert pooler.name == roi_layer
+
+
+@pytest.mark.parametrize("option", options("dataset"))
+def test_skip_corrupt_is_a_declared_training_key_of_every_dataset(option):
+    # `dataset.train.skip_corrupt=true` works without Hydra's `+` and reaches the dataset class.
+    cfg = validate_train_config(compose_train([f"dataset={option}", "dataset.train.skip_corrupt=true"]))
+    assert cfg.dataset.train.skip_corrupt is True
+    assert "skip_corrupt" in inspect.signature(get_class(cfg.dataset.train._target_)).parameters
 
 
 def test_voc_ablation_trains_boxes_only():

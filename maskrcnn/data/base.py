@@ -111,7 +111,8 @@ class DetectionDataset(torch.utils.data.Dataset):
                 break
             except ImageReadError as exc:
                 if not self.skip_corrupt:
-                    raise
+                    raise ImageReadError(f"{exc} (to skip unreadable training images and count them, set "
+                                         f"dataset.train.skip_corrupt=true)") from exc
                 # Counted in the process that read it (a DataLoader worker counts its own).
                 self.stats["skipped_corrupt_image"] += 1
                 logger.warning("skipping unreadable image: %s", exc)

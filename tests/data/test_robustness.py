@@ -27,7 +27,7 @@ def test_missing_and_corrupt_images_raise_naming_the_file(broken_coco):
     ds = CocoDetection(image_dir=str(images), annotation_file=str(ann))
     with pytest.raises(ImageReadError, match=f"not found: .*{names[0]}"):
         ds[0]
-    with pytest.raises(ImageReadError, match=f"cannot decode .*{names[1]}"):
+    with pytest.raises(ImageReadError, match=f"cannot decode .*{names[1]}.*set dataset.train.skip_corrupt=true"):
         ds[1]
     with pytest.raises(ImageReadError, match=f"empty: .*{names[2]}"):
         ds[2]

@@ -2,14 +2,15 @@
 """Benchmark our Mask R-CNN R50-FPN against torchvision's, same weights and inputs, in one process.
 
     python tools/bench_model.py [--device cpu|cuda] [--size 512] [--max-size 853] [--batch 2]
-                                [--iters 5] [--warmup 2] [--roi-backend ours|torchvision] [--out bench.json]
+                                [--iters 5] [--warmup 2] [--roi-backend ours|torchvision] [--amp none|bf16]
+                                [--out bench.json]
 
 torchvision's model is built as ``maskrcnn_resnet50_fpn`` builds it for pretrained weights (frozen BN,
 eps 0) with random weights; ours is ``configs/model/mask_rcnn_r50_fpn_torchvision.yaml`` with the
 converted weights (so both compute the same detections, see tests/modeling/test_torchvision_parity.py).
 Inference: ``model(images)`` in eval mode, including resize, mask paste. Training step: forward with
-targets, backward, SGD step. Reports medians (ms) and ratios ours / torchvision (< 1: ours faster) as a
-table and JSON.
+targets, backward, SGD step; ``--amp bf16`` runs the forward passes under bfloat16 autocast. Reports
+medians (ms) and ratios ours / torchvision (< 1: ours faster) as a table and JSON.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--num-classes", type=int, default=80)
     p.add_argument("--roi-backend", default="ours", choices=["ours", "torchvision"])
+    p.add_argument("--amp", default="none", choices=["none", "bf16"], help="bfloat16 autocast of the forward")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on cpu")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -117,8 +119,11 @@ def main(argv=None) -> int:
     for name, model in (("torchvision", tv), ("ours", ours)):
         model.eval()
 
+        def autocast():
+            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+
         def infer():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 return model(images)
 
         dets = infer()
@@ -127,7 +132,8 @@ def main(argv=None) -> int:
         opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-4, momentum=0.9)
 
         def step():
-            losses = model(images, [dict(t) for t in targets])
+            with autocast():
+                losses = model(images, [dict(t) for t in targets])
             opt.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             opt.step()
@@ -142,13 +148,13 @@ def main(argv=None) -> int:
               "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
               "torchvision": torchvision.__version__, "batch": args.batch, "image_hw": [h, w],
               "min_size": size, "max_size": max_size, "iters": iters, "roi_backend": args.roi_backend,
-              "results": results}
+              "amp": args.amp, "results": results}
     print(f"{'':14s}{'torchvision ms':>16s}{'ours ms':>12s}{'ours/tv':>10s}")
     for key, label in (("inference_ms", "inference"), ("train_step_ms", "train step")):
         print(f"{label:14s}{results['torchvision'][key]:16.1f}{results['ours'][key]:12.1f}"
               f"{results['ratio_' + key]:10.3f}")
     print(f"(device {report['device_name']}, batch {args.batch} of {h}x{w}, medians of {iters}, "
-          f"RoI backend {args.roi_backend}; detections/image {results['ours']['detections_per_image']})")
+          f"RoI backend {args.roi_backend}, amp {args.amp}; detections/image {results['ours']['detections_per_image']})")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))

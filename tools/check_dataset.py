@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import sys
-from pathlib import Path
 
 import hydra
 import numpy as np
@@ -22,8 +21,7 @@ from omegaconf import DictConfig, open_dict
 
 from maskrcnn.data.base import area_bucket
 from maskrcnn.data.io import ImageReadError, read_image
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from maskrcnn.engine.config import resolve_data_root
 
 DROPPED = ("invalid_box", "box_outside_image", "degenerate_box", "no_valid_segmentation", "empty_mask",
            "mask_class_mismatch", "no_segmentation", "empty_image_filtered")
@@ -77,9 +75,8 @@ def summarize(dataset, *, check_images: bool, max_listed: int = 10) -> tuple[str
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="check_dataset")
 def main(cfg: DictConfig) -> int:
-    root = Path(cfg.paths.data_root).expanduser()
-    with open_dict(cfg):
-        cfg.paths.data_root = str(root if root.is_absolute() else REPO_ROOT / root)
+    with open_dict(cfg):  # paths.data_root and the dataset's own roots: relative to the repository root
+        resolve_data_root(cfg)
     if cfg.split not in cfg.dataset:
         raise SystemExit(f"check_dataset: dataset {cfg.dataset.name!r} has no split {cfg.split!r}")
     # Annotations as stored: no random transforms.

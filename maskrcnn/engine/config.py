@@ -154,13 +154,48 @@ def _check_groups(cfg: DictConfig, needs_model: bool = True) -> None:
              f"must be 'coco' or 'voc', got {cfg.dataset.evaluator!r}")
 
 
+def _repo_relative(path: str) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else REPO_ROOT / p)
+
+
+# Dataset keys that hold a path: top-level ``root`` / ``*_root``, and in each split ``image_dir``,
+# ``annotation_file`` and the ``root`` of each VOC ``sets`` entry.
+_SPLIT_PATH_KEYS = ("image_dir", "annotation_file")
+
+
+def _is_path_key(key: str) -> bool:
+    return key == "root" or key.endswith("_root")
+
+
+def _resolve_literal(node: DictConfig, key: str) -> None:
+    """Make ``node[key]`` repo-relative when it is a literal string (an interpolation such as
+    ``${paths.data_root}/coco`` follows the already absolute value it points to)."""
+    if key in node and not OmegaConf.is_interpolation(node, key) and isinstance(node[key], str):
+        node[key] = _repo_relative(node[key])
+
+
 def resolve_data_root(cfg: DictConfig) -> None:
-    """Make ``paths.data_root`` absolute, relative paths being relative to the repository root
+    """Make ``paths.data_root`` and the dataset's own paths (``dataset.root``, ``dataset.bccd_root``,
+    a split's ``image_dir`` ...) absolute, relative paths being relative to the repository root
     (not to Hydra's run directory or the shell's working directory)."""
-    root = Path(cfg.paths.data_root).expanduser()
-    if not root.is_absolute():
-        root = REPO_ROOT / root
-    cfg.paths.data_root = str(root)
+    cfg.paths.data_root = _repo_relative(cfg.paths.data_root)
+    dataset = cfg.get("dataset")
+    if not isinstance(dataset, DictConfig):
+        return
+    for key in list(dataset.keys()):
+        if _is_path_key(str(key)):
+            _resolve_literal(dataset, key)
+        split = dataset[key] if not OmegaConf.is_interpolation(dataset, key) else None
+        if not isinstance(split, DictConfig):
+            continue
+        for path_key in _SPLIT_PATH_KEYS:
+            _resolve_literal(split, path_key)
+        sets = split.get("sets")
+        if OmegaConf.is_list(sets):
+            for entry in sets:
+                if isinstance(entry, DictConfig):
+                    _resolve_literal(entry, "root")
 
 
 def validate_train_config(cfg: DictConfig) -> DictConfig:

@@ -57,3 +57,20 @@ def test_eval_config_needs_exactly_one_of_checkpoint_or_results():
         validate_eval_config(compose_cfg("eval", ["dataset=synthetic", "checkpoint=a.pt", "split=test2"]))
     with pytest.raises(ConfigError, match="batch_size"):
         validate_eval_config(compose_cfg("eval", ["dataset=synthetic", "results=b.json", "batch_size=0"]))
+
+
+def test_relative_dataset_roots_are_repo_relative_like_data_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository root: a cwd-relative path would land here
+    shared = "../shared/data/bccd/BCCD"
+    cfg = validate_train_config(compose_cfg("train", ["dataset=bccd", f"dataset.bccd_root={shared}"]))
+    assert cfg.dataset.train.sets[0].root == str(REPO_ROOT / shared)
+    assert cfg.dataset.val.sets[0].root == str(REPO_ROOT / shared)
+    voc = validate_train_config(compose_cfg("train", [
+        "dataset=voc", "dataset.root=data/VOCdevkit", "dataset.train.sets=[{root: mine/VOC2012, split: train}]"]))
+    assert voc.dataset.val.sets[0].root == str(REPO_ROOT / "data/VOCdevkit/VOC2007")
+    assert voc.dataset.train.sets[0].root == str(REPO_ROOT / "mine/VOC2012")
+    coco = validate_eval_config(compose_cfg("eval", [
+        "dataset=coco", "checkpoint=m.pt", "dataset.val.image_dir=imgs", "dataset.val.annotation_file=/abs/a.json"]))
+    assert coco.dataset.val.image_dir == str(REPO_ROOT / "imgs")
+    assert coco.dataset.val.annotation_file == "/abs/a.json"
+    assert coco.dataset.train.image_dir == str(REPO_ROOT / "datasets/coco/train2017")  # via paths.data_root

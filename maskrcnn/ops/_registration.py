@@ -1,6 +1,6 @@
-"""Fake (meta) kernels and autograd formulas of ``torch.ops.maskrcnn.*``, registered through
-``torch.library`` so that ``torch.library.opcheck`` passes and ``torch.compile`` traces the ops
-without graph breaks.
+"""Fake (meta) kernels, autograd formulas and autocast kernels of ``torch.ops.maskrcnn.*``,
+registered through ``torch.library`` so that ``torch.library.opcheck`` passes, ``torch.compile``
+traces the ops without graph breaks and they run under ``torch.autocast`` as torchvision's do.
 
 The backward ops receive the forward's input again (max mode finds the winning sample anew
 instead of storing it). Double backward is not supported.
@@ -124,3 +124,42 @@ def _multilevel_backward(ctx, grad):
 torch.library.register_autograd(
     "maskrcnn::multilevel_roi_align", _multilevel_backward, setup_context=_multilevel_setup_context
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Autocast (CPU and CUDA): torchvision's rule. Half inputs and rois are cast to float32 (float64
+# stays), the op runs without autocast, and the output comes back in the dtype of the input.
+# Casting everything to one dtype is what lets features and rois of mixed float dtypes meet.
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_float32(t: Tensor) -> Tensor:
+    return t.to(torch.float32) if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _autocast_kernels(key: str):
+    exclude = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+
+    def roi_align(input, rois, *params):
+        with torch._C._ExcludeDispatchKeyGuard(exclude):
+            out = torch.ops.maskrcnn.roi_align(_to_float32(input), _to_float32(rois), *params)
+        return out.to(input.dtype)
+
+    def roi_pool(input, rois, *params):
+        with torch._C._ExcludeDispatchKeyGuard(exclude):
+            out, argmax = torch.ops.maskrcnn.roi_pool(_to_float32(input), _to_float32(rois), *params)
+        return out.to(input.dtype), argmax
+
+    def multilevel_roi_align(features, rois, levels, *params):
+        with torch._C._ExcludeDispatchKeyGuard(exclude):
+            out = torch.ops.maskrcnn.multilevel_roi_align([_to_float32(f) for f in features], _to_float32(rois),
+                                                         levels, *params)
+        return out.to(features[0].dtype)
+
+    return {"roi_align": roi_align, "roi_pool": roi_pool, "multilevel_roi_align": multilevel_roi_align}
+
+
+_autocast_lib = torch.library.Library("maskrcnn", "IMPL")  # kept alive: the registrations live with it
+for _key in ("AutocastCPU", "AutocastCUDA"):
+    for _name, _kernel in _autocast_kernels(_key).items():
+        _autocast_lib.impl(_name, _kernel, _key)

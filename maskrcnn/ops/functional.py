@@ -1,12 +1,21 @@
 """The functional API of the RoI layer: ``roi_align``, ``roi_pool`` and ``multilevel_roi_align``.
 
-These functions check everything that can be checked without reading tensor data (shapes,
-dtypes, devices, parameters) and raise ``ValueError`` / ``TypeError`` naming the argument. The
-data-dependent checks (batch index in range, finite boxes, FPN levels in range) run inside the
-C++ kernels, so the functions stay traceable by ``torch.compile(fullgraph=True)``.
+``roi_align`` and ``roi_pool`` take torchvision's arguments in torchvision's order with its
+defaults (``aligned=False``), so code written for ``torchvision.ops`` gives the same numbers with
+ours; ``mode`` is our extra, after them.
 
-Semantics: DESIGN.md section 3. Coordinates are in input-image pixels; ``spatial_scale`` maps
-them onto the feature map (1/4 for FPN level P2).
+In eager mode these functions check everything that can be checked without reading tensor data
+(shapes, dtypes, devices, parameters) and raise ``ValueError`` / ``TypeError`` naming the
+argument. The data-dependent checks (batch index in range, finite boxes, FPN levels in range) run
+inside the C++ kernels, so the functions stay traceable by ``torch.compile(fullgraph=True)`` and
+``torch.export``. They are leaves for ``torch.fx.symbolic_trace`` (``torch.fx.wrap``, as in
+torchvision) and compile with ``torch.jit.script``: the annotations use ``Union`` / ``List``
+and the Python-only checks sit behind ``torch.jit.is_scripting()`` (TorchScript skips that branch
+and leaves the checks to the kernels). ``mode`` is not keyword-only because TorchScript cannot
+compile keyword-only arguments with defaults.
+
+Semantics: docs/ops.md. Coordinates are in input-image pixels; ``spatial_scale`` maps them onto
+the feature map (1/4 for FPN level P2).
 """
 
 from __future__ import annotations
@@ -14,79 +23,96 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import List, Union
 
 import torch
+import torch.fx
 from torch import Tensor
+from torch.jit.annotations import BroadcastingList2
+from torch.nn.modules.utils import _pair
 
-from . import _registration  # noqa: F401  (fake kernels and autograd)
+from . import _registration  # noqa: F401  (fake kernels, autograd and autocast)
 
 __all__ = ["roi_align", "roi_pool", "multilevel_roi_align", "convert_rois"]
 
 _FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _HALF_TYPES = (torch.float16, torch.bfloat16)
+_AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
+@torch.fx.wrap
 def roi_align(
     input: Tensor,
-    rois: Tensor | Sequence[Tensor],
-    output_size: int | tuple[int, int],
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: BroadcastingList2[int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
-    aligned: bool = True,
+    aligned: bool = False,
     mode: str = "avg",
 ) -> Tensor:
     """RoI Align (Mask R-CNN): bilinear samples in each bin, averaged (``mode="avg"``) or maxed.
 
     Args:
         input: (N, C, H, W) float16 / bfloat16 / float32 / float64, contiguous or channels_last.
-        rois: (K, 5) ``[batch_index, x1, y1, x2, y2]`` in input-image pixels, or a list of
-            (K_i, 4) XYXY boxes, one tensor per image. Dtype of ``input`` (or float32 for
-            half inputs), on its device.
+        boxes: the RoIs: (K, 5) ``[batch_index, x1, y1, x2, y2]`` in input-image pixels, or a
+            list of (K_i, 4) XYXY boxes, one tensor per image. Dtype of ``input`` (or float32 for
+            half inputs; any float dtype under autocast), on its device.
         output_size: ``oh`` or ``(oh, ow)``, positive.
         spatial_scale: feature-map size over image size (e.g. 1/4 for P2), positive and finite.
         sampling_ratio: sample points per bin and axis; ``<= 0`` means adaptive,
             ``ceil(roi_size / output_size)``.
-        aligned: shift boxes by -0.5 cell (pixel-centre convention of Detectron2).
-        mode: ``"avg"`` or ``"max"`` over the sample points of a bin.
+        aligned: shift boxes by -0.5 cell (pixel-centre convention of Detectron2). False (the
+            default, as torchvision) is the original Mask R-CNN arithmetic.
+        mode: ``"avg"`` or ``"max"`` over the sample points of a bin (our extra).
 
     Returns:
         (K, C, oh, ow) in the dtype and memory format of ``input``.
     """
-    _check_input(input)
-    rois = convert_rois(rois, input)
-    oh, ow = _output_size(output_size)
-    scale = _spatial_scale(spatial_scale, "spatial_scale")
-    ratio = _sampling_ratio(sampling_ratio)
-    _check_mode(mode)
-    return torch.ops.maskrcnn.roi_align(input, rois, scale, oh, ow, ratio, bool(aligned), mode)
+    if not torch.jit.is_scripting():
+        _check_input(input)
+        rois = convert_rois(boxes, input)
+        oh, ow = _output_size(output_size)
+        scale = _spatial_scale(spatial_scale, "spatial_scale")
+        ratio = _sampling_ratio(sampling_ratio)
+        _check_mode(mode)
+        return torch.ops.maskrcnn.roi_align(input, rois, scale, oh, ow, ratio, bool(aligned), mode)
+    size = _pair(output_size)
+    return torch.ops.maskrcnn.roi_align(input, _rois_tensor(boxes), spatial_scale, size[0], size[1],
+                                        sampling_ratio, aligned, mode)
 
 
+@torch.fx.wrap
 def roi_pool(
     input: Tensor,
-    rois: Tensor | Sequence[Tensor],
-    output_size: int | tuple[int, int],
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: BroadcastingList2[int],
     spatial_scale: float = 1.0,
 ) -> Tensor:
     """RoI Pool (Fast R-CNN): boxes rounded to the feature grid, max over each quantized bin.
 
     Arguments as for :func:`roi_align`. Returns (K, C, oh, ow); an empty bin is 0.
     """
-    _check_input(input)
-    rois = convert_rois(rois, input)
-    oh, ow = _output_size(output_size)
-    scale = _spatial_scale(spatial_scale, "spatial_scale")
-    output, _ = torch.ops.maskrcnn.roi_pool(input, rois, scale, oh, ow)
+    if not torch.jit.is_scripting():
+        _check_input(input)
+        rois = convert_rois(boxes, input)
+        oh, ow = _output_size(output_size)
+        scale = _spatial_scale(spatial_scale, "spatial_scale")
+        output, _ = torch.ops.maskrcnn.roi_pool(input, rois, scale, oh, ow)
+        return output
+    size = _pair(output_size)
+    output, _ = torch.ops.maskrcnn.roi_pool(input, _rois_tensor(boxes), spatial_scale, size[0], size[1])
     return output
 
 
+@torch.fx.wrap
 def multilevel_roi_align(
-    features: Sequence[Tensor],
+    features: List[Tensor],
     rois: Tensor,
     levels: Tensor,
-    spatial_scales: Sequence[float],
-    output_size: int | tuple[int, int],
+    spatial_scales: List[float],
+    output_size: BroadcastingList2[int],
     sampling_ratio: int = -1,
-    aligned: bool = True,
+    aligned: bool = False,
     mode: str = "avg",
 ) -> Tensor:
     """RoI Align over several feature levels in one call: RoI k is pooled from
@@ -97,12 +123,30 @@ def multilevel_roi_align(
         rois: (K, 5) ``[batch_index, x1, y1, x2, y2]`` in input-image pixels.
         levels: (K,) int64, values in [0, L).
         spatial_scales: L positive scales, one per level.
-        output_size, sampling_ratio, aligned, mode: as in :func:`roi_align`.
+        output_size, sampling_ratio, aligned, mode: as in :func:`roi_align` (``aligned=False``
+            by default there too).
 
     Returns:
         (K, C, oh, ow), equal to ``roi_align`` of each RoI on its level, in the dtype and memory
         format of ``features[0]``.
     """
+    if not torch.jit.is_scripting():
+        return _multilevel_eager(features, rois, levels, spatial_scales, output_size, sampling_ratio, aligned, mode)
+    size = _pair(output_size)
+    return torch.ops.maskrcnn.multilevel_roi_align(features, rois, levels, spatial_scales, size[0], size[1],
+                                                   sampling_ratio, aligned, mode)
+
+
+def _rois_tensor(boxes: Union[Tensor, List[Tensor]]) -> Tensor:
+    """TorchScript's conversion of ``boxes`` to (K, 5) rois (torchvision's convert_boxes_to_roi_format);
+    the kernels check the result."""
+    if isinstance(boxes, Tensor):
+        return boxes
+    index = [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)]
+    return torch.cat([torch.cat(index, dim=0), torch.cat(boxes, dim=0)], dim=1)
+
+
+def _multilevel_eager(features, rois, levels, spatial_scales, output_size, sampling_ratio, aligned, mode) -> Tensor:
     if isinstance(features, Tensor) or not isinstance(features, Sequence) or len(features) == 0:
         raise TypeError("features must be a non-empty list of (N, C, H, W) tensors")
     for i, f in enumerate(features):
@@ -133,14 +177,21 @@ def multilevel_roi_align(
 
 
 # ---------------------------------------------------------------------------------------------
-# Static validation
+# Static validation (eager mode)
 # ---------------------------------------------------------------------------------------------
 
 
 def convert_rois(rois: Tensor | Sequence[Tensor], input: Tensor) -> Tensor:
     """Checks ``rois`` against ``input`` and returns them as a (K, 5) tensor: a list of (K_i, 4)
-    boxes becomes ``[i, x1, y1, x2, y2]`` rows, image after image (torchvision's convention)."""
-    allowed = (input.dtype, torch.float32) if input.dtype in _HALF_TYPES else (input.dtype,)
+    boxes becomes ``[i, x1, y1, x2, y2]`` rows, image after image (torchvision's convention).
+
+    Under autocast (CPU or CUDA) the rois may have any float16 / bfloat16 / float32 dtype: the
+    autocast kernels compute in float32, as torchvision's do."""
+    autocast = _autocast_enabled(input)
+    if autocast and input.dtype != torch.float64:
+        allowed = (torch.float16, torch.bfloat16, torch.float32)
+    else:
+        allowed = (input.dtype, torch.float32) if input.dtype in _HALF_TYPES else (input.dtype,)
     allowed_text = " or ".join(str(d) for d in allowed)
     if isinstance(rois, Tensor):
         if rois.dim() != 2 or rois.shape[1] != 5:
@@ -168,9 +219,14 @@ def convert_rois(rois: Tensor | Sequence[Tensor], input: Tensor) -> Tensor:
     if not rows:
         return torch.zeros((0, 5), dtype=input.dtype, device=input.device)
     dtypes = {r.dtype for r in rows}
-    if len(dtypes) > 1:
+    if len(dtypes) > 1 and not autocast:
         raise TypeError(f"the boxes of rois must share one dtype, got {sorted(str(d) for d in dtypes)}")
-    return torch.cat(rows, dim=0)
+    return torch.cat(rows, dim=0)  # under autocast torch.cat promotes mixed dtypes
+
+
+def _autocast_enabled(input: Tensor) -> bool:
+    device = input.device.type
+    return device in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device)
 
 
 def _check_rois_tensor(rois: Tensor, input: Tensor, name: str, allowed, allowed_text: str) -> None:
@@ -181,6 +237,12 @@ def _check_rois_tensor(rois: Tensor, input: Tensor, name: str, allowed, allowed_
 
 
 def _check_input(input: Tensor, name: str = "input") -> None:
+    if isinstance(input, torch.fx.Proxy):
+        raise TypeError(
+            f"{name} is a torch.fx Proxy: to fx-trace code that imports the RoI ops by name, call "
+            "torch.fx.wrap('<name>') at the top of that module (as for torchvision.ops), or call them "
+            "as maskrcnn.ops.<name>"
+        )
     if not isinstance(input, Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(input).__name__}")
     if input.dtype not in _FLOAT_TYPES:

@@ -1,41 +1,50 @@
-"""nn.Modules of the pluggable RoI layer (built by Hydra from configs/roi_layer/*.yaml)."""
+"""nn.Modules of the RoI ops with torchvision's constructors: ``RoIAlign(output_size,
+spatial_scale, sampling_ratio, aligned=False)`` and ``RoIPool(output_size, spatial_scale)``, our
+extra (``mode``) keyword-only after them, and torchvision's ``repr``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import List, Union
 
+import torch.fx
 from torch import Tensor, nn
 
 from .functional import _check_mode, _output_size, _sampling_ratio, _spatial_scale, roi_align, roi_pool
 
 __all__ = ["RoIAlign", "RoIPool"]
 
+# Leaves for torch.fx.symbolic_trace: wrap the names this module's forward() calls.
+torch.fx.wrap("roi_align")
+torch.fx.wrap("roi_pool")
+
 
 class RoIAlign(nn.Module):
-    """RoI Align over one feature map.
+    """RoI Align over one feature map (see :func:`maskrcnn.ops.roi_align`).
 
     Args:
-        output_size: ``oh`` or ``(oh, ow)`` bins.
+        output_size: ``oh`` or ``(oh, ow)`` bins, kept as given (as torchvision).
         spatial_scale: feature-map size over input-image size (1/4 for a stride-4 map).
         sampling_ratio: sample points per bin and axis, ``<= 0`` for adaptive.
-        aligned: half-pixel offset (Detectron2); False reproduces the original Detectron.
-        mode: ``"avg"`` (Mask R-CNN) or ``"max"`` over the sample points of a bin.
+        aligned: half-pixel offset (Detectron2); False (the default, as torchvision) reproduces the
+            original Detectron.
+        mode: ``"avg"`` (Mask R-CNN) or ``"max"`` over the sample points of a bin; keyword-only.
 
     forward(input (N, C, H, W), rois (K, 5) or list of (K_i, 4) boxes in input pixels)
     -> (K, C, oh, ow).
     """
 
-    def __init__(self, *, output_size: int | tuple[int, int], spatial_scale: float, sampling_ratio: int = -1,
-                 aligned: bool = True, mode: str = "avg"):
+    def __init__(self, output_size: int | tuple[int, int], spatial_scale: float, sampling_ratio: int = -1,
+                 aligned: bool = False, *, mode: str = "avg"):
         super().__init__()
-        self.output_size = _output_size(output_size)
+        _output_size(output_size)  # our clearer error for a bad size, at construction
+        self.output_size = output_size
         self.spatial_scale = _spatial_scale(spatial_scale, "spatial_scale")
         self.sampling_ratio = _sampling_ratio(sampling_ratio)
         self.aligned = bool(aligned)
         _check_mode(mode)
         self.mode = mode
 
-    def forward(self, input: Tensor, rois: Tensor | Sequence[Tensor]) -> Tensor:
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
         return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned,
                          self.mode)
 
@@ -45,22 +54,23 @@ class RoIAlign(nn.Module):
 
 
 class RoIPool(nn.Module):
-    """RoI Pool (Fast R-CNN) over one feature map.
+    """RoI Pool (Fast R-CNN) over one feature map (see :func:`maskrcnn.ops.roi_pool`).
 
     Args:
-        output_size: ``oh`` or ``(oh, ow)`` bins.
+        output_size: ``oh`` or ``(oh, ow)`` bins, kept as given (as torchvision).
         spatial_scale: feature-map size over input-image size.
 
     forward(input (N, C, H, W), rois (K, 5) or list of (K_i, 4) boxes in input pixels)
     -> (K, C, oh, ow).
     """
 
-    def __init__(self, *, output_size: int | tuple[int, int], spatial_scale: float):
+    def __init__(self, output_size: int | tuple[int, int], spatial_scale: float):
         super().__init__()
-        self.output_size = _output_size(output_size)
+        _output_size(output_size)
+        self.output_size = output_size
         self.spatial_scale = _spatial_scale(spatial_scale, "spatial_scale")
 
-    def forward(self, input: Tensor, rois: Tensor | Sequence[Tensor]) -> Tensor:
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
         return roi_pool(input, rois, self.output_size, self.spatial_scale)
 
     def extra_repr(self) -> str:

@@ -1,6 +1,6 @@
 """Reference RoI Align and RoI Pool in plain PyTorch, written for reading.
 
-This file is the specification of the ops in executable form (DESIGN.md section 3) and the
+This file is the specification of the ops in executable form (docs/ops.md) and the
 oracle of the tests: every rule is one short, named step, and the native kernels in ``ops/``
 must agree with it. Gradients come from autograd through these same steps, so the reference also
 defines the backward passes. It loops over RoIs in Python and is meant for correctness, not speed.
@@ -163,7 +163,7 @@ def roi_align_reference(
     output_size: int | tuple[int, int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
-    aligned: bool = True,
+    aligned: bool = False,
     mode: str = "avg",
 ) -> Tensor:
     """Reference RoI Align.
@@ -174,7 +174,8 @@ def roi_align_reference(
         output_size: ``oh`` or ``(oh, ow)``.
         spatial_scale: feature-map size over input-image size (1/4 for P2).
         sampling_ratio: sample points per bin and axis; ``<= 0`` means adaptive.
-        aligned: shift the box by -0.5 cell (pixel-centre convention).
+        aligned: shift the box by -0.5 cell (pixel-centre convention); False by default, as
+            :func:`maskrcnn.ops.roi_align`.
         mode: "avg" or "max" over the sample points of a bin.
 
     Returns:

@@ -1,4 +1,4 @@
-"""Every bad input of DESIGN.md section 3 raises a clear error naming the argument; none crashes.
+"""Every bad input of docs/ops.md raises a clear error naming the argument; none crashes.
 
 The Python API checks what it can without reading data (ValueError / TypeError); the kernels
 check the values (batch index, finite boxes, levels, argmax) and the raw torch.ops entry points

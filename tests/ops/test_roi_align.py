@@ -220,7 +220,8 @@ def test_rois_as_list_of_boxes():
     ordered = torch.cat([rois[rois[:, 0] == i] for i in range(3)])
     torch.testing.assert_close(roi_align(x, per_image, 3, SCALE), roi_align(x, ordered, 3, SCALE), rtol=0, atol=0)
     torch.testing.assert_close(
-        roi_align(x, per_image, 3, SCALE), torchvision.ops.roi_align(x, per_image, 3, SCALE, aligned=True), rtol=1e-12, atol=1e-12
+        roi_align(x, per_image, 3, SCALE, aligned=True),
+        torchvision.ops.roi_align(x, per_image, 3, SCALE, aligned=True), rtol=1e-12, atol=1e-12
     )
 
 
@@ -240,9 +241,9 @@ def test_no_rois_and_empty_batch():
 
 def test_module_matches_functional():
     with pytest.raises(TypeError):
-        RoIAlign((7, 7), 0.25)  # keyword-only
+        RoIAlign(3, SCALE, 2, False, "max")  # mode is keyword-only
     m = RoIAlign(output_size=3, spatial_scale=SCALE, sampling_ratio=2, aligned=False, mode="max")
-    assert "output_size=(3, 3)" in repr(m) and "mode='max'" in repr(m) and "aligned=False" in repr(m)
+    assert repr(m) == "RoIAlign(output_size=3, spatial_scale=0.5, sampling_ratio=2, aligned=False, mode='max')"
     x = feature_map()
     rois = assorted_rois(3, 13, 17, SCALE)
     assert torch.equal(m(x, rois), roi_align(x, rois, 3, SCALE, 2, False, "max"))

@@ -99,8 +99,7 @@ def test_no_rois_list_rois_and_module():
     per_image = [rois[rois[:, 0] == i, 1:] for i in range(3)]
     ordered = torch.cat([rois[rois[:, 0] == i] for i in range(3)])
     assert torch.equal(roi_pool(x, per_image, 3, SCALE), roi_pool(x, ordered, 3, SCALE))
-    with pytest.raises(TypeError):
-        RoIPool(3, SCALE)  # keyword-only
+    assert repr(RoIPool(3, SCALE)) == "RoIPool(output_size=3, spatial_scale=0.5)"  # torchvision's positional form
     m = RoIPool(output_size=(3, 2), spatial_scale=SCALE)
     assert repr(m) == "RoIPool(output_size=(3, 2), spatial_scale=0.5)"
     assert torch.equal(m(x, rois), roi_pool(x, rois, (3, 2), SCALE))

@@ -175,6 +175,16 @@ def _resolve_literal(node: DictConfig, key: str) -> None:
         node[key] = _repo_relative(node[key])
 
 
+def _check_masks_available(cfg: DictConfig) -> None:
+    """A model with a mask branch cannot train on a dataset that gives no masks: say so before training."""
+    from maskrcnn.modeling.detector import BOX_ONLY_REMEDY
+
+    has_mask_branch = cfg.model.get("roi_heads") is not None and cfg.model.roi_heads.get("mask_predictor") is not None
+    if has_mask_branch and cfg.dataset.train.get("with_masks") is False:
+        raise ConfigError(f"dataset {cfg.dataset.name} trains without masks (dataset.train.with_masks=false) but the "
+                          f"model has a mask branch (model.roi_heads.mask_predictor): {BOX_ONLY_REMEDY}")
+
+
 def resolve_data_root(cfg: DictConfig) -> None:
     """Make ``paths.data_root`` and the dataset's own paths (``dataset.root``, ``dataset.bccd_root``,
     a split's ``image_dir`` ...) absolute, relative paths being relative to the repository root
@@ -214,6 +224,7 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     _require(s.warmup_iters <= s.max_iter, "solver.warmup_iters",
              f"{s.warmup_iters} is longer than solver.max_iter={s.max_iter}: the run would never reach "
              f"base_lr; set solver.warmup_iters <= solver.max_iter")
+    _check_masks_available(merged)
     _require(t.log_period > 0, "trainer.log_period", f"must be > 0, got {t.log_period}")
     _require(t.num_workers >= 0, "trainer.num_workers", f"must be >= 0, got {t.num_workers}")
     _require(t.eval_batch_size > 0, "trainer.eval_batch_size", f"must be > 0, got {t.eval_batch_size}")

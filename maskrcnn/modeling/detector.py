@@ -12,6 +12,10 @@ from .transform import ImageTransform, resize_boxes
 
 __all__ = ["GeneralizedRCNN"]
 
+# How to train on box-only data (named by the errors of a mask model given no masks).
+BOX_ONLY_REMEDY = ("train a box-only model: model=faster_rcnn_r18_fpn_small or faster_rcnn_r18_c4_small "
+                   "(faster_rcnn_r50_fpn / faster_rcnn_r50_c4 at full size), or give the data masks")
+
 
 class GeneralizedRCNN(nn.Module):
     """Faster R-CNN (no mask branch) or Mask R-CNN, torchvision's calling convention.
@@ -39,9 +43,12 @@ class GeneralizedRCNN(nn.Module):
         if len(targets) != len(images):
             raise ValueError(f"got {len(images)} images but {len(targets)} targets")
         for i, (img, t) in enumerate(zip(images, targets)):
-            for key in ("boxes", "labels") + (("masks",) if self.mask_on else ()):
+            for key in ("boxes", "labels"):
                 if key not in t:
                     raise ValueError(f"target {i} has no {key!r} (keys: {sorted(t)})")
+            if self.mask_on and "masks" not in t:
+                raise ValueError(f"target {i} has no 'masks' but the model has a mask branch (box-only data, "
+                                 f"or dataset.train.with_masks=false): {BOX_ONLY_REMEDY}")
             boxes = t["boxes"]
             if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
                 raise ValueError(f"target {i}: boxes must be float (N, 4), got {boxes.dtype} {tuple(boxes.shape)}")

@@ -62,11 +62,12 @@ def test_eval_config_needs_exactly_one_of_checkpoint_or_results():
 def test_relative_dataset_roots_are_repo_relative_like_data_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the repository root: a cwd-relative path would land here
     shared = "../shared/data/bccd/BCCD"
-    cfg = validate_train_config(compose_cfg("train", ["dataset=bccd", f"dataset.bccd_root={shared}"]))
+    cfg = validate_train_config(compose_cfg("train", ["dataset=bccd", "model=faster_rcnn_r18_fpn_small",
+                                                      f"dataset.bccd_root={shared}"]))
     assert cfg.dataset.train.sets[0].root == str(REPO_ROOT / shared)
     assert cfg.dataset.val.sets[0].root == str(REPO_ROOT / shared)
     voc = validate_train_config(compose_cfg("train", [
-        "dataset=voc", "dataset.root=data/VOCdevkit", "dataset.train.sets=[{root: mine/VOC2012, split: train}]"]))
+        "dataset=voc", "model=faster_rcnn_r50_c4", "dataset.root=data/VOCdevkit", "dataset.train.sets=[{root: mine/VOC2012, split: train}]"]))
     assert voc.dataset.val.sets[0].root == str(REPO_ROOT / "data/VOCdevkit/VOC2007")
     assert voc.dataset.train.sets[0].root == str(REPO_ROOT / "mine/VOC2012")
     coco = validate_eval_config(compose_cfg("eval", [
@@ -74,3 +75,13 @@ def test_relative_dataset_roots_are_repo_relative_like_data_root(tmp_path, monke
     assert coco.dataset.val.image_dir == str(REPO_ROOT / "imgs")
     assert coco.dataset.val.annotation_file == "/abs/a.json"
     assert coco.dataset.train.image_dir == str(REPO_ROOT / "datasets/coco/train2017")  # via paths.data_root
+
+
+def test_mask_model_on_box_only_dataset_stops_naming_the_box_only_configs():
+    with pytest.raises(ConfigError, match=r"dataset bccd trains without masks.*model=faster_rcnn_r18_fpn_small"):
+        validate_train_config(compose_cfg("train", ["dataset=bccd", "model=mask_rcnn_r18_fpn_small"]))
+    with pytest.raises(ConfigError, match="mask branch"):
+        validate_train_config(compose_cfg("train", ["dataset=synthetic_voc", "dataset.train.with_masks=false",
+                                                    "model=mask_rcnn_r18_c4_small"]))
+    for model in ("faster_rcnn_r18_fpn_small", "faster_rcnn_r18_c4_small"):
+        assert validate_train_config(compose_cfg("train", ["dataset=bccd", f"model={model}"])).dataset.name == "bccd"

@@ -89,3 +89,11 @@ def test_default_roi_layer_runs_our_kernels(two_samples):
     with torch.no_grad():
         out = net.eval()(two_samples[0])
     assert len(out) == 2
+
+
+def test_mask_model_on_box_only_data_names_the_box_only_configs(two_samples):
+    net = build_model("mask_rcnn_r18_fpn_small", "torchvision").train()
+    images, targets = two_samples
+    box_only = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
+    with pytest.raises(ValueError, match="model=faster_rcnn_r18_fpn_small or faster_rcnn_r18_c4_small"):
+        net(images, box_only)

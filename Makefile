@@ -12,7 +12,7 @@ EXT_STAMP  := build/.ext-built
 OPS_SOURCES := $(shell find ops -name '*.cpp' -o -name '*.h' -o -name '*.cuh' -o -name '*.cu' 2>/dev/null) setup.py
 PYTEST_ARGS ?=
 
-.PHONY: setup build test test-cuda demo bench clean
+.PHONY: setup build test test-cuda test-compat gpu-wheels demo bench clean
 
 setup: $(DEPS_STAMP) $(EXT_STAMP)
 build: $(EXT_STAMP)
@@ -51,3 +51,50 @@ demo: setup
 	@test -f $(SYNTHETIC_DIR)/annotations/instances_val.json || \
 		$(PY) tools/make_synthetic.py --out $(SYNTHETIC_DIR) --format coco --scene simple --num-images 400
 	$(PY) tools/train.py experiment=demo
+
+# torch 2.11 compatibility (the oldest torch the code supports): a second environment with
+# torch 2.11.0 and torchvision 0.26.0 (CUDA builds from PyPI, a few GB, so not part of `make test`),
+# a copy of the working tree in build/compat/src whose extension is built against torch 2.11 (so
+# the .venv's maskrcnn/_C*.so is never replaced), and the CPU suite run in that copy.
+COMPAT_VENV  ?= .venv-compat
+COMPAT_PY    := $(abspath $(COMPAT_VENV))/bin/python
+COMPAT_STAMP := $(COMPAT_VENV)/.deps-installed
+COMPAT_TORCH ?= torch==2.11.0 torchvision==0.26.0
+COMPAT_DIR   := $(CURDIR)/build/compat
+SHARED_DATA  ?= $(abspath ../shared/data)
+
+# The dependencies of pyproject.toml (runtime and dev), with torch held at the compat versions. The
+# package itself is not installed there: the tests import the copy through PYTHONPATH.
+$(COMPAT_STAMP): pyproject.toml
+	test -x $(COMPAT_PY) || $(PYTHON_SYS) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install -q --upgrade pip setuptools wheel
+	$(COMPAT_PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+		print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > $(COMPAT_VENV)/requirements.txt
+	$(COMPAT_PY) -m pip install -q $(COMPAT_TORCH) -r $(COMPAT_VENV)/requirements.txt
+	touch $@
+
+test-compat: $(COMPAT_STAMP)
+	rm -rf $(COMPAT_DIR)/src && mkdir -p $(COMPAT_DIR)/src
+	git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(COMPAT_DIR)/src
+	cd $(COMPAT_DIR)/src && MAX_JOBS=$${MAX_JOBS:-2} $(COMPAT_PY) setup.py -q build_ext --inplace \
+		--build-temp $(COMPAT_DIR)/temp
+	cd $(COMPAT_DIR)/src && PYTHONPATH=$(COMPAT_DIR)/src MASKRCNN_SHARED_DATA=$(SHARED_DATA) \
+		$(COMPAT_PY) -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
+	cd $(COMPAT_DIR)/src && PYTHONPATH=$(COMPAT_DIR)/src MASKRCNN_SHARED_DATA=$(SHARED_DATA) \
+		$(COMPAT_PY) -m pytest $(PYTEST_ARGS)
+
+# Wheels for the GPU machine's Python 3.12 (its image has torch 2.11 and most dependencies but not
+# these), into .whl/ (git-ignored), which the device call carries and tools/gpu_check.sh installs.
+# antlr4-python3-runtime 4.9.3 exists only as a source archive: `pip wheel` builds its pure-Python wheel.
+GPU_WHEELS_DIR    := .whl
+GPU_PURE_WHEELS   := hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
+GPU_BINARY_WHEELS := pycocotools==2.0.11 dockerfile==3.4.0
+GPU_PLATFORMS     := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
+                     manylinux_2_5_x86_64 manylinux1_x86_64
+
+gpu-wheels:
+	rm -rf $(GPU_WHEELS_DIR) && mkdir -p $(GPU_WHEELS_DIR)
+	$(PYTHON_SYS) -m pip wheel -q --no-deps -w $(GPU_WHEELS_DIR) $(GPU_PURE_WHEELS)
+	$(PYTHON_SYS) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(addprefix --platform ,$(GPU_PLATFORMS)) -d $(GPU_WHEELS_DIR) $(GPU_BINARY_WHEELS)
+	ls $(GPU_WHEELS_DIR)

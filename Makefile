@@ -62,6 +62,9 @@ COMPAT_STAMP := $(COMPAT_VENV)/.deps-installed
 COMPAT_TORCH ?= torch==2.11.0 torchvision==0.26.0
 COMPAT_DIR   := $(CURDIR)/build/compat
 SHARED_DATA  ?= $(abspath ../shared/data)
+# A commit (e.g. HEAD) to test instead of the working tree; its objects get their own build folder,
+# since the archive's file times say nothing about what the working tree's build compiled.
+COMPAT_FROM  ?=
 
 # The dependencies of pyproject.toml (runtime and dev), with torch held at the compat versions. The
 # package itself is not installed there: the tests import the copy through PYTHONPATH.
@@ -75,9 +78,10 @@ $(COMPAT_STAMP): pyproject.toml
 
 test-compat: $(COMPAT_STAMP)
 	rm -rf $(COMPAT_DIR)/src && mkdir -p $(COMPAT_DIR)/src
-	git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(COMPAT_DIR)/src
+	if [ -n "$(COMPAT_FROM)" ]; then git archive $(COMPAT_FROM) | tar -xf - -C $(COMPAT_DIR)/src; else \
+		git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(COMPAT_DIR)/src; fi
 	cd $(COMPAT_DIR)/src && MAX_JOBS=$${MAX_JOBS:-2} $(COMPAT_PY) setup.py -q build_ext --inplace \
-		--build-temp $(COMPAT_DIR)/temp
+		--build-temp $(COMPAT_DIR)/temp$(if $(COMPAT_FROM),-$(shell git rev-parse --short $(COMPAT_FROM)))
 	cd $(COMPAT_DIR)/src && PYTHONPATH=$(COMPAT_DIR)/src MASKRCNN_SHARED_DATA=$(SHARED_DATA) \
 		$(COMPAT_PY) -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
 	cd $(COMPAT_DIR)/src && PYTHONPATH=$(COMPAT_DIR)/src MASKRCNN_SHARED_DATA=$(SHARED_DATA) \

@@ -24,7 +24,8 @@ from maskrcnn.data.io import ImageReadError, read_image
 from maskrcnn.engine.config import resolve_data_root
 
 DROPPED = ("invalid_box", "box_outside_image", "degenerate_box", "no_valid_segmentation", "empty_mask",
-           "mask_class_mismatch", "no_segmentation", "empty_image_filtered")
+           "mask_class_mismatch", "mask_unmatched", "instance_without_object", "instance_without_class",
+           "no_segmentation", "empty_image_filtered")
 REPAIRED = ("box_clipped", "polygon_part_dropped")
 IGNORED = ("crowd_ignored", "difficult_ignored")
 

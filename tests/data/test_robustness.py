@@ -51,6 +51,10 @@ def test_missing_annotation_files_are_named(tmp_path):
         CocoDetection(image_dir=str(tmp_path), annotation_file=str(tmp_path / "bad.json"))
     (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
     (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("img7\n")
+    with pytest.raises(FileNotFoundError, match=r"needs JPEGImages/ and either Annotations/"):
+        VOCDetection(sets=[(str(tmp_path), "train")])
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
     with pytest.raises(FileNotFoundError, match=r"Annotations/img7\.xml"):
         VOCDetection(sets=[(str(tmp_path), "train")])
 

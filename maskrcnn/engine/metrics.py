@@ -5,7 +5,9 @@ other ranks). Training scalars are :meth:`MetricsLogger.put` every
 iteration and written (averaged over the period) by :meth:`MetricsLogger.write` every log period;
 evaluation metrics are written at once by :meth:`MetricsLogger.log`. Each write appends one JSON
 line ``{"iteration": it, name: value, ...}`` to ``metrics.jsonl`` and writes every value as a
-TensorBoard scalar under its name (``loss``, ``loss_mask``, ``lr``, ``time/iter``, ``bbox/AP``, ...).
+TensorBoard scalar under its name (``loss``, ``loss_mask``, ``lr``, ``time/iter``, ``bbox/AP``, ...),
+except the per-class APs (``bbox/AP-person``, ``voc/AP50-cell``): in TensorBoard they go to their
+own group (``bbox_per_class/AP-person``) so that the 80-class lists do not bury the summary APs.
 """
 
 from __future__ import annotations
@@ -14,12 +16,23 @@ import datetime
 import json
 import logging
 import math
+import re
 from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+
+# A per-class metric: "<group>/<AP name>-<class name>", as the evaluators name them.
+_PER_CLASS = re.compile(r"^([^/]+)/(AP[A-Za-z0-9_]*-.+)$")
+
+
+def tensorboard_tag(name: str) -> str:
+    """The TensorBoard tag of a metric: per-class APs move to ``<group>_per_class/``, others keep their name."""
+    m = _PER_CLASS.match(name)
+    return f"{m.group(1)}_per_class/{m.group(2)}" if m else name
 
 
 class SmoothedValue:
@@ -93,7 +106,7 @@ class MetricsLogger:
         if not self.enabled or not scalars:
             return
         for name, value in scalars.items():
-            self._writer.add_scalar(name, value, iteration)
+            self._writer.add_scalar(tensorboard_tag(name), value, iteration)
         self._jsonl.write(json.dumps({"iteration": iteration, **scalars}) + "\n")
         self._jsonl.flush()
 

@@ -194,8 +194,9 @@ sanitize() {
     record "$name" "$STEP_STATUS" "$STEP_SECONDS" \
         "$(join_notes "${summary:-no sanitizer summary}" "$(last_match '[0-9]+ (passed|failed)')" "$STEP_NOTE")"
 }
+# CUDA-graph capture needs the caching allocator, so the graph test is left out here.
 sanitize memcheck memcheck 120 tests/ops/test_cuda_roi_align.py tests/ops/test_cuda_roi_pool.py \
-    tests/ops/test_cuda_multilevel.py -k "bad or multilevel"
+    tests/ops/test_cuda_multilevel.py -k "(bad or multilevel) and not graph"
 # The deterministic backward's shared-memory gather: the many-RoIs-per-tile case and three float32
 # cases of the bitwise test (ids dtype16 / 19 / 22: NCHW avg sampling 2, NCHW max adaptive,
 # channels_last max sampling 2; the ids count the parameter product of DTYPES x layout x mode x sampling).

@@ -1,0 +1,240 @@
+"""The aggregated report of a study: mean ± std over seeds per variant, paired Δ vs the baseline,
+missing and failed runs listed, as Markdown, JSON and a chart.
+
+Values are in percent, like the papers. ``std`` is the sample standard deviation over seeds
+(n - 1 in the denominator; blank for n = 1). ``Δ`` compares each variant with the baseline seed by
+seed (same seed: same initial weights and data order) over the seeds both finished: the mean of
+the per-seed differences ± their standard deviation, with the number of pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .runner import read_run_info, run_state
+
+DASH = "–"
+AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# (task, metric keys, the keys charted, the keys with a Δ column)
+TASKS = {
+    "bbox": ([f"bbox/{k}" for k in AP_KEYS], ["bbox/AP", "bbox/AP75"], ["bbox/AP", "bbox/AP75"]),
+    "segm": ([f"segm/{k}" for k in AP_KEYS], ["segm/AP", "segm/AP75"], ["segm/AP", "segm/AP75"]),
+    "voc": (["voc/mAP50_07", "voc/mAP50"], ["voc/mAP50_07", "voc/mAP50"], ["voc/mAP50_07", "voc/mAP50"]),
+}
+TASK_TITLES = {"bbox": "Boxes (COCO-style AP)", "segm": "Masks (COCO-style AP)", "voc": "VOC mAP at IoU 0.5"}
+LABELS = {"voc/mAP50_07": "VOC07 11-pt", "voc/mAP50": "area"}
+
+
+def metric_label(key: str) -> str:
+    return LABELS.get(key, key.split("/", 1)[1])
+
+
+@dataclass
+class RunRecord:
+    directory: Path
+    label: str
+    seed: int | None
+    state: str
+    metrics: dict | None
+    roi: dict = field(default_factory=dict)
+    cpu_s: float | None = None
+    wall_s: float | None = None
+
+
+def _read_config(directory: Path) -> dict:
+    path = directory / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def collect_runs(directories: list[Path], *, labels: dict[Path, str] | None = None) -> list[RunRecord]:
+    """One record per run folder: its variant label (given, else the runner's, else the RoI
+    layer's name), seed, state and, when finished, its final metrics."""
+    records = []
+    for directory in directories:
+        directory = Path(directory)
+        cfg = _read_config(directory)
+        info = read_run_info(directory)
+        roi = cfg.get("roi_layer") or {}
+        label = (labels or {}).get(directory) or info.get("variant") or roi.get("name") or directory.name
+        seed = cfg.get("seed", info.get("seed"))
+        state = run_state(directory)
+        metrics = None
+        if state == "finished":
+            metrics = json.loads((directory / "metrics.json").read_text())
+        records.append(RunRecord(directory=directory, label=str(label), seed=seed, state=state, metrics=metrics,
+                                 roi=roi, cpu_s=info.get("cpu_s"), wall_s=info.get("wall_s")))
+    return records
+
+
+def _value(metrics: dict, key: str) -> float | None:
+    v = metrics.get(key)
+    # COCOeval reports -1 where an area range has no ground truth: not a measurement.
+    return None if v is None or not isinstance(v, (int, float)) or v < 0 else float(v)
+
+
+def _stats(values: list[float]) -> dict:
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "std": None, "n": 0, "values": []}
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "std": std, "n": n, "values": values}
+
+
+def describe_roi_layer(roi: dict) -> dict[str, str]:
+    """Table 2c's descriptive columns of a RoI layer config (plus its sample points)."""
+    if not roi:
+        return {"op": "?", "bilinear": "", "agg.": "", "aligned": "", "samples": ""}
+    op = roi.get("op", roi.get("name", "?"))
+    if op == "roi_pool":
+        return {"op": "RoIPool", "bilinear": "", "agg.": "max", "aligned": "", "samples": ""}
+    sr = roi.get("sampling_ratio", 0)
+    return {"op": "RoIAlign", "bilinear": "✓", "agg.": str(roi.get("mode", "avg")),
+            "aligned": "✓" if roi.get("aligned", True) else "",
+            "samples": "adaptive" if sr is None or int(sr) <= 0 else f"{int(sr)}x{int(sr)}"}
+
+
+def aggregate(records: list[RunRecord], *, baseline: str | None = None,
+              variants: list[str] | None = None) -> dict:
+    """Per variant (in ``variants`` order, else first-seen): the metrics' statistics over finished
+    seeds, the paired Δ vs ``baseline``, timing; and the runs that are not finished."""
+    order = list(variants or [])
+    for r in records:
+        if r.label not in order:
+            order.append(r.label)
+    finished = [r for r in records if r.metrics is not None]
+    tasks = [t for t, (keys, _, _) in TASKS.items() if any(_value(r.metrics, keys[0]) is not None for r in finished)]
+    out = {"tasks": tasks, "baseline": baseline, "variants": {}, "not_finished": []}
+    for label in order:
+        runs = [r for r in records if r.label == label]
+        done = [r for r in runs if r.metrics is not None]
+        entry = {"roi_layer": describe_roi_layer(runs[0].roi) if runs else {},
+                 "seeds": sorted(r.seed for r in done if r.seed is not None), "n": len(done), "metrics": {}}
+        for task in tasks:
+            for key in TASKS[task][0]:
+                entry["metrics"][key] = _stats([v for r in done if (v := _value(r.metrics, key)) is not None])
+        times = [r.metrics["time/iter"] for r in done if isinstance(r.metrics.get("time/iter"), (int, float))]
+        entry["time/iter"] = _stats(times)
+        entry["cpu_min/run"] = _stats([r.cpu_s / 60 for r in done if r.cpu_s is not None])
+        entry["wall_min/run"] = _stats([r.wall_s / 60 for r in done if r.wall_s is not None])
+        out["variants"][label] = entry
+        out["not_finished"] += [{"variant": label, "seed": r.seed, "state": r.state, "directory": str(r.directory)}
+                                for r in runs if r.metrics is None]
+    if baseline is not None and baseline in out["variants"]:
+        base = {r.seed: r for r in finished if r.label == baseline}
+        for label, entry in out["variants"].items():
+            if label == baseline:
+                continue
+            entry["delta"] = {}
+            mine = {r.seed: r for r in finished if r.label == label}
+            pairs = sorted(set(mine) & set(base), key=lambda s: (s is None, s))
+            for task in tasks:
+                for key in TASKS[task][2]:
+                    diffs = [mine[s].metrics[key] - base[s].metrics[key] for s in pairs
+                             if _value(mine[s].metrics, key) is not None and _value(base[s].metrics, key) is not None]
+                    entry["delta"][key] = _stats(diffs)
+    return out
+
+
+def _pm(stats: dict | None, scale: float = 100.0, digits: int = 1, signed: bool = False) -> str:
+    if not stats or stats["mean"] is None:
+        return DASH
+    sign = "+" if signed else ""
+    text = f"{scale * stats['mean']:{sign}.{digits}f}"
+    if stats["std"] is not None:
+        text += f" ± {scale * stats['std']:.{digits}f}"
+    return text
+
+
+def to_markdown(agg: dict, *, title: str | None = None) -> str:
+    lines = [f"### {title}", ""] if title else []
+    variants = agg["variants"]
+    baseline = agg["baseline"]
+    lines += ["| variant | RoI layer | bilinear | agg. | aligned | samples/bin | n (seeds) | s/iter | CPU min/run |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for label, e in variants.items():
+        d = e["roi_layer"] or describe_roi_layer({})
+        seeds = ",".join(str(s) for s in e["seeds"])
+        lines.append(f"| `{label}` | {d['op']} | {d['bilinear']} | {d['agg.']} | {d['aligned']} | {d['samples']} "
+                     f"| {e['n']} ({seeds}) | {_pm(e['time/iter'], 1, 3)} | {_pm(e['cpu_min/run'], 1, 1)} |")
+    for task in agg["tasks"]:
+        keys, _, delta_keys = TASKS[task]
+        head = [metric_label(k) for k in keys]
+        if baseline is not None:
+            head += [f"Δ {metric_label(k)} vs `{baseline}`" for k in delta_keys]
+        lines += ["", f"**{TASK_TITLES[task]}**, mean ± std over seeds, percent", "",
+                  "| variant | n | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 2)]
+        for label, e in variants.items():
+            row = [f"`{label}`", str(e["n"])] + [_pm(e["metrics"].get(k)) for k in keys]
+            if baseline is not None:
+                if label == baseline:
+                    row += ["(baseline)"] * len(delta_keys)
+                else:
+                    row += [_pm(e["delta"].get(k), signed=True) + (f" (n={e['delta'][k]['n']})" if e["delta"].get(k)
+                            and e["delta"][k]["n"] else "") for k in delta_keys]
+            lines.append("| " + " | ".join(row) + " |")
+    if agg["not_finished"]:
+        lines += ["", "Runs not in the table:", ""]
+        lines += [f"- `{m['variant']}` seed {m['seed']}: {m['state']} ({m['directory']})" for m in agg["not_finished"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(agg: dict, path: Path, *, title: str | None = None) -> Path:
+    """Grouped bars with error bars (std over seeds): per task (box, mask, VOC) a panel, per
+    variant a group, its AP and AP75 (VOC: 11-point and area mAP) side by side."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("the study chart needs matplotlib: pip install -e '.[viz]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = agg["tasks"] or ["bbox"]
+    labels = list(agg["variants"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(1.0 + 0.9 * max(3, len(labels)) * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        keys = TASKS[task][1]
+        width = 0.8 / len(keys)
+        for j, key in enumerate(keys):
+            means = [100 * (agg["variants"][v]["metrics"].get(key, {}).get("mean") or 0.0) for v in labels]
+            errs = [100 * (agg["variants"][v]["metrics"].get(key, {}).get("std") or 0.0) for v in labels]
+            xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(labels))]
+            ax.bar(xs, means, width, yerr=errs, capsize=3, label=metric_label(key))
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+        ax.set_title(TASK_TITLES[task], fontsize=9)
+        ax.set_ylabel("percent")
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_report(directories: list[Path], *, out_dir: Path, title: str | None = None, baseline: str | None = None,
+                 variants: list[str] | None = None, labels: dict[Path, str] | None = None,
+                 chart: bool = True) -> dict:
+    """Collects, aggregates and writes ``report.md``, ``report.json`` and ``chart.png`` into
+    ``out_dir``; returns ``{"aggregate", "markdown", "paths"}``."""
+    records = collect_runs(directories, labels=labels)
+    agg = aggregate(records, baseline=baseline, variants=variants)
+    markdown = to_markdown(agg, title=title)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out_dir / "report.md", "json": out_dir / "report.json"}
+    paths["markdown"].write_text(markdown)
+    paths["json"].write_text(json.dumps({"title": title, **agg}, indent=2) + "\n")
+    if chart and any(e["n"] for e in agg["variants"].values()):
+        paths["chart"] = write_chart(agg, out_dir / "chart.png", title=title)
+    return {"aggregate": agg, "markdown": markdown, "paths": paths}

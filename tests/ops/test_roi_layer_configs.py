@@ -84,9 +84,8 @@ def test_pooler_equals_reference_with_the_configs_settings(name, levels):
 @pytest.mark.parametrize("backend", ["ours", "torchvision"])
 def test_mask_targets_are_unaligned_adaptive_roi_align(backend):
     g = torch.Generator().manual_seed(0)
-    masks = [(torch.rand(3, 40, 50, generator=g) > 0.5).to(torch.uint8), (torch.rand(2, 40, 50, generator=g) > 0.5).to(torch.uint8)]
-    b = [x.float() for x in boxes(1)]
-    b = [x[:5] * 0.15 for x in b]  # inside the 40 x 50 masks
+    masks = [(torch.rand(n, 40, 50, generator=g) > 0.5).to(torch.uint8) for n in (3, 2)]
+    b = [x[:5].float() * 0.15 for x in boxes(1)]  # five boxes per image, inside the 40 x 50 masks
     matched = [torch.tensor([0, 2, 1, 1, 0]), torch.tensor([1, 0, 0, 1, 1])]
     out = mask_targets(masks, b, matched, 7, backend=backend)
     expected = torch.cat([

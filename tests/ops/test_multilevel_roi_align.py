@@ -48,10 +48,10 @@ def test_half_precision_and_no_rois():
     feats = pyramid([torch.contiguous_format] * 3, dtype=torch.bfloat16)
     rois = random_rois(2, 32, 40, 1 / 4, k=10, dtype=torch.float32)
     levels = torch.arange(10) % 3
-    y = multilevel_roi_align(feats, rois, levels, SCALES, 2, 2)
+    y = multilevel_roi_align(feats, rois, levels, SCALES, 2, 2, True)
     for level in range(3):
         m = levels == level
-        torch.testing.assert_close(y[m], roi_align(feats[level], rois[m], 2, SCALES[level], 2), rtol=0, atol=0)
+        torch.testing.assert_close(y[m], roi_align(feats[level], rois[m], 2, SCALES[level], 2, True), rtol=0, atol=0)
     empty = multilevel_roi_align(feats, rois[:0], levels[:0], SCALES, 2, 2)
     assert empty.shape == (0, 5, 2, 2)
     empty.sum().backward()

@@ -171,7 +171,7 @@ def test_dtypes_against_float_reference(dtype, tol, mode):
     x = feature_map(dtype=dtype)
     rois = assorted_rois(3, 13, 17, SCALE, dtype=torch.float32)
     g = torch.randn(rois.shape[0], 4, 3, 3).to(dtype)
-    kwargs = dict(output_size=3, spatial_scale=SCALE, sampling_ratio=2, mode=mode)
+    kwargs = dict(output_size=3, spatial_scale=SCALE, sampling_ratio=2, aligned=True, mode=mode)
     y, gx = grads(roi_align, x, rois, g, **kwargs)
     y_ref, gx_ref = grads(roi_align_reference, x.float(), rois, g.float(), **kwargs)
     assert y.dtype == dtype and gx.dtype == dtype
@@ -189,7 +189,7 @@ def test_channels_last_equals_contiguous(dtype, mode):
     x = feature_map(c=20, dtype=dtype)  # 20 channels: a vector body and a remainder
     rois = assorted_rois(3, 13, 17, SCALE, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     g = torch.randn(rois.shape[0], 20, 3, 2).to(dtype)
-    kwargs = dict(output_size=(3, 2), spatial_scale=SCALE, sampling_ratio=-1, mode=mode)
+    kwargs = dict(output_size=(3, 2), spatial_scale=SCALE, sampling_ratio=-1, aligned=True, mode=mode)
     y, gx = grads(roi_align, x, rois, g, **kwargs)
     y_cl, gx_cl = grads(roi_align, x.contiguous(memory_format=torch.channels_last), rois, g, **kwargs)
     assert y_cl.is_contiguous(memory_format=torch.channels_last)
@@ -207,7 +207,8 @@ def test_backward_is_deterministic_across_thread_counts():
     try:
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            results.append(grads(roi_align, x, rois, g, output_size=7, spatial_scale=SCALE, sampling_ratio=2)[1])
+            results.append(grads(roi_align, x, rois, g, output_size=7, spatial_scale=SCALE, sampling_ratio=2,
+                                 aligned=True)[1])
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(results[0], r) for r in results[1:])
@@ -218,7 +219,8 @@ def test_rois_as_list_of_boxes():
     rois = assorted_rois(3, 13, 17, SCALE)
     per_image = [rois[rois[:, 0] == i, 1:] for i in range(3)]
     ordered = torch.cat([rois[rois[:, 0] == i] for i in range(3)])
-    torch.testing.assert_close(roi_align(x, per_image, 3, SCALE), roi_align(x, ordered, 3, SCALE), rtol=0, atol=0)
+    torch.testing.assert_close(roi_align(x, per_image, 3, SCALE, aligned=True),
+                               roi_align(x, ordered, 3, SCALE, aligned=True), rtol=0, atol=0)
     torch.testing.assert_close(
         roi_align(x, per_image, 3, SCALE, aligned=True),
         torchvision.ops.roi_align(x, per_image, 3, SCALE, aligned=True), rtol=1e-12, atol=1e-12
@@ -227,7 +229,7 @@ def test_rois_as_list_of_boxes():
 
 def test_no_rois_and_empty_batch():
     x = feature_map().requires_grad_()
-    y = roi_align(x, torch.zeros(0, 5, dtype=torch.float64), (3, 2), SCALE)
+    y = roi_align(x, torch.zeros(0, 5, dtype=torch.float64), (3, 2), SCALE, aligned=True)
     assert y.shape == (0, 4, 3, 2)
     y.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))

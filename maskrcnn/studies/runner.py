@@ -82,7 +82,8 @@ def run_state(directory: Path) -> str:
     info = read_run_info(directory)
     if info.get("attempts") and info["attempts"][-1].get("returncode") not in (0, None):
         return "failed"
-    return "unfinished" if directory.is_dir() and any(directory.iterdir()) else "not started"
+    started = directory.is_dir() and any(p.name != LOCK_NAME for p in directory.iterdir())
+    return "unfinished" if started else "not started"
 
 
 def read_run_info(directory: Path) -> dict:
@@ -192,10 +193,10 @@ def run_study(specs: list[StudySpec], *, root: str | Path, workers: int = 1, thr
                 if not queue:
                     return
                 run = queue.pop(0)
-            if run_state(run.directory) == "finished" or not try_lock(run.directory):
+            before = run_state(run.directory)
+            if before == "finished" or not try_lock(run.directory):
                 continue  # done meanwhile, or another runner process has it
             try:
-                before = run_state(run.directory)
                 log.info("%s/%s seed %d: %s", run.study, run.variant, run.seed,
                          "resuming" if before == "unfinished" else "starting" if before == "not started" else "retrying")
                 state = execute(run, threads=threads, python=python)

@@ -127,10 +127,18 @@ torch.library.register_autograd(
 
 
 # ---------------------------------------------------------------------------------------------
-# Autocast (CPU and CUDA): torchvision's rule. Half inputs and rois are cast to float32 (float64
-# stays), the op runs without autocast, and the output comes back in the dtype of the input.
-# Casting everything to one dtype is what lets features and rois of mixed float dtypes meet.
+# Autocast (CPU and CUDA): torchvision's rule. The op runs without autocast on float32 copies of
+# float16 / bfloat16 features and rois (float64 stays), and the output comes back in the dtype of
+# the input; this is what lets features and rois of mixed float dtypes meet. Where the kernels
+# take the dtypes as they are (rois of the input's dtype, or float32 rois with half features)
+# they run on them directly: they compute in float32 anyway, so the result is the same without
+# copying the feature maps.
 # ---------------------------------------------------------------------------------------------
+
+
+def _native(input: Tensor, rois: Tensor) -> bool:
+    half = input.dtype in (torch.float16, torch.bfloat16)
+    return rois.dtype == input.dtype or (half and rois.dtype == torch.float32)
 
 
 def _to_float32(t: Tensor) -> Tensor:
@@ -142,16 +150,22 @@ def _autocast_kernels(key: str):
 
     def roi_align(input, rois, *params):
         with torch._C._ExcludeDispatchKeyGuard(exclude):
+            if _native(input, rois):
+                return torch.ops.maskrcnn.roi_align(input, rois, *params)
             out = torch.ops.maskrcnn.roi_align(_to_float32(input), _to_float32(rois), *params)
         return out.to(input.dtype)
 
     def roi_pool(input, rois, *params):
         with torch._C._ExcludeDispatchKeyGuard(exclude):
+            if _native(input, rois):
+                return torch.ops.maskrcnn.roi_pool(input, rois, *params)
             out, argmax = torch.ops.maskrcnn.roi_pool(_to_float32(input), _to_float32(rois), *params)
         return out.to(input.dtype), argmax
 
     def multilevel_roi_align(features, rois, levels, *params):
         with torch._C._ExcludeDispatchKeyGuard(exclude):
+            if _native(features[0], rois):
+                return torch.ops.maskrcnn.multilevel_roi_align(features, rois, levels, *params)
             out = torch.ops.maskrcnn.multilevel_roi_align([_to_float32(f) for f in features], _to_float32(rois),
                                                          levels, *params)
         return out.to(features[0].dtype)

@@ -88,6 +88,19 @@ def test_multiscale_roi_align_matches_torchvision_under_autocast(autocast_dtype,
     torch.testing.assert_close(ours, theirs, rtol=TOL[x_dtype], atol=TOL[x_dtype])
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("x_dtype, rois_dtype", [(BF16, F32), (BF16, BF16), (F16, F32), (F32, F32)])
+@pytest.mark.parametrize("op", list(OPS))
+def test_dtypes_the_kernels_take_run_as_without_autocast(op, x_dtype, rois_dtype, device):
+    # Half features with float32 (or their own dtype) rois need no cast: the kernels compute in
+    # float32 already, so autocast gives exactly the result without it.
+    x = feature_map(dtype=x_dtype).to(device)
+    rois = assorted_rois(3, 13, 17, SCALE, dtype=rois_dtype).to(device)
+    y, gx = run(OPS[op], x, rois, BF16)
+    y_plain, gx_plain = run(OPS[op], x, rois)
+    assert torch.equal(y, y_plain) and torch.equal(gx, gx_plain)
+
+
 def test_mixed_dtypes_outside_autocast_still_raise_our_error():
     x = feature_map(dtype=F32)
     rois = assorted_rois(3, 13, 17, SCALE, dtype=BF16)

@@ -7,6 +7,9 @@
     torchrun --nproc_per_node=8 tools/train.py ...                         # DistributedDataParallel
     python tools/train.py ... hydra.run.dir=outputs/run1 resume=true       # continue an interrupted run
 
+Checkpoints carry the run's config (``meta``), so tools/eval.py and tools/predict.py rebuild the model
+as trained. A run that fails before writing anything removes its empty run directory.
+
 The run directory (Hydra's) holds the checkpoints, metrics.jsonl, metrics.json (last evaluation),
 tensorboard/ and predictions/.
 """
@@ -26,6 +29,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,6 +51,9 @@ from maskrcnn.engine import (
     validate_train_config,
 )
 from maskrcnn.engine.distributed import cleanup, launched_by_torchrun
+from maskrcnn.engine.eval_data import build_eval_dataset
+from maskrcnn.engine.run_config import checkpoint_meta, hydra_choice
+from maskrcnn.engine.run_dir import remove_empty_run_dir, require_named_run
 from maskrcnn.evaluation import build_evaluator
 
 log = logging.getLogger("train")
@@ -114,6 +121,7 @@ def make_evaluate_fn(cfg, model, val_set, device, output_dir: Path, metrics: Met
 def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
     """Validate ``cfg`` and build the process group, data, model, solver and trainer writing into
     ``output_dir``; with ``resume=true`` the newest checkpoint there is loaded."""
+    run_cfg = cfg  # as composed: what the checkpoints carry (relative paths stay relative)
     cfg = validate_train_config(cfg)
     output_dir = Path(output_dir)
     device = setup_process(cfg)
@@ -127,7 +135,7 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
 
     train_set = instantiate(cfg.dataset.train)
-    val_set = instantiate(cfg.dataset.val)
+    val_set = build_eval_dataset(cfg.dataset.val, name="dataset.val")
     model = instantiate(cfg.model).to(device)
     s = cfg.solver
     optimizer = build_optimizer(model, base_lr=s.base_lr, momentum=s.momentum, nesterov=s.nesterov,
@@ -143,7 +151,8 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
     train_loader = build_train_loader(train_set, batch_size=s.ims_per_batch // world_size,
                                       num_workers=cfg.trainer.num_workers, seed=cfg.seed,
                                       aspect_ratio_grouping=cfg.trainer.aspect_ratio_grouping)
-    checkpointer = Checkpointer(directory=output_dir, keep_last=cfg.trainer.keep_last)
+    meta = checkpoint_meta(run_cfg, dataset=val_set, model_config=hydra_choice("model"))
+    checkpointer = Checkpointer(directory=output_dir, keep_last=cfg.trainer.keep_last, meta=meta)
     metrics = MetricsLogger(directory=output_dir, enabled=is_main_process())
     trainer = Trainer(
         model=model, optimizer=optimizer, scheduler=scheduler, train_loader=train_loader, max_iter=s.max_iter,
@@ -190,7 +199,17 @@ def report(output_dir: Path, results: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    results = train(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        require_named_run(resume=cfg.resume, hydra_overrides=hydra_cfg.overrides.hydra,
+                          multirun=hydra_cfg.mode == RunMode.MULTIRUN, output_dir=output_dir)
+        results = train(cfg, output_dir)
+    except BaseException:
+        # A run that failed before writing anything leaves no empty folder behind.
+        if is_main_process():
+            remove_empty_run_dir(output_dir, log_name=f"{hydra_cfg.job.name}.log")
+        raise
     # The return value is what a Hydra sweeper would optimize.
     return results.get("segm/AP", results.get("bbox/AP", results.get("voc/mAP50"))) if results else None
 

@@ -3,7 +3,9 @@
 A checkpoint is a dict with at least ``model`` (the state_dict of the unwrapped model, so it loads
 with or without DistributedDataParallel) and ``iteration`` (the number of finished iterations).
 The trainer adds ``optimizer``, ``scheduler``, ``scaler``, ``rng`` (see :func:`rng_state`) and
-``loader`` (the train loader's position) for resume. Files are ``model_0000123.pt`` (periodic,
+``loader`` (the train loader's position) for resume, and the :class:`Checkpointer` adds ``meta``
+(the run's config, model config name, classes: see :mod:`maskrcnn.engine.run_config`) so that
+evaluation and prediction rebuild the model as trained. Files are ``model_0000123.pt`` (periodic,
 the number is the iteration count) and ``model_final.pt`` (end of training).
 """
 
@@ -75,11 +77,13 @@ class Checkpointer:
         directory: the run's output directory.
         keep_last: how many periodic checkpoints to keep (older ones are deleted after a save);
             0 or less keeps all. ``model_final.pt`` is never deleted.
+        meta: written as ``meta`` into every checkpoint (what the run was: config, classes).
     """
 
-    def __init__(self, *, directory: str | os.PathLike, keep_last: int = 3):
+    def __init__(self, *, directory: str | os.PathLike, keep_last: int = 3, meta: dict | None = None):
         self.directory = Path(directory)
         self.keep_last = int(keep_last)
+        self.meta = meta
 
     def periodic_path(self, iteration: int) -> Path:
         return self.directory / f"model_{iteration:07d}.pt"
@@ -103,6 +107,8 @@ class Checkpointer:
         if "model" not in state or "iteration" not in state:
             raise ValueError("a checkpoint needs at least the keys 'model' and 'iteration'")
         path = self.final_path if final else self.periodic_path(int(state["iteration"]))
+        if self.meta is not None:
+            state = {**state, "meta": self.meta}
         atomic_save(state, path)
         if not final:
             self._prune()

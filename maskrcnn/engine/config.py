@@ -232,11 +232,21 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     return merged
 
 
+# Keys of a training run's config that evaluation ignores: a run's own .hydra/config.yaml is a
+# valid eval config (``--config-dir <run>/.hydra --config-name config +checkpoint=...``).
+TRAIN_ONLY_KEYS = ("solver", "trainer", "resume")
+
+
 def validate_eval_config(cfg: DictConfig) -> DictConfig:
     """Typed, checked copy of a composed eval config: exactly one of ``checkpoint`` / ``results``."""
+    from_run = any(key in cfg for key in TRAIN_ONLY_KEYS)
+    if from_run:
+        cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key not in TRAIN_ONLY_KEYS])
     merged = _merge(EvalConfig, cfg)
     _require((merged.checkpoint is None) != (merged.results is None), "checkpoint/results",
-             "give exactly one of checkpoint=PATH (evaluate a model) or results=PATH (score a results file)")
+             "give exactly one of checkpoint=PATH (evaluate a model) or results=PATH (score a results file)"
+             + ("; with a training run's config (--config-name config) add +checkpoint=<run>/model_final.pt"
+                if from_run and merged.checkpoint is None and merged.results is None else ""))
     _check_groups(merged, needs_model=merged.checkpoint is not None)
     _require(merged.split in merged.dataset, "split", f"the dataset config has no split {merged.split!r}")
     _require(merged.batch_size > 0, "batch_size", f"must be > 0, got {merged.batch_size}")

@@ -9,6 +9,7 @@ import logging
 from os import PathLike
 from pathlib import Path
 
+import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 
 from .coco_scoring import COCO_METRIC_NAMES, coco_metrics  # noqa: F401  (names documented here)
@@ -28,9 +29,31 @@ def load_coco_gt(gt_json: str | PathLike) -> COCO:
         raise ValueError(f"{path} is not a COCO annotation file: {error!r}") from error
 
 
+def to_rle(segmentation, *, height: int, width: int, where: str) -> dict:
+    """A result's ``segmentation`` as compressed RLE (what COCOeval reads): polygons
+    ``[[x1, y1, x2, y2, ...], ...]`` and uncompressed RLE ``{"size", "counts": [ints]}`` are
+    rasterized / compressed at the image's size; compressed RLE is returned as is."""
+    if isinstance(segmentation, list):
+        if not segmentation or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segmentation):
+            raise ValueError(f"{where}: segmentation is a list but not polygons [[x1, y1, x2, y2, x3, y3, ...], ...]")
+        rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        if list(segmentation["size"]) != [height, width]:
+            raise ValueError(f"{where}: segmentation size {segmentation['size']} is not the image's [{height}, {width}]")
+        if not isinstance(segmentation["counts"], list):
+            return segmentation
+        rle = mask_util.frPyObjects(segmentation, height, width)
+    else:
+        raise ValueError(f"{where}: segmentation must be polygons or RLE {{size, counts}}, got "
+                         f"{type(segmentation).__name__}")
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
 def read_results(results_json: str | PathLike, coco_gt: COCO) -> list[dict]:
     """Read and check a COCO results file: a JSON list of ``{image_id, category_id, score, bbox
-    [x, y, w, h]}`` and/or ``segmentation``."""
+    [x, y, w, h]}`` and/or ``segmentation`` (compressed or uncompressed RLE, or polygons, which
+    are converted to RLE at the ground-truth image's size)."""
     path = Path(results_json)
     if not path.is_file():
         raise FileNotFoundError(f"results file {path} does not exist")
@@ -53,7 +76,13 @@ def read_results(results_json: str | PathLike, coco_gt: COCO) -> list[dict]:
             raise ValueError(f"{path}: entry {i} has bbox {result['bbox']!r}; expected [x, y, w, h]")
     unknown = sorted({r["image_id"] for r in results} - set(coco_gt.imgs), key=str)
     if unknown:
-        raise ValueError(f"{path}: image ids {unknown[:10]} are not in the ground truth")
+        raise ValueError(f"{path}: image ids {unknown[:10]} are not in the ground truth (tools/predict.py writes "
+                         f"the dataset's image ids when its dataset= and split= hold the input files)")
+    for i, result in enumerate(results):
+        if "segmentation" in result:
+            info = coco_gt.imgs[result["image_id"]]
+            result["segmentation"] = to_rle(result["segmentation"], height=info["height"], width=info["width"],
+                                            where=f"{path}: entry {i}")
     return results
 
 

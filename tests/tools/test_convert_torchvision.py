@@ -66,3 +66,43 @@ def test_unknown_keys_are_reported():
     with pytest.raises(ValueError, match="unexpected keys"):
         convert_torchvision_state_dict({"roi_heads.box_predictor.cls_score.weight": torch.zeros(2, 3),
                                         "foo.bar": torch.zeros(1)}, arch="fasterrcnn_resnet50_fpn")
+
+
+def test_converted_checkpoint_describes_itself_to_predict(tmp_path):
+    """The README's predict command on converted weights: no dataset.num_classes needed, the
+    model config and COCO class names come from the checkpoint."""
+    import cv2
+    import numpy as np
+
+    tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    src = tmp_path / "tv.pth"
+    torch.save(tv.state_dict(), src)
+    out = tmp_path / "ours.pt"
+    meta = _load_tool().convert("fasterrcnn_resnet50_fpn", src, out)
+    assert meta["model_config"] == "faster_rcnn_r50_fpn_torchvision" and meta["num_classes"] == 90
+    assert meta["class_names"][0] == "person" and len(meta["class_names"]) == 90
+    assert meta["config"]["model"]["roi_heads"]["box_predictor"]["num_classes"] == "${dataset.num_classes}"
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((48, 64, 3), 120, np.uint8))
+    spec = importlib.util.spec_from_file_location("tool_predict", REPO / "tools" / "predict.py")
+    predict = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict)
+    # The README's command (model= as converted), small test-time size to stay fast.
+    overrides = ["model=faster_rcnn_r50_fpn_torchvision", f"checkpoint={out}", f"inputs=[{image}]",
+                 f"output={tmp_path / 'results.json'}", "model.transform.min_size_test=64",
+                 "model.transform.max_size_test=64", "device=cpu"]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("predict", overrides=overrides)
+    results = predict.predict(cfg, overrides=overrides)
+    assert all(1 <= r["category_id"] <= 90 for r in results)
+    from maskrcnn.engine.run_config import load_run_config
+
+    names = predict.dataset_metadata(load_run_config(out, torch.load(out, weights_only=True)).meta, None)[1]
+    assert names[:3] == ["person", "bicycle", "car"]
+    # An explicit, different class count is one clear message with both values and the fix.
+    from maskrcnn.engine import ConfigError
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("predict", overrides=[*overrides, "dataset.num_classes=3"])
+    with pytest.raises(ConfigError, match="num_classes=90.*dataset.num_classes=3.*add dataset.num_classes=90"):
+        predict.predict(cfg, overrides=[*overrides, "dataset.num_classes=3"])

@@ -16,6 +16,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from maskrcnn.evaluation.coco_evaluation import encode_masks
+
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["model.transform.min_size_test=96", "model.transform.max_size_test=160",
          "model.rpn.post_nms_topk_test=50", "roi_layer=torchvision"]
@@ -73,10 +75,12 @@ def test_cli_on_a_folder_with_drawings(setup):
     assert mine[0]["score"] == pytest.approx(det["scores"][0].item(), abs=1e-6)
     decoded = mask_util.decode(mine[0]["segmentation"])
     assert decoded.shape == (70, 90)
-    assert np.array_equal(decoded, (det["masks"][0, 0] >= 0.5).numpy().astype(np.uint8))
+    assert np.array_equal(decoded, (det["masks"][0, 0] > 0.5).numpy().astype(np.uint8))  # as the evaluator
+    # Not images of a dataset: image ids are the input indices, also in the drawings' names.
+    assert {(r["file_name"], r["image_id"]) for r in results} == {("a.png", 0), ("b.jpg", 1)}
     drawings = sorted(p.name for p in (tmp / "res" / "results_vis").iterdir())
-    assert drawings == ["a.png", "b.png"]
-    assert cv2.imread(str(tmp / "res" / "results_vis" / "a.png")).shape == (70, 90, 3)
+    assert drawings == ["image_0_a.png", "image_1_b.png"]
+    assert cv2.imread(str(tmp / "res" / "results_vis" / "image_0_a.png")).shape == (70, 90, 3)
 
 
 def test_coco_results_and_fallback_to_labels():
@@ -93,6 +97,11 @@ def test_coco_results_and_fallback_to_labels():
     res = tool.to_coco_results("x.jpg", 7, det, label_to_category_id={1: 5, 2: 9}, score_threshold=0.0,
                                mask_threshold=0.5)
     assert [r["category_id"] for r in res] == [9, 5]
+    # The evaluator's encoding: a pixel at exactly the threshold is background (> 0.5).
+    masks[0, 0, 2:4, 3:9] = 0.5
+    res = tool.to_coco_results("x.jpg", 7, det, label_to_category_id=None, score_threshold=0.5, mask_threshold=0.5)
+    assert mask_util.area(res[0]["segmentation"]) == 24
+    assert res[0]["segmentation"] == encode_masks(masks[:1])[0]
 
 
 def test_bad_inputs_are_named(tmp_path):

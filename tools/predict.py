@@ -21,12 +21,14 @@ from pathlib import Path
 import cv2
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from maskrcnn.engine.config import resolve_data_root
 from maskrcnn.engine.run_config import (apply_run_config, chosen_groups, command_line_overrides, load_model_weights,
                                         load_run_config)
+from maskrcnn.engine.run_dir import remove_empty_run_dir
 from maskrcnn.evaluation.coco_evaluation import encode_masks
 
 log = logging.getLogger("predict")
@@ -184,7 +186,12 @@ def predict(cfg: DictConfig, overrides=None) -> list[dict]:
 
 @hydra.main(config_path="../configs", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    predict(cfg)
+    hydra_cfg = HydraConfig.get()
+    try:
+        predict(cfg)
+    except BaseException:  # a failed prediction leaves no empty run folder behind
+        remove_empty_run_dir(hydra_cfg.runtime.output_dir, log_name=f"{hydra_cfg.job.name}.log")
+        raise
 
 
 if __name__ == "__main__":

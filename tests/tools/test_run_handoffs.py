@@ -177,6 +177,14 @@ def test_the_run_folder_config_and_mismatches(run):
         cfg = compose(config_name="config")
     with pytest.raises(ConfigError, match=r"\+checkpoint=<run>/model_final.pt"):
         evaluate.run(cfg, tmp / "unused", overrides=[])
+    # A checkpoint without the config (older runs): the run folder's .hydra/config.yaml is used.
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    legacy = run_dir / "model_legacy.pt"
+    torch.save({"model": state["model"], "iteration": state["iteration"]}, legacy)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[f"checkpoint={legacy}", "vis_images=0", "num_workers=0"])
+    assert_same(evaluate.run(cfg, tmp / "eval_legacy", overrides=[]), metrics_of(run_dir))
+    legacy.unlink()
     # An explicit config that disagrees with the checkpoint: one message, both values, the fix.
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         overrides = [f"checkpoint={ckpt}", "dataset.num_classes=5"]
@@ -200,8 +208,27 @@ def test_resume_without_a_run_folder_stops_and_failed_runs_leave_no_folder(tmp_p
     # A config error in a named run folder: the empty folder goes, one with content stays.
     proc = cli("train", "solver.base_lr=-1", f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path, ok=False)
     assert "solver.base_lr" in proc.stderr and not (tmp_path / "bad").exists()
-    kept = tmp_path / "kept"
-    kept.mkdir()
-    (kept / "notes.txt").write_text("mine")
-    proc = cli("train", "solver.base_lr=-1", f"hydra.run.dir={kept}", cwd=tmp_path, ok=False)
-    assert "solver.base_lr" in proc.stderr and (kept / "notes.txt").read_text() == "mine"
+    # The same for a failed evaluation.
+    proc = cli("eval", "checkpoint=missing.pt", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path, ok=False)
+    assert "missing.pt does not exist" in proc.stderr and not (tmp_path / "eval").exists()
+
+
+def test_only_folders_without_content_are_removed(tmp_path, monkeypatch):
+    from maskrcnn.engine.run_dir import remove_empty_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep_me").mkdir()  # a sibling: the shared parent stays
+    for name in ("empty", "kept", "odd"):
+        run_dir = tmp_path / "outputs" / name / "12-00-00"
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / ".hydra" / "config.yaml").write_text("{}")
+        (run_dir / "train.log").write_text("error")
+    (tmp_path / "outputs" / "kept" / "12-00-00" / "model_0000002.pt").write_text("weights")
+    (tmp_path / "outputs" / "odd" / "12-00-00" / ".hydra" / "mine.txt").write_text("notes")
+    assert not remove_empty_run_dir(tmp_path / "outputs" / "kept" / "12-00-00", log_name="train.log")
+    assert not remove_empty_run_dir(tmp_path / "outputs" / "odd" / "12-00-00", log_name="train.log")
+    assert remove_empty_run_dir(Path("outputs/empty/12-00-00"), log_name="train.log")
+    assert not (tmp_path / "outputs" / "empty").exists()  # its parent, made empty, too
+    assert (tmp_path / "outputs" / "kept" / "12-00-00" / "model_0000002.pt").is_file()
+    assert (tmp_path / "outputs" / "odd" / "12-00-00" / ".hydra" / "mine.txt").is_file()
+    assert (tmp_path / "keep_me").is_dir()

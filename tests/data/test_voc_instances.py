@@ -195,3 +195,18 @@ def test_masks_only_errors_say_what_is_needed(tmp_path):
         VOCDetection(sets=[(str(empty), "train")], class_names=CLASSES)
     with pytest.raises(ValueError, match="class_names is null but .* has no class_names.txt"):
         VOCDetection(sets=[(str(empty), "train")], class_names=None)
+
+
+def test_split_files_from_main_or_segmentation_and_every_image_without_imagesets(tmp_path):
+    for name in ("a", "b"):
+        write_xml_folder(tmp_path, name, GAP_OBJECTS[:1])
+    (tmp_path / "ImageSets" / "Main" / "train.txt").unlink()
+    (tmp_path / "ImageSets" / "Segmentation").mkdir()
+    (tmp_path / "ImageSets" / "Segmentation" / "train.txt").write_text("b\n")
+    assert [r["file_id"] for r in VOCDetection(sets=[(str(tmp_path), "train")], class_names=CLASSES).records] == ["b"]
+    for sub in ("Main", "Segmentation"):
+        (tmp_path / "ImageSets" / sub / "train.txt").unlink(missing_ok=True)
+        (tmp_path / "ImageSets" / sub).rmdir()
+    (tmp_path / "ImageSets").rmdir()
+    ds = VOCDetection(sets=[(str(tmp_path), "whatever")], class_names=CLASSES)
+    assert [r["file_id"] for r in ds.records] == ["a", "b"]

@@ -73,6 +73,36 @@ def collect_runs(directories: list[Path], *, labels: dict[Path, str] | None = No
     return records
 
 
+def find_run_dirs(root: Path) -> list[Path]:
+    """Run folders below ``root`` (those with a Hydra ``.hydra/config.yaml``): a study's or a
+    ``-m`` sweep's, in job order where Hydra recorded it, else by path."""
+    runs = [p.parent.parent for p in Path(root).rglob(".hydra/config.yaml")]
+
+    def order(run: Path):
+        hydra_file = run / ".hydra" / "hydra.yaml"
+        if hydra_file.is_file():
+            num = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.job.num")
+            if num is not None:
+                return (0, int(num), str(run))
+        return (1, 0, str(run))
+
+    return sorted(runs, key=order)
+
+
+def disambiguate_labels(records: list[RunRecord]) -> None:
+    """Where runs of one label have different RoI-layer configs (a sweep over
+    ``roi_layer.sampling_ratio`` keeps the name ``roi_align``), append the differing settings."""
+    by_label: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_label.setdefault(r.label, []).append(r)
+    for label, runs in by_label.items():
+        configs = [{k: v for k, v in r.roi.items() if k != "_target_"} for r in runs]
+        keys = sorted({k for c in configs for k in c if len({json.dumps(x.get(k)) for x in configs}) > 1})
+        if keys:
+            for r, c in zip(runs, configs):
+                r.label = f"{label} (" + ", ".join(f"{k}={c.get(k)}" for k in keys) + ")"
+
+
 def _value(metrics: dict, key: str) -> float | None:
     v = metrics.get(key)
     # COCOeval reports -1 where an area range has no ground truth: not a measurement.

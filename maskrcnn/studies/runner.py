@@ -53,7 +53,7 @@ def plan_runs(spec: StudySpec, root: str | Path) -> list[PlannedRun]:
             directory = root / spec.name / variant / f"seed{seed}"
             if variant in spec.shared:
                 other_name, other_variant = spec.shared[variant].split("/")
-                other = load_study(other_name)
+                other = load_study(spec.path.parent / f"{other_name}.yaml" if spec.path else other_name)
                 if other_variant not in other.variants or seed not in other.seeds:
                     raise ValueError(f"study {spec.name}: shared {variant} -> {spec.shared[variant]} has no "
                                      f"variant {other_variant!r} with seed {seed} in study {other_name}")
@@ -142,11 +142,11 @@ def code_version() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def execute(run: PlannedRun, *, threads: int, python: str = sys.executable) -> str:
+def execute(run: PlannedRun, *, threads: int, python: str = sys.executable, train_script: Path = TRAIN_SCRIPT) -> str:
     """Runs (or resumes) one training run in its folder; returns its state afterwards."""
     directory = run.directory
     checkpoints = sorted(directory.glob("model_*.pt"))
-    command = [python, str(TRAIN_SCRIPT), *run.overrides, f"hydra.run.dir={directory}"]
+    command = [python, str(train_script), *run.overrides, f"hydra.run.dir={directory}"]
     if checkpoints:
         command.append("resume=true")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -170,7 +170,8 @@ def execute(run: PlannedRun, *, threads: int, python: str = sys.executable) -> s
 
 
 def run_study(specs: list[StudySpec], *, root: str | Path, workers: int = 1, threads: int = 1,
-              python: str = sys.executable, dry_run: bool = False) -> dict[Path, str]:
+              python: str = sys.executable, dry_run: bool = False,
+              train_script: Path = TRAIN_SCRIPT) -> dict[Path, str]:
     """Runs every missing run of ``specs`` with ``workers`` parallel processes of ``threads`` CPU
     threads each; returns the state of every planned run afterwards (folder -> state)."""
     planned: dict[Path, PlannedRun] = {}
@@ -199,7 +200,7 @@ def run_study(specs: list[StudySpec], *, root: str | Path, workers: int = 1, thr
             try:
                 log.info("%s/%s seed %d: %s", run.study, run.variant, run.seed,
                          "resuming" if before == "unfinished" else "starting" if before == "not started" else "retrying")
-                state = execute(run, threads=threads, python=python)
+                state = execute(run, threads=threads, python=python, train_script=train_script)
                 info = read_run_info(run.directory)
                 log.info("%s/%s seed %d: %s after %.1f min (%.1f CPU min)%s", run.study, run.variant, run.seed,
                          state, info["attempts"][-1]["wall_s"] / 60, info["attempts"][-1]["cpu_s"] / 60,

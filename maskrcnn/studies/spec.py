@@ -26,6 +26,7 @@ class StudySpec:
     baseline: str
     variants: dict[str, list[str]]
     shared: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None  # the spec file; shared studies are looked up beside it
 
     def run_overrides(self, variant: str, seed: int) -> list[str]:
         """The ``tools/train.py`` overrides of one run (without its run directory)."""
@@ -69,4 +70,4 @@ def load_study(name_or_path: str | Path) -> StudySpec:
         if bad:
             raise ValueError(f"{where}: variant {variant} sets {bad}; seeds and run folders are the runner's")
     return StudySpec(name=path.stem, title=str(raw["title"]), overrides=[str(o) for o in raw.get("overrides") or []],
-                     seeds=seeds, baseline=str(raw["baseline"]), variants=variants, shared=shared)
+                     seeds=seeds, baseline=str(raw["baseline"]), variants=variants, shared=shared, path=path)

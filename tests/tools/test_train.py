@@ -247,13 +247,15 @@ def test_multirun_sweep_and_ablation_report(tiny):
     table_file = tiny / "table.md"
     assert report.main([str(sweep), "--out", str(table_file)]) == 0
     table = table_file.read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| `")]
-    assert [row.split("|")[1].strip() for row in rows] == ["`roi_pool`", "`roi_align`"]
-    header = table.splitlines()[2]
-    for column in ("box AP", "mask AP", "AP50", "AP75", "APs", "APm", "APl", "time/iter"):
-        assert column in header
-    for row, run in zip(rows, runs):
+    assert "**Boxes (COCO-style AP)**" in table and "**Masks (COCO-style AP)**" in table
+    aggregated = json.loads((sweep / "report.json").read_text())
+    assert list(aggregated["variants"]) == ["roi_pool", "roi_align"] and aggregated["baseline"] == "roi_pool"
+    for run in runs:
         metrics = json.loads((sweep / run / "metrics.json").read_text())
-        cells = [c.strip() for c in row.split("|")[1:-1]]
-        assert cells[4] == f"{100 * metrics['bbox/AP']:.1f}" and cells[5] == f"{100 * metrics['segm/AP']:.1f}"
-        assert cells[-2] == f"{metrics['time/iter']:.3f}"
+        entry = aggregated["variants"][run.split("_", 1)[1]]
+        assert entry["n"] == 1
+        for key in ("bbox/AP", "bbox/AP75", "segm/AP", "segm/AP50"):
+            assert entry["metrics"][key]["values"] == [metrics[key]]
+        assert entry["time/iter"]["values"] == [metrics["time/iter"]]
+        assert f"| `{run.split('_', 1)[1]}` | 1 | {100 * metrics['segm/AP']:.1f} |" in table
+    assert (sweep / "chart.png").is_file()

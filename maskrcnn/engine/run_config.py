@@ -148,6 +148,9 @@ def apply_run_config(cfg: DictConfig, run: RunConfig, overrides: Sequence[str], 
         raise ConfigError(f"checkpoint {checkpoint} was trained with model={name} but the command line says "
                           f"model={chosen['model']}: drop model={chosen['model']} (the model is rebuilt from the "
                           f"checkpoint; model.<key>=... overrides still apply on top)")
+    # Naming the run's own choice again (model=<as trained>) still takes the run's version of it,
+    # with whatever the run changed in it (an experiment's test size, a dataset root).
+    chosen = {group: option for group, option in chosen.items() if option != _run_choice(run, group)}
     cfg = copy.deepcopy(cfg)
     taken = []
     if run.config is not None:
@@ -169,6 +172,17 @@ def apply_run_config(cfg: DictConfig, run: RunConfig, overrides: Sequence[str], 
         _reapply(cfg, overrides, ["dataset"])
     _check_num_classes(cfg, meta, checkpoint)
     return cfg
+
+
+def _run_choice(run: RunConfig, group: str) -> str | None:
+    """The option the run chose for ``group`` (by name), None when unknown."""
+    if group == "model":
+        return run.meta.get("model_config")
+    if group == "dataset":
+        return run.meta.get("dataset")
+    if run.config is not None and group in run.config and isinstance(run.config[group], DictConfig):
+        return run.config[group].get("name")
+    return None
 
 
 def _reapply(cfg: DictConfig, overrides: Sequence[str], keys: Sequence[str]) -> None:

@@ -177,6 +177,11 @@ def test_the_run_folder_config_and_mismatches(run):
         cfg = compose(config_name="config")
     with pytest.raises(ConfigError, match=r"\+checkpoint=<run>/model_final.pt"):
         evaluate.run(cfg, tmp / "unused", overrides=[])
+    # Naming the trained model config again keeps the run's changes to it (its test-time size here).
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        overrides = [f"checkpoint={ckpt}", "model=mask_rcnn_r18_fpn_small", "vis_images=0", "num_workers=0"]
+        cfg = compose(config_name="eval", overrides=overrides)
+    assert_same(evaluate.run(cfg, tmp / "eval_same_model", overrides=overrides), metrics_of(run_dir))
     # A checkpoint without the config (older runs): the run folder's .hydra/config.yaml is used.
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     legacy = run_dir / "model_legacy.pt"

@@ -8,7 +8,10 @@
 
 Resumable: finished runs are skipped, unfinished ones continue from their newest checkpoint,
 failed ones are retried. Each run uses --threads CPU threads (OMP_NUM_THREADS); --workers runs
-that many at once. Reports go to <root>/<study>/report.{md,json} and chart.png.
+that many at once. Reports go to <root>/<study>/report.{md,json} and chart.png (or --report-dir).
+docs/results.md was made with:
+    python tools/run_study.py c4_roi_layers c4_sampling fpn_roi_layers bccd_roi_layers --workers 2 --threads 1
+    python tools/run_study.py c4_roi_layers c4_sampling fpn_roi_layers bccd_roi_layers --report-only --report-dir docs/results
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     parser.add_argument("--dry-run", action="store_true", help="list the runs that would run")
     parser.add_argument("--report-only", action="store_true", help="write the reports without running")
+    parser.add_argument("--report-dir", type=Path, default=None,
+                        help="write each study's report into <report-dir>/<study>/ (default: its run folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     try:
@@ -44,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     for spec in specs:
-        out = write_report([r.directory for r in plan_runs(spec, args.root)], out_dir=args.root / spec.name,
+        report_dir = (args.report_dir or args.root) / spec.name
+        out = write_report([r.directory for r in plan_runs(spec, args.root)], out_dir=report_dir,
                            title=spec.title, baseline=spec.baseline, variants=list(spec.variants),
                            labels={r.directory: r.variant for r in plan_runs(spec, args.root)})
         print(out["markdown"])

@@ -109,6 +109,14 @@ def _value(metrics: dict, key: str) -> float | None:
     return None if v is None or not isinstance(v, (int, float)) or v < 0 else float(v)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it lies below it (reports get committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _stats(values: list[float]) -> dict:
     n = len(values)
     if n == 0:
@@ -155,7 +163,7 @@ def aggregate(records: list[RunRecord], *, baseline: str | None = None,
         entry["cpu_min/run"] = _stats([r.cpu_s / 60 for r in done if r.cpu_s is not None])
         entry["wall_min/run"] = _stats([r.wall_s / 60 for r in done if r.wall_s is not None])
         out["variants"][label] = entry
-        out["not_finished"] += [{"variant": label, "seed": r.seed, "state": r.state, "directory": str(r.directory)}
+        out["not_finished"] += [{"variant": label, "seed": r.seed, "state": r.state, "directory": _shown(r.directory)}
                                 for r in runs if r.metrics is None]
     if baseline is not None and baseline in out["variants"]:
         base = {r.seed: r for r in finished if r.label == baseline}

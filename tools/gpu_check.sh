@@ -173,7 +173,7 @@ else
 fi
 
 # 3. Every GPU test. Without a GPU this still collects them and reports them skipped.
-step pytest 150 "$PYTHON" -m pytest -m cuda -q -rfEs -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml"
+step pytest 180 "$PYTHON" -m pytest -m cuda -q -rfEs -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml"
 if [ "$HAVE_CUDA" -ne 1 ] && [ "$STEP_STATUS" = PASS ]; then STEP_STATUS=SKIP STEP_NOTE="$NO_GPU"; fi
 record pytest "$STEP_STATUS" "$STEP_SECONDS" \
     "$(join_notes "$(last_match '[0-9]+ (passed|failed|skipped|error)')" "$STEP_NOTE")"

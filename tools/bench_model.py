@@ -3,19 +3,23 @@
 
     python tools/bench_model.py [--device cpu|cuda] [--size 512] [--max-size 853] [--batch 2]
                                 [--iters 5] [--warmup 2] [--roi-backend ours|torchvision] [--amp none|bf16]
-                                [--out bench.json]
+                                [--models torchvision,swap,ours] [--out bench.json]
 
 torchvision's model is built as ``maskrcnn_resnet50_fpn`` builds it for pretrained weights (frozen BN,
 eps 0) with random weights; ours is ``configs/model/mask_rcnn_r50_fpn_torchvision.yaml`` with the
 converted weights (so both compute the same detections, see tests/modeling/test_torchvision_parity.py).
+``swap`` is torchvision's model with the one-line swap of its RoI poolers for
+``maskrcnn.ops.MultiScaleRoIAlign`` (same settings, same detections; see
+tests/ops/test_torchvision_compat.py).
 Inference: ``model(images)`` in eval mode, including resize, mask paste. Training step: forward with
-targets, backward, SGD step; ``--amp bf16`` runs the forward passes under bfloat16 autocast. Reports
-medians (ms) and ratios ours / torchvision (< 1: ours faster) as a table and JSON.
+targets, backward, SGD step (the models take turns, one run each per round); ``--amp bf16`` runs the forward passes under bfloat16 autocast. Reports
+medians (ms) and ratios model / torchvision (< 1: faster than torchvision) as a table and JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -33,8 +37,21 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from maskrcnn.modeling.torchvision_compat import convert_torchvision_state_dict
+from maskrcnn.ops import MultiScaleRoIAlign
 
 REPO = Path(__file__).resolve().parents[1]
+MODELS = ("torchvision", "swap", "ours")
+
+
+def swap_roi_pools(model: MaskRCNN) -> MaskRCNN:
+    """torchvision's MultiScaleRoIAlign poolers replaced by ours with the same settings (in place)."""
+    for name in ("box_roi_pool", "mask_roi_pool"):
+        old = getattr(model.roi_heads, name)
+        if old is not None:
+            setattr(model.roi_heads, name, MultiScaleRoIAlign(
+                old.featmap_names, old.output_size, old.sampling_ratio, canonical_scale=old.canonical_scale,
+                canonical_level=old.canonical_level))
+    return model
 
 
 def build_models(*, size: int, max_size: int, num_classes: int, roi_backend: str, device: torch.device):
@@ -55,7 +72,8 @@ def build_models(*, size: int, max_size: int, num_classes: int, roi_backend: str
     for m in (tv, ours):
         with torch.no_grad():
             m.roi_heads.box_predictor.cls_score.bias[1:] += 4.0
-    return tv.to(device), ours.to(device)
+    swap = swap_roi_pools(copy.deepcopy(tv))
+    return {"torchvision": tv.to(device), "swap": swap.to(device), "ours": ours.to(device)}
 
 
 def make_inputs(*, batch: int, h: int, w: int, num_classes: int, device: torch.device):
@@ -75,18 +93,22 @@ def make_inputs(*, batch: int, h: int, w: int, num_classes: int, device: torch.d
     return images, targets
 
 
-def timed(fn, *, iters: int, warmup: int, device: torch.device) -> list[float]:
+def timed(fns: dict, *, iters: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Milliseconds of each of ``fns`` (name -> callable) per run. The models take turns, one run
+    each per round, so that a change of load on a shared machine hits all of them alike."""
     for _ in range(warmup):
-        fn()
-    out = []
+        for fn in fns.values():
+            fn()
+    out = {name: [] for name in fns}
     for _ in range(iters):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append((time.perf_counter() - t) * 1000)
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            out[name].append((time.perf_counter() - t) * 1000)
     return out
 
 
@@ -101,9 +123,16 @@ def main(argv=None) -> int:
     p.add_argument("--num-classes", type=int, default=80)
     p.add_argument("--roi-backend", default="ours", choices=["ours", "torchvision"])
     p.add_argument("--amp", default="none", choices=["none", "bf16"], help="bfloat16 autocast of the forward")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated subset of torchvision (always run: the baseline), swap (torchvision's "
+                        "model with our MultiScaleRoIAlign), ours")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on cpu")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    names = [m for m in MODELS if m == "torchvision" or m in args.models.split(",")]
+    unknown = set(args.models.split(",")) - set(MODELS)
+    if unknown:
+        p.error(f"--models: unknown {sorted(unknown)}; choose from {', '.join(MODELS)}")
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,24 +140,20 @@ def main(argv=None) -> int:
     max_size = args.max_size or int(size * 1333 / 800)
     iters = args.iters or (20 if device.type == "cuda" else 3)
     h, w = size, int(size * 4 / 3)
-    tv, ours = build_models(size=size, max_size=max_size, num_classes=args.num_classes,
-                            roi_backend=args.roi_backend, device=device)
+    models = build_models(size=size, max_size=max_size, num_classes=args.num_classes,
+                          roi_backend=args.roi_backend, device=device)
     images, targets = make_inputs(batch=args.batch, h=h, w=w, num_classes=args.num_classes, device=device)
 
-    results = {}
-    for name, model in (("torchvision", tv), ("ours", ours)):
-        model.eval()
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
 
-        def autocast():
-            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
-
+    def infer_fn(model):
         def infer():
             with torch.no_grad(), autocast():
                 return model(images)
+        return infer
 
-        dets = infer()
-        inf = timed(infer, iters=iters, warmup=args.warmup, device=device)
-        model.train()
+    def step_fn(model):
         opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-4, momentum=0.9)
 
         def step():
@@ -137,24 +162,37 @@ def main(argv=None) -> int:
             opt.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             opt.step()
+        return step
 
-        train = timed(step, iters=iters, warmup=args.warmup, device=device)
-        results[name] = {"inference_ms": statistics.median(inf), "train_step_ms": statistics.median(train),
-                         "inference_all_ms": inf, "train_all_ms": train,
-                         "detections_per_image": [int(d["boxes"].shape[0]) for d in dets]}
-    for key in ("inference_ms", "train_step_ms"):
-        results[f"ratio_{key}"] = results["ours"][key] / results["torchvision"][key]
+    for name in names:
+        models[name].eval()
+    infers = {name: infer_fn(models[name]) for name in names}
+    dets = {name: fn() for name, fn in infers.items()}
+    inf = timed(infers, iters=iters, warmup=args.warmup, device=device)
+    for name in names:
+        models[name].train()
+    train = timed({name: step_fn(models[name]) for name in names}, iters=iters, warmup=args.warmup, device=device)
+    results = {name: {"inference_ms": statistics.median(inf[name]), "train_step_ms": statistics.median(train[name]),
+                      "inference_all_ms": inf[name], "train_all_ms": train[name],
+                      "detections_per_image": [int(d["boxes"].shape[0]) for d in dets[name]]}
+               for name in names}
+    for name in names[1:]:
+        for key in ("inference_ms", "train_step_ms"):
+            prefix = "ratio_" if name == "ours" else f"ratio_{name}_"
+            results[prefix + key] = results[name][key] / results["torchvision"][key]
     report = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
               "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
               "torchvision": torchvision.__version__, "batch": args.batch, "image_hw": [h, w],
               "min_size": size, "max_size": max_size, "iters": iters, "roi_backend": args.roi_backend,
               "amp": args.amp, "results": results}
-    print(f"{'':14s}{'torchvision ms':>16s}{'ours ms':>12s}{'ours/tv':>10s}")
+    print(f"{'':14s}{'torchvision ms':>16s}" + "".join(f"{n + ' ms':>12s}{n + '/tv':>10s}" for n in names[1:]))
     for key, label in (("inference_ms", "inference"), ("train_step_ms", "train step")):
-        print(f"{label:14s}{results['torchvision'][key]:16.1f}{results['ours'][key]:12.1f}"
-              f"{results['ratio_' + key]:10.3f}")
+        row = "".join(f"{results[n][key]:12.1f}{results[n][key] / results['torchvision'][key]:10.3f}"
+                      for n in names[1:])
+        print(f"{label:14s}{results['torchvision'][key]:16.1f}{row}")
     print(f"(device {report['device_name']}, batch {args.batch} of {h}x{w}, medians of {iters}, "
-          f"RoI backend {args.roi_backend}, amp {args.amp}; detections/image {results['ours']['detections_per_image']})")
+          f"RoI backend of ours {args.roi_backend}, amp {args.amp}; detections/image "
+          + ", ".join(f"{n} {results[n]['detections_per_image']}" for n in names) + ")")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))

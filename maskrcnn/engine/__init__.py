@@ -1,6 +1,6 @@
 """Training and evaluation machinery: solver, checkpoints, distributed helpers, metrics, the trainer."""
 
-from .checkpoint import Checkpointer, atomic_save, rng_state, set_rng_state
+from .checkpoint import CheckpointError, Checkpointer, atomic_save, rng_state, set_rng_state
 from .config import ConfigError, validate_eval_config, validate_train_config
 from .distributed import (
     all_gather_object,
@@ -18,6 +18,7 @@ from .solver import LRMultiplier, build_lr_scheduler, build_optimizer
 from .trainer import NonFiniteLossError, Trainer, unwrap
 
 __all__ = [
+    "CheckpointError",
     "Checkpointer",
     "ConfigError",
     "LRMultiplier",

@@ -7,10 +7,18 @@ The trainer adds ``optimizer``, ``scheduler``, ``scaler``, ``rng`` (see :func:`r
 (the run's config, model config name, classes: see :mod:`maskrcnn.engine.run_config`) so that
 evaluation and prediction rebuild the model as trained. Files are ``model_0000123.pt`` (periodic,
 the number is the iteration count) and ``model_final.pt`` (end of training).
+
+Every checkpoint gets a checksum file next to it (``model_0000123.pt.sha256``, in ``sha256sum``
+format, written after the checkpoint), so a truncated or overwritten file is recognised before
+it is loaded; a checkpoint without one (older runs, or a crash between the two writes) is checked
+by loading it. Resume takes the newest checkpoint that passes, warning about each one that does
+not, and stops with :class:`CheckpointError` when none does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import random
 import re
@@ -21,7 +29,70 @@ from typing import Any
 import numpy as np
 import torch
 
+logger = logging.getLogger(__name__)
+
 _PERIODIC = re.compile(r"^model_(\d{7,})\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: truncated, empty, not a checkpoint, or none readable."""
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    """The checksum file of a checkpoint: ``<name>.sha256`` next to it."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_checksum(path: str | os.PathLike) -> Path:
+    """Write ``<path>.sha256`` (``sha256sum -c`` reads it) for the file as it is now."""
+    path = Path(path)
+    target = checksum_path(path)
+    _atomic_write_text(f"{file_sha256(path)}  {path.name}\n", target)
+    return target
+
+
+def verify_checksum(path: str | os.PathLike) -> bool:
+    """Check ``path`` against its checksum file: True if it matches, False if there is none.
+
+    Raises :class:`CheckpointError` naming the file when the content differs (truncated, empty,
+    overwritten) or the checksum file is unreadable.
+    """
+    path = Path(path)
+    target = checksum_path(path)
+    if not target.is_file():
+        return False
+    try:
+        expected = target.read_text().split()[0]
+    except (OSError, UnicodeDecodeError, IndexError) as e:
+        raise CheckpointError(f"the checksum file {target} of checkpoint {path} is unreadable ({e})") from None
+    if file_sha256(path) != expected:
+        size = path.stat().st_size
+        raise CheckpointError(f"checkpoint {path} does not match its checksum file {target.name} "
+                              f"({size} bytes: truncated or overwritten)")
+    return True
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -109,7 +180,11 @@ class Checkpointer:
         path = self.final_path if final else self.periodic_path(int(state["iteration"]))
         if self.meta is not None:
             state = {**state, "meta": self.meta}
+        # The old checksum goes first: a crash before the new one is written leaves a checkpoint
+        # that is checked by loading, never a good checkpoint with a stale checksum.
+        checksum_path(path).unlink(missing_ok=True)
         atomic_save(state, path)
+        write_checksum(path)
         if not final:
             self._prune()
         return path
@@ -119,22 +194,57 @@ class Checkpointer:
             return
         for _, old in self.periodic_checkpoints()[: -self.keep_last]:
             old.unlink(missing_ok=True)
+            checksum_path(old).unlink(missing_ok=True)
+
+    def candidates(self) -> list[Path]:
+        """The checkpoints present, newest first: ``model_final.pt``, then by falling iteration."""
+        found = [p for _, p in reversed(self.periodic_checkpoints())]
+        return ([self.final_path] if self.final_path.is_file() else []) + found
 
     def latest(self) -> Path | None:
-        """The newest checkpoint: ``model_final.pt`` if training finished, else the highest iteration."""
-        if self.final_path.is_file():
-            return self.final_path
-        found = self.periodic_checkpoints()
-        return found[-1][1] if found else None
+        """The newest readable checkpoint (``model_final.pt`` if training finished, else the highest
+        iteration), or None when the directory holds none.
+
+        A checkpoint that fails its check is skipped with a warning naming it; when there are
+        checkpoints but none is readable this raises :class:`CheckpointError` rather than letting
+        a resume start from scratch over the run's outputs.
+        """
+        candidates = self.candidates()
+        failures = []
+        for path in candidates:
+            try:
+                if not verify_checksum(path):
+                    self.load(path)  # no checksum file: reading it is the check
+            except CheckpointError as e:
+                failures.append(path.name)
+                logger.warning(f"{e}; falling back to the previous checkpoint")
+                continue
+            return path
+        if failures:
+            raise CheckpointError(
+                f"no readable checkpoint in {self.directory}: {', '.join(failures)} cannot be read; "
+                f"restore a good copy there, or delete them to train this run from scratch")
+        return None
 
     @staticmethod
     def load(path: str | os.PathLike) -> dict:
+        """Read a checkpoint (checked against its checksum file when it has one).
+
+        Raises FileNotFoundError if it does not exist and :class:`CheckpointError` (one line naming
+        the file) if it is truncated, empty or not a checkpoint of this framework.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-        # weights_only=False: the checkpoint holds numpy RNG state and python tuples; we only load
-        # files this framework wrote.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        verify_checksum(path)
+        try:
+            # weights_only=False: the checkpoint holds numpy RNG state and python tuples; we only
+            # load files this framework wrote.
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated zip, empty file, not a torch file: torch's messages vary
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"checkpoint {path} cannot be read ({path.stat().st_size} bytes: "
+                                  f"{reason})") from None
         if not isinstance(state, dict) or "model" not in state:
-            raise ValueError(f"checkpoint {path} is not a dict with a 'model' state_dict")
+            raise CheckpointError(f"checkpoint {path} is not a dict with a 'model' state_dict")
         return state

@@ -132,6 +132,8 @@ class MetricsLogger:
             parts.append(f"data {h['time/data'].median:.3f}s")
         if "memory/peak_mb" in h:
             parts.append(f"mem {h['memory/peak_mb'].values[-1]:.0f}M")
+        if "amp/skipped_steps" in h and h["amp/skipped_steps"].values[-1] > 0:
+            parts.append(f"fp16 skipped {h['amp/skipped_steps'].values[-1]:.0f}")
         return "  ".join(parts)
 
     def flush(self) -> None:

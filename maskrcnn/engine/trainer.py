@@ -49,7 +49,10 @@ class Trainer:
         amp: "none", "bf16" (autocast bfloat16) or "fp16" (autocast float16 with a GradScaler).
         clip_grad_norm: max total L2 norm of the gradients; <= 0 disables clipping.
         nonfinite: "stop" raises :class:`NonFiniteLossError` naming the loss and iteration;
-            "skip" drops that step (no parameter update) and continues.
+            "skip" drops that step (no parameter update) and continues. Under "fp16" a finite loss
+            whose gradients overflow (inf/NaN) is not an error: the GradScaler skips that step and
+            lowers the loss scale, as usual; such steps are counted (``amp_skipped_steps``, logged
+            as ``amp/skipped_steps``, the total so far) and each is logged.
         log_period, checkpoint_period, eval_period: in iterations; eval_period <= 0 evaluates
             only at the end. ``evaluate_fn(iteration)`` runs the evaluation (all ranks).
     """
@@ -95,7 +98,8 @@ class Trainer:
         self.eval_period = int(eval_period)
         self.evaluate_fn = evaluate_fn
         self.iteration = 0  # number of finished iterations
-        self.skipped_steps = 0
+        self.skipped_steps = 0  # non-finite losses skipped (nonfinite=skip)
+        self.amp_skipped_steps = 0  # fp16 steps the GradScaler skipped (inf/NaN gradients)
         self.last_eval: dict = {}
         self._resume_rng: dict | None = None
 
@@ -108,6 +112,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "iteration": self.iteration,
             "rng": rng_state(),
+            "skipped_steps": {"nonfinite": self.skipped_steps, "amp": self.amp_skipped_steps},
         }
         if hasattr(self.train_loader, "state_dict"):
             state["loader"] = self.train_loader.state_dict()
@@ -124,6 +129,9 @@ class Trainer:
         if "loader" in state and hasattr(self.train_loader, "load_state_dict"):
             self.train_loader.load_state_dict(state["loader"])
         self.iteration = int(state["iteration"])
+        skipped = state.get("skipped_steps", {})
+        self.skipped_steps = int(skipped.get("nonfinite", 0))
+        self.amp_skipped_steps = int(skipped.get("amp", 0))
         self._resume_rng = state.get("rng")
 
     # ------------------------------------------------------------------------------------ loop
@@ -144,6 +152,8 @@ class Trainer:
             self.run_step(data_iter)
             it = self.iteration
             if it % self.log_period == 0 or it == self.max_iter:
+                if self.scaler.is_enabled():  # a running total, put once so the write keeps it exact
+                    self.metrics.put({"amp/skipped_steps": self.amp_skipped_steps})
                 self.metrics.write(it)
                 if is_main_process():
                     logger.info(self.metrics.progress_line(it, self.max_iter))
@@ -156,6 +166,9 @@ class Trainer:
         self.evaluate()
         if self.skipped_steps:
             logger.warning(f"{self.skipped_steps} steps were skipped because of non-finite losses")
+        if self.amp_skipped_steps:
+            logger.info(f"{self.amp_skipped_steps} fp16 steps were skipped by the GradScaler (inf/NaN gradients); "
+                        f"final loss scale {self.scaler.get_scale():g}")
         return self.last_eval
 
     def run_step(self, data_iter) -> None:
@@ -196,8 +209,16 @@ class Trainer:
                 params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
                 values["grad_norm"] = float(grad_norm)
-            self.scaler.step(self.optimizer)
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
+            self.scaler.step(self.optimizer)  # skips optimizer.step() if a gradient is inf/NaN
             self.scaler.update()
+            # update() lowers the scale exactly when it found inf/NaN gradients (the same on every
+            # rank: DDP has already averaged them).
+            if self.scaler.is_enabled() and self.scaler.get_scale() < scale:
+                self.amp_skipped_steps += 1
+                values.pop("grad_norm", None)  # the norm of overflowed gradients means nothing
+                logger.info(f"iteration {step_index}: fp16 gradients overflowed, the GradScaler skipped "
+                            f"the step and lowered the loss scale to {self.scaler.get_scale():g}")
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.iteration += 1

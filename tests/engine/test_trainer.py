@@ -1,4 +1,5 @@
-"""Trainer loop on a tiny real module: updates, non-finite loss policies, clipping, AMP, resume."""
+"""Trainer loop on a tiny real module: updates, non-finite loss policies, clipping, AMP (fp16 gradient
+overflow skipped by the GradScaler and counted), resume."""
 
 import json
 
@@ -131,6 +132,41 @@ def test_amp_modes_train(tmp_path, amp):
     trainer.train()
     assert trainer.iteration == 2
     assert (amp == "fp16") == trainer.scaler.is_enabled()
+
+
+def test_fp16_gradient_overflow_is_skipped_by_the_scaler_and_counted(tmp_path, caplog):
+    trainer = make_trainer(tmp_path, amp="fp16", max_iter=2, clip_grad_norm=10.0)
+    # A small initial scale: the tiny model's own gradients never overflow, only the injected one.
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    model = trainer.model
+    # A finite loss with an infinite gradient on the third forward/backward (iteration 3).
+    model.head.weight.register_hook(lambda g: g * float("inf") if model.calls == 3 else g)
+    trainer.train()
+    assert trainer.amp_skipped_steps == 0
+    after_two = {k: v.clone() for k, v in model.state_dict().items()}
+    scale = trainer.scaler.get_scale()
+    trainer.max_iter = 3
+    with caplog.at_level("INFO", logger="maskrcnn.engine.trainer"):
+        trainer.train()
+    assert trainer.iteration == 3 and trainer.amp_skipped_steps == 1 and trainer.skipped_steps == 0
+    assert trainer.scaler.get_scale() == scale / 2
+    for k, v in model.state_dict().items():  # the step was skipped: no update at all
+        assert torch.equal(v, after_two[k]), k
+    assert "iteration 3: fp16 gradients overflowed" in caplog.text
+    trainer.max_iter = 4
+    trainer.train()
+    assert not torch.equal(model.head.weight, after_two["head.weight"])  # training goes on
+    assert trainer.amp_skipped_steps == 1
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["amp/skipped_steps"]) for r in records if "loss" in r] == [(2, 0), (3, 1), (4, 1)]
+    assert all(r["iteration"] != 3 or "grad_norm" not in r for r in records)  # no inf norm logged
+    assert "fp16 skipped 1" in trainer.metrics.progress_line(4, 4)
+    # the count survives a resume
+    resumed = make_trainer(tmp_path / "resumed", amp="fp16", max_iter=4)
+    resumed.load_state_dict(trainer.state_dict())
+    assert resumed.amp_skipped_steps == 1
+    trainer.metrics.close()
+    resumed.metrics.close()
 
 
 def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):

@@ -21,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from maskrcnn.optional import MissingDependency, require
 from maskrcnn.studies import load_study, run_study, write_report
 from maskrcnn.studies.runner import REPO_ROOT, plan_runs
 
@@ -38,10 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     try:
+        if not args.dry_run:
+            require("matplotlib", purpose="the study reports' chart.png")  # before hours of training
         specs = [load_study(name) for name in args.studies]
         for spec in specs:
             plan_runs(spec, args.root)  # config errors before anything runs
-    except ValueError as e:
+    except (ValueError, MissingDependency) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not args.report_only:
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         report_dir = (args.report_dir or args.root) / spec.name
         out = write_report([r.directory for r in plan_runs(spec, args.root)], out_dir=report_dir,
                            title=spec.title, baseline=spec.baseline, variants=list(spec.variants),
-                           labels={r.directory: r.variant for r in plan_runs(spec, args.root)})
+                           labels={r.directory: r.variant for r in plan_runs(spec, args.root)},
+                           seeds={r.directory: r.seed for r in plan_runs(spec, args.root)})
         print(out["markdown"])
     return 0
 

@@ -53,9 +53,10 @@ def _read_config(directory: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
-def collect_runs(directories: list[Path], *, labels: dict[Path, str] | None = None) -> list[RunRecord]:
+def collect_runs(directories: list[Path], *, labels: dict[Path, str] | None = None,
+                 seeds: dict[Path, int] | None = None) -> list[RunRecord]:
     """One record per run folder: its variant label (given, else the runner's, else the RoI
-    layer's name), seed, state and, when finished, its final metrics."""
+    layer's name), seed (the run's, else given), state and, when finished, its final metrics."""
     records = []
     for directory in directories:
         directory = Path(directory)
@@ -63,7 +64,7 @@ def collect_runs(directories: list[Path], *, labels: dict[Path, str] | None = No
         info = read_run_info(directory)
         roi = cfg.get("roi_layer") or {}
         label = (labels or {}).get(directory) or info.get("variant") or roi.get("name") or directory.name
-        seed = cfg.get("seed", info.get("seed"))
+        seed = cfg.get("seed", info.get("seed", (seeds or {}).get(directory)))
         state = run_state(directory)
         metrics = None
         if state == "finished":
@@ -262,10 +263,10 @@ def write_chart(agg: dict, path: Path, *, title: str | None = None) -> Path:
 
 def write_report(directories: list[Path], *, out_dir: Path, title: str | None = None, baseline: str | None = None,
                  variants: list[str] | None = None, labels: dict[Path, str] | None = None,
-                 chart: bool = True) -> dict:
+                 seeds: dict[Path, int] | None = None, chart: bool = True) -> dict:
     """Collects, aggregates and writes ``report.md``, ``report.json`` and ``chart.png`` into
     ``out_dir``; returns ``{"aggregate", "markdown", "paths"}``."""
-    records = collect_runs(directories, labels=labels)
+    records = collect_runs(directories, labels=labels, seeds=seeds)
     agg = aggregate(records, baseline=baseline, variants=variants)
     markdown = to_markdown(agg, title=title)
     out_dir = Path(out_dir)

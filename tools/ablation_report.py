@@ -20,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from maskrcnn.optional import MissingDependency, require
 from maskrcnn.studies import write_report
 from maskrcnn.studies.report import collect_runs, disambiguate_labels, find_run_dirs
 
@@ -34,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default=None)
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args(argv)
+    if not args.no_chart:
+        try:
+            require("matplotlib", purpose="the chart (chart.png)")
+        except MissingDependency as missing:
+            parser.error(f"{missing}; or add --no-chart")
     runs: list[Path] = []
     for directory in args.directories:
         if not directory.is_dir():

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from maskrcnn.ops import reference as R
+from maskrcnn.optional import MissingDependency, require
 
 DTYPE = torch.float32  # the feature dtype the geometry is shown for (the kernels' float32 arithmetic)
 
@@ -462,6 +463,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f"(0 <= x1, x2 <= {w}, 0 <= y1, y2 <= {h})")
     oh, ow = args.output_size * 2 if len(args.output_size) == 1 else args.output_size
     args.output_size = (oh, ow)
+    if args.figure:
+        try:
+            require("matplotlib", purpose="--figure")
+        except MissingDependency as missing:
+            parser.error(str(missing))
     if args.backward is not None and not (0 <= args.backward[0] < oh and 0 <= args.backward[1] < ow):
         parser.error(f"--backward {args.backward[0]},{args.backward[1]} is not an output bin "
                      f"(rows 0..{oh - 1}, cols 0..{ow - 1})")

@@ -50,11 +50,13 @@ from maskrcnn.engine import (
     unwrap,
     validate_train_config,
 )
+from maskrcnn.engine.cluster import export_submitit_task_env, require_launcher
 from maskrcnn.engine.distributed import cleanup, launched_by_torchrun
 from maskrcnn.engine.eval_data import build_eval_dataset
 from maskrcnn.engine.run_config import checkpoint_meta, hydra_choice
 from maskrcnn.engine.run_dir import remove_empty_run_dir, require_named_run
 from maskrcnn.evaluation import build_evaluator
+from maskrcnn.modeling.pretrained import initialize_detector
 
 log = logging.getLogger("train")
 
@@ -136,7 +138,9 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
 
     train_set = instantiate(cfg.dataset.train)
     val_set = build_eval_dataset(cfg.dataset.val, name="dataset.val")
-    model = instantiate(cfg.model).to(device)
+    model = instantiate(cfg.model)
+    initialize_detector(model, cfg.model.get("init"))  # model.init: the weights to fine-tune from
+    model = model.to(device)
     s = cfg.solver
     optimizer = build_optimizer(model, base_lr=s.base_lr, momentum=s.momentum, nesterov=s.nesterov,
                                 weight_decay=s.weight_decay, weight_decay_norm=s.weight_decay_norm,
@@ -199,6 +203,7 @@ def report(output_dir: Path, results: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    export_submitit_task_env()  # a multi-GPU job of hydra/launcher=slurm: torchrun's variables per task
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
@@ -226,5 +231,9 @@ def share_run_stamp() -> None:
 if __name__ == "__main__":
     # The process group outlives the jobs of a multirun (-m): it is destroyed at exit.
     atexit.register(cleanup)
+    try:
+        require_launcher(sys.argv[1:])
+    except ImportError as missing:
+        sys.exit(f"error: {missing}")
     share_run_stamp()
     main()

@@ -225,6 +225,9 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
              f"{s.warmup_iters} is longer than solver.max_iter={s.max_iter}: the run would never reach "
              f"base_lr; set solver.warmup_iters <= solver.max_iter")
     _check_masks_available(merged)
+    init = merged.model.get("init")
+    _require(init is None or isinstance(init, str), "model.init",
+             f"must be a torchvision weights name (MaskRCNN_ResNet50_FPN_Weights.COCO_V1) or a file path, got {init!r}")
     _require(t.log_period > 0, "trainer.log_period", f"must be > 0, got {t.log_period}")
     _require(t.num_workers >= 0, "trainer.num_workers", f"must be >= 0, got {t.num_workers}")
     _require(t.eval_batch_size > 0, "trainer.eval_batch_size", f"must be > 0, got {t.eval_batch_size}")

@@ -1,7 +1,9 @@
 """ResNet backbones built from torchvision's definitions: FPN (P2-P6) and C4 (res4 features).
 
 The trunk keeps torchvision's module names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``) so that
-ImageNet weights in torchvision's state-dict format load unchanged from a local file.
+ImageNet weights in torchvision's state-dict format load unchanged: by torchvision's name
+(``weights=IMAGENET1K_V1``, through the torch hub cache, see :mod:`maskrcnn.modeling.pretrained`)
+or from a local file.
 """
 
 from __future__ import annotations
@@ -39,40 +41,38 @@ def make_norm(norm: str | None, *, num_groups: int = 32, eps: float = 1e-5):
 
 
 def build_resnet(*, depth: int, norm: str, weights: str | None, bn_eps: float = 1e-5) -> torchvision.models.ResNet:
-    """torchvision's ResNet-{depth} with ``norm`` layers and optional ImageNet weights from a file."""
+    """torchvision's ResNet-{depth} with ``norm`` layers and optional ImageNet weights (a torchvision
+    name such as ``IMAGENET1K_V2`` or a file path)."""
     if depth not in _DEPTHS:
         raise ValueError(f"backbone depth {depth} is not supported; expected one of {sorted(_DEPTHS)}")
     if norm not in _NORMS:
         raise ValueError(f"backbone norm {norm!r} is not supported; expected one of {_NORMS}")
     model = getattr(torchvision.models, _DEPTHS[depth])(weights=None, norm_layer=make_norm(norm, eps=bn_eps))
     if weights is not None:
-        load_imagenet_weights(model, weights, norm=norm)
+        load_imagenet_weights(model, weights, norm=norm, depth=depth)
     # The classifier is never used; dropping it keeps checkpoints and parameter counts honest.
     del model.fc
     model.avgpool = nn.Identity()
     return model
 
 
-def load_imagenet_weights(model: nn.Module, path: str, *, norm: str) -> None:
-    """Loads a torchvision ImageNet state dict (e.g. resnet50-0676ba61.pth) from a local path."""
+def load_imagenet_weights(model: nn.Module, weights: str, *, norm: str, depth: int) -> None:
+    """Loads torchvision ImageNet weights: a name (``IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V2``)
+    or the path of a state dict (e.g. resnet50-0676ba61.pth)."""
+    from .pretrained import imagenet_state_dict
+
     if norm == "gn":
         raise ValueError("backbone.weights are ImageNet BatchNorm weights and cannot initialise a GroupNorm "
                          "backbone; use backbone.norm=frozen_bn or bn, or weights=null")
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"backbone.weights: file {file} does not exist (download torchvision's "
-                                "ImageNet weights, e.g. resnet50-0676ba61.pth, and give its path)")
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    state = imagenet_state_dict(str(weights), depth=depth)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches: weights of another depth
-        raise ValueError(f"backbone.weights {file} does not match the ResNet: {str(e)[:300]}") from None
+        raise ValueError(f"backbone.weights {weights} does not match the ResNet: {str(e)[:300]}") from None
     missing = [k for k in missing if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"backbone.weights {file} does not match the ResNet: missing {missing[:5]}, "
+        raise ValueError(f"backbone.weights {weights} does not match the ResNet: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
 
 

@@ -25,10 +25,16 @@ class GeneralizedRCNN(nn.Module):
     and keeps counters in ``model.last_stats``; in eval it returns per image ``boxes`` (D, 4) XYXY
     in the pixels of the given image, ``labels`` (D,) in 1..num_classes, ``scores`` (D,) and,
     with masks, ``masks`` (D, 1, H, W) probabilities pasted at the given image size.
+
+    ``init`` (the model config's ``init``) names the weights a training run starts from; training
+    loads them (:func:`maskrcnn.modeling.pretrained.initialize_detector`), the constructor only
+    records the name, so that building a model to evaluate a checkpoint never fetches them.
     """
 
-    def __init__(self, *, transform: ImageTransform, backbone: nn.Module, rpn: RPN, roi_heads: RoIHeads) -> None:
+    def __init__(self, *, transform: ImageTransform, backbone: nn.Module, rpn: RPN, roi_heads: RoIHeads,
+                 init: str | None = None) -> None:
         super().__init__()
+        self.init = init
         self.transform = transform
         self.backbone = backbone
         self.rpn = rpn

@@ -40,7 +40,7 @@ from maskrcnn.engine.distributed import cleanup
 from maskrcnn.engine.eval_data import build_eval_dataset
 from maskrcnn.engine.run_dir import remove_empty_run_dir
 from maskrcnn.engine.run_config import (apply_run_config, chosen_groups, command_line_overrides, load_model_weights,
-                                        load_run_config)
+                                        load_run_config, without_initial_weights)
 from maskrcnn.evaluation import build_evaluator, score_coco_results
 
 log = logging.getLogger("eval")
@@ -80,7 +80,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path, state: dict, meta: di
     if meta.get("class_names") and names is not None and list(names) != list(meta["class_names"]):
         log.warning("the checkpoint's classes %s differ from dataset %s's %s", meta["class_names"],
                     cfg.dataset.name, list(names))
-    model = instantiate(cfg.model)
+    model = instantiate(without_initial_weights(cfg).model)
     load_model_weights(model, state, checkpoint=cfg.checkpoint, meta=meta)
     model.to(device).eval()
     log.info("evaluating %s (iteration %s) on %s/%s (%d images)", cfg.checkpoint, state.get("iteration"),

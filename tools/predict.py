@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from maskrcnn.engine.config import resolve_data_root
 from maskrcnn.engine.run_config import (apply_run_config, chosen_groups, command_line_overrides, load_model_weights,
-                                        load_run_config)
+                                        load_run_config, without_initial_weights)
 from maskrcnn.engine.run_dir import remove_empty_run_dir
 from maskrcnn.evaluation.coco_evaluation import encode_masks
 
@@ -130,7 +130,7 @@ def to_coco_results(file_name: str, image_id, det: dict, *, label_to_category_id
 
 
 def build_model(cfg: DictConfig, checkpoint: dict, meta: dict, device: torch.device) -> torch.nn.Module:
-    model = instantiate(cfg.model)
+    model = instantiate(without_initial_weights(cfg).model)
     load_model_weights(model, checkpoint, checkpoint=cfg.checkpoint, meta=meta)
     return model.to(device).eval()
 

@@ -241,3 +241,19 @@ def load_model_weights(model: torch.nn.Module, state: dict, *, checkpoint, meta:
         f"unexpected {unexpected[:3]}" + ("..." if len(unexpected) > 3 else "") if unexpected else "",
     ]))
     raise ConfigError(f"checkpoint {checkpoint} does not fit the model config: {details}{hint or ' (wrong model=?)'}")
+
+
+def without_initial_weights(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``model.init`` and ``model.backbone.weights`` unset: a checkpoint's weights
+    replace the initialization, which need not be read (or downloaded) again to evaluate it."""
+    cfg = copy.deepcopy(cfg)
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig):
+        return cfg
+    with open_dict(cfg):
+        if model.get("init") is not None:
+            model.init = None
+        backbone = model.get("backbone")
+        if isinstance(backbone, DictConfig) and backbone.get("weights") is not None:
+            backbone.weights = None
+    return cfg

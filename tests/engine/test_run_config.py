@@ -76,3 +76,14 @@ def test_weights_that_do_not_fit_are_one_clear_error():
     good = {k: torch.ones_like(v) for k, v in model.state_dict().items()}
     load_model_weights(model, {"model": good}, checkpoint="x.pt")
     assert torch.equal(model.roi_heads.box_predictor.cls_score.weight, torch.ones(4, 4))
+
+
+def test_checkpoint_weights_replace_the_initialization():
+    from maskrcnn.engine.run_config import without_initial_weights
+
+    cfg = OmegaConf.create({"model": {"init": "MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
+                                      "backbone": {"weights": "IMAGENET1K_V1", "depth": 50}}})
+    OmegaConf.set_struct(cfg, True)
+    out = without_initial_weights(cfg)
+    assert out.model.init is None and out.model.backbone.weights is None and out.model.backbone.depth == 50
+    assert cfg.model.init == "MaskRCNN_ResNet50_FPN_Weights.COCO_V1"  # the given config is left as it was

@@ -50,6 +50,17 @@ def sanitize_boxes(boxes: np.ndarray, *, width: int, height: int, min_size: floa
     return keep, clipped
 
 
+# What the clean-up dropped or repaired because an annotation is wrong (warned when loading).
+CLEANUP_WARNED = {
+    "invalid_box": "boxes with a NaN/inf coordinate dropped",
+    "degenerate_box": "boxes of zero or negative size dropped",
+    "box_outside_image": "boxes outside the image dropped",
+    "box_clipped": "boxes crossing the image border clipped",
+    "polygon_part_dropped": "polygon parts with fewer than 3 points (or bad coordinates) dropped",
+    "no_valid_segmentation": "objects without a usable segmentation dropped",
+}
+
+
 class DetectionDataset(torch.utils.data.Dataset):
     """Base of the detection datasets.
 
@@ -82,14 +93,19 @@ class DetectionDataset(torch.utils.data.Dataset):
     def _load_masks(self, record: dict) -> InstanceMasks | None:
         raise NotImplementedError
 
-    def _finish_records(self, records: list[dict], *, filter_empty: bool) -> list[dict]:
-        """Drop images without objects when asked, and count objects."""
+    def _finish_records(self, records: list[dict], *, filter_empty: bool, source: str = "") -> list[dict]:
+        """Drop images without objects when asked, count objects, and warn (one line naming
+        ``source``, the annotation file or folder) about objects the clean-up dropped or repaired."""
         if filter_empty:
             kept = [r for r in records if len(r["labels"]) > 0]
             self.stats["empty_image_filtered"] += len(records) - len(kept)
             records = kept
         self.stats["images"] = len(records)
         self.stats["objects"] = sum(len(r["labels"]) for r in records)
+        repaired = ", ".join(f"{self.stats[k]} {why} ({k})" for k, why in CLEANUP_WARNED.items() if self.stats[k])
+        if repaired:
+            logger.warning(f"{source or type(self).__name__}: the annotation clean-up changed {repaired}; fix "
+                           f"those annotations to keep them as they are (python tools/check_dataset.py counts them)")
         return records
 
     def __getitem__(self, idx: int):
@@ -104,6 +120,8 @@ class DetectionDataset(torch.utils.data.Dataset):
                 ``masks`` (N, H, W) uint8 (when the dataset has masks), ``image_id`` int,
                 ``orig_size`` (2,) int64 (h, w) of the file.
         """
+        if not self.records:
+            raise IndexError(f"{type(self).__name__} has no images (every image was filtered out or none is listed)")
         for attempt in range(len(self.records)):
             record = self.records[(idx + attempt) % len(self.records)]
             try:

@@ -9,7 +9,7 @@ import os
 import numpy as np
 from pycocotools.coco import COCO
 
-from .base import DetectionDataset, sanitize_boxes
+from .base import DetectionDataset, is_finite_number, sanitize_boxes
 from .masks import InstanceMasks
 
 
@@ -22,8 +22,8 @@ class CocoDetection(DetectionDataset):
     ground truth the evaluator reads.
 
     Counted in ``self.stats``: ``crowd_ignored``, the box reasons of :func:`sanitize_boxes`,
-    ``polygon_part_dropped`` (a part with fewer than 3 points or an odd coordinate count:
-    repaired), ``no_valid_segmentation`` (object dropped: no usable mask),
+    ``polygon_part_dropped`` (a part with fewer than 3 points, an odd coordinate count or a
+    non-finite coordinate: repaired), ``no_valid_segmentation`` (object dropped: no usable mask),
     ``empty_image_filtered``.
     """
 
@@ -40,17 +40,21 @@ class CocoDetection(DetectionDataset):
             min_box_size: boxes narrower or lower than this many pixels are dropped.
         """
         super().__init__(transforms=transforms, skip_corrupt=skip_corrupt, with_masks=with_masks)
+        where = ("point the dataset config (or paths.data_root) at your copy; maskrcnn/data/README.md lists "
+                 "the layouts and python tools/make_synthetic.py makes the synthetic sets")
         if not os.path.isfile(annotation_file):
-            raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
+            raise FileNotFoundError(f"COCO annotation file not found: {annotation_file} ({where})")
         if not os.path.isdir(image_dir):
-            raise FileNotFoundError(f"COCO image folder not found: {image_dir}")
+            raise FileNotFoundError(f"COCO image folder not found: {image_dir} ({where})")
         self.image_dir = image_dir
         self.annotation_file = annotation_file
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
             try:
                 self.coco = COCO(annotation_file)
             except Exception as exc:
-                raise ValueError(f"cannot read COCO annotation file {annotation_file}: {exc}") from exc
+                raise ValueError(f"cannot read COCO annotation file {annotation_file}: {exc} (it must be a COCO "
+                                 f"instances JSON: an object with 'images', 'annotations', 'categories')") from None
+        _check_coco_layout(self.coco.dataset, annotation_file)
 
         cat_ids = sorted(self.coco.getCatIds())
         if not cat_ids:
@@ -63,9 +67,13 @@ class CocoDetection(DetectionDataset):
         for image_id in sorted(self.coco.imgs):
             info = self.coco.imgs[image_id]
             records.append(self._make_record(info, self.coco.imgToAnns.get(image_id, []), min_box_size))
-        self.records = self._finish_records(records, filter_empty=filter_empty)
+        self.records = self._finish_records(records, filter_empty=filter_empty, source=annotation_file)
 
     def _make_record(self, info: dict, anns: list[dict], min_box_size: float) -> dict:
+        absent = [k for k in ("id", "file_name", "height", "width") if k not in info]
+        if absent:
+            raise ValueError(f"{self.annotation_file}: image entry {info.get('id', info)} has no {absent} "
+                             f"(a COCO image entry needs id, file_name, height, width)")
         h, w = int(info["height"]), int(info["width"])
         boxes, labels, segms, areas = [], [], [], []
         for ann in anns:
@@ -74,7 +82,8 @@ class CocoDetection(DetectionDataset):
                 continue
             if ann["category_id"] not in self.category_id_to_label:
                 raise ValueError(f"{self.annotation_file}: annotation {ann.get('id')} has category_id "
-                                 f"{ann['category_id']} which is not in 'categories'")
+                                 f"{ann['category_id']} which is not in 'categories' (ids "
+                                 f"{sorted(self.category_id_to_label)}): add the category or fix the annotation")
             bbox = ann.get("bbox")
             if bbox is None or len(bbox) != 4:
                 raise ValueError(f"{self.annotation_file}: annotation {ann.get('id')} has no 4-number 'bbox'")
@@ -109,9 +118,22 @@ class CocoDetection(DetectionDataset):
             return segm if ok else None
         if not isinstance(segm, list):
             return None
-        parts = [p for p in segm if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
+        # A NaN coordinate would make pycocotools rasterize an unbounded polygon (memory blow-up).
+        parts = [p for p in segm if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+                 and all(is_finite_number(v) for v in p)]
         self.stats["polygon_part_dropped"] += len(segm) - len(parts)
         return parts or None
 
     def _load_masks(self, record: dict) -> InstanceMasks:
         return InstanceMasks.from_coco_segmentations(record["segms"], height=record["height"], width=record["width"])
+
+
+def _check_coco_layout(dataset, annotation_file) -> None:
+    """A JSON that is not a COCO instances file stops here, naming what is missing (rather than a
+    KeyError from deep inside pycocotools or the record building)."""
+    missing = [k for k in ("images", "categories") if not isinstance(dataset.get(k), list)]
+    if "annotations" in dataset and not isinstance(dataset["annotations"], list):
+        missing.append("annotations")
+    if missing:
+        raise ValueError(f"{annotation_file} is not a COCO instances JSON: no list {missing} (found keys "
+                         f"{sorted(dataset)}); it needs 'images', 'annotations' and 'categories'")

@@ -70,7 +70,9 @@ def _layout(root: str) -> str:
         return "xml"
     if has("JPEGImages") and any(has(obj) and has(cls) for obj, cls in SEGMENTATION_DIRS):
         return "masks"
-    found = sorted(os.listdir(root)) if os.path.isdir(root) else "the folder does not exist"
+    found = sorted(os.listdir(root)) if os.path.isdir(root) else (
+        "the folder does not exist: point the dataset config's root (or paths.data_root) at your copy; "
+        "maskrcnn/data/README.md lists the layouts and python tools/make_synthetic.py makes the synthetic sets")
     raise FileNotFoundError(
         f"VOCDetection: {root} is not a VOC-layout folder: it needs JPEGImages/ and either Annotations/ "
         f"(VOC XML boxes) or SegmentationObject/ + SegmentationClass/ PNGs (masks only, e.g. a labelme export, "
@@ -191,7 +193,8 @@ class VOCDetection(DetectionDataset):
         if with_masks:
             records = [r for r in records if r["mask_files"] is not None]
             self.stats["no_segmentation"] += len(self._all_records) - len(records)
-        self.records = self._finish_records(records, filter_empty=filter_empty)
+        self.records = self._finish_records(records, filter_empty=filter_empty,
+                                            source="VOCDetection " + ", ".join(f"{r} ({s})" for r, s in self.sets))
 
     def _value_to_label(self, root: str) -> np.ndarray:
         """(256,) label of each SegmentationClass value of this root: by class_names.txt, else value = label."""

@@ -100,8 +100,8 @@ def _load_file(path: str | Path, *, key: str) -> dict:
     file = Path(path).expanduser()
     if not file.is_file():
         raise WeightsFileNotFound(f"{key}: file {file} does not exist (give the path of a weights file, or a "
-                              f"torchvision weights name such as IMAGENET1K_V1 / "
-                              f"MaskRCNN_ResNet50_FPN_Weights.COCO_V1)")
+                                  f"torchvision weights name such as IMAGENET1K_V1 / "
+                                  f"MaskRCNN_ResNet50_FPN_Weights.COCO_V1)")
     # Our checkpoints hold python objects besides tensors; state dicts of torchvision do not.
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
@@ -221,10 +221,10 @@ def initialize_detector(model: nn.Module, spec: str | None) -> InitReport | None
                               f"model=mask_rcnn_r50_fpn_torchvision or faster_rcnn_r50_fpn_torchvision")
     model.load_state_dict(load, strict=False)
     _log(spec, report, source, own)
-    eps = getattr(getattr(getattr(model, "backbone", None), "body", None), "bn1", None)
-    if from_torchvision and getattr(eps, "eps", 0.0) != 0.0:
+    stem_norm = getattr(getattr(getattr(model, "backbone", None), "body", None), "bn1", None)
+    if from_torchvision and getattr(stem_norm, "eps", 0.0) != 0.0:
         logger.warning("model.init=%s: torchvision's detection weights were trained with FrozenBatchNorm eps 0.0, "
-                       "this backbone uses %g (model=*_torchvision configs match them)", spec, eps.eps)
+                       "this backbone uses %g (model=*_torchvision configs match them)", spec, stem_norm.eps)
     return report
 
 

@@ -1,6 +1,6 @@
 """Training and evaluation machinery: solver, checkpoints, distributed helpers, metrics, the trainer."""
 
-from .checkpoint import CheckpointError, Checkpointer, atomic_save, rng_state, set_rng_state
+from .checkpoint import CheckpointError, Checkpointer, OutputDirError, atomic_save, rng_state, set_rng_state
 from .config import ConfigError, validate_eval_config, validate_train_config
 from .distributed import (
     all_gather_object,
@@ -24,6 +24,7 @@ __all__ = [
     "LRMultiplier",
     "MetricsLogger",
     "NonFiniteLossError",
+    "OutputDirError",
     "Trainer",
     "all_gather_object",
     "atomic_save",

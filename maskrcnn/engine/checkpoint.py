@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,22 @@ _PERIODIC = re.compile(r"^model_(\d{7,})\.pt$")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: truncated, empty, not a checkpoint, or none readable."""
+
+
+class OutputDirError(ValueError):
+    """The run directory cannot take this run's checkpoints (another run's are there, not writable,
+    no space)."""
+
+
+def tensor_nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested dict/list/tuple (a checkpoint's size, roughly)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_nbytes(v) for v in obj)
+    return 0
 
 
 def checksum_path(path: str | os.PathLike) -> Path:
@@ -195,6 +212,32 @@ class Checkpointer:
         for _, old in self.periodic_checkpoints()[: -self.keep_last]:
             old.unlink(missing_ok=True)
             checksum_path(old).unlink(missing_ok=True)
+
+    def check_output(self, *, resumed: bool, needed_bytes: int) -> None:
+        """Before training: may and can this run write its checkpoints here?
+
+        Raises :class:`OutputDirError` (naming the directory and the fix) when a run that did not
+        resume finds checkpoints there (another run's: they are never overwritten), when the
+        directory is not writable, or when it has less free space than ``needed_bytes`` (about one
+        checkpoint).
+        """
+        if not resumed and self.candidates():
+            names = ", ".join(p.name for p in self.candidates()[:3])
+            raise OutputDirError(f"{self.directory} already holds another run's checkpoints ({names}): add "
+                                 f"resume=true to continue that run, or give this run its own hydra.run.dir")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=self.directory)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise OutputDirError(f"the run directory {self.directory} is not writable ({e.strerror or e}): "
+                                 f"give a writable hydra.run.dir") from None
+        free = shutil.disk_usage(self.directory).free
+        if free < needed_bytes:
+            raise OutputDirError(f"the run directory {self.directory} has {free / 2**20:.0f} MiB free, a checkpoint "
+                                 f"needs about {needed_bytes / 2**20:.0f} MiB: free some space or give another "
+                                 f"hydra.run.dir")
 
     def candidates(self) -> list[Path]:
         """The checkpoints present, newest first: ``model_final.pt``, then by falling iteration."""

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from .checkpoint import Checkpointer, rng_state, set_rng_state
-from .distributed import is_main_process, reduce_mean
+from .checkpoint import Checkpointer, OutputDirError, rng_state, set_rng_state, tensor_nbytes
+from .distributed import broadcast_object, is_main_process, reduce_mean
 from .inference import AMP_DTYPES, autocast
 from .metrics import MetricsLogger
 
@@ -140,6 +140,7 @@ class Trainer:
         if self.iteration >= self.max_iter:
             logger.info(f"nothing to train: iteration {self.iteration} >= max_iter {self.max_iter}")
             return self.last_eval
+        self.check_output()
         logger.info(f"training from iteration {self.iteration} to {self.max_iter}")
         self.model.train()
         data_iter = iter(self.train_loader)
@@ -238,6 +239,22 @@ class Trainer:
         self.metrics.put(scalars)
 
     # ------------------------------------------------------------------- checkpoints, evaluation
+    def check_output(self) -> None:
+        """Stop before the first iteration (every rank, with rank 0's message) if the checkpoints
+        cannot be written: another run's are in the directory (this one did not resume), it is not
+        writable, or it has no space for one."""
+        problem = None
+        if is_main_process():
+            # Weights + momentum when the optimizer has no state yet; the real size once it has.
+            needed = max(tensor_nbytes(self.state_dict()), 2 * tensor_nbytes(unwrap(self.model).state_dict()))
+            try:
+                self.checkpointer.check_output(resumed=self.iteration > 0, needed_bytes=needed)
+            except OutputDirError as e:
+                problem = str(e)
+        problem = broadcast_object(problem)
+        if problem:
+            raise OutputDirError(problem)
+
     def save_checkpoint(self, final: bool = False) -> None:
         if is_main_process():
             path = self.checkpointer.save(self.state_dict(), final=final)

@@ -1,6 +1,7 @@
 """Checkpointer: atomic writes, keep-last-K, newest lookup, checksums and fallback past unreadable
 checkpoints, RNG round trip."""
 
+import collections
 import hashlib
 import logging
 import os
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+import maskrcnn.engine.checkpoint as checkpoint
 from maskrcnn.engine.checkpoint import (
     CheckpointError,
     Checkpointer,
+    OutputDirError,
     atomic_save,
     checksum_path,
     rng_state,
@@ -172,3 +175,24 @@ def test_pruning_removes_checksum_files(tmp_path):
     for it in (1, 2, 3):
         ck.save({"model": {}, "iteration": it})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_0000003.pt", "model_0000003.pt.sha256"]
+
+
+def test_output_check_protects_another_runs_checkpoints(tmp_path):
+    ck = _run_with_checkpoints(tmp_path, iterations=(10, 20))
+    with pytest.raises(OutputDirError, match=rf"{tmp_path} already holds another run's checkpoints "
+                                             r"\(model_0000020.pt, model_0000010.pt\): add resume=true .*own hydra.run.dir"):
+        ck.check_output(resumed=False, needed_bytes=1)
+    ck.check_output(resumed=True, needed_bytes=1)  # continuing that run is fine
+    Checkpointer(directory=tmp_path / "fresh").check_output(resumed=False, needed_bytes=1)
+
+
+def test_output_check_unwritable_or_full(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("in the way")
+    with pytest.raises(OutputDirError, match=rf"the run directory {tmp_path}/a_file/run is not writable .*"
+                                             r"give a writable hydra.run.dir"):
+        Checkpointer(directory=tmp_path / "a_file" / "run").check_output(resumed=False, needed_bytes=1)
+    usage = collections.namedtuple("usage", "total used free")(100 * 2**20, 99 * 2**20, 2**20)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage)
+    with pytest.raises(OutputDirError, match=r"has 1 MiB free, a checkpoint needs about 300 MiB: free some space"):
+        Checkpointer(directory=tmp_path / "run").check_output(resumed=False, needed_bytes=300 * 2**20)
+    assert not any((tmp_path / "run").iterdir())  # the write probe leaves nothing behind

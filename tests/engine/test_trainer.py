@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from maskrcnn.engine import Checkpointer, MetricsLogger, NonFiniteLossError, Trainer
+from maskrcnn.engine import Checkpointer, MetricsLogger, NonFiniteLossError, OutputDirError, Trainer
 from maskrcnn.engine.solver import build_lr_scheduler, build_optimizer
 
 
@@ -188,3 +188,16 @@ def test_bad_options_are_rejected(tmp_path):
         make_trainer(tmp_path, amp="fp8")
     with pytest.raises(ValueError, match="trainer.nonfinite"):
         make_trainer(tmp_path, nonfinite="ignore")
+
+
+def test_a_new_run_never_overwrites_another_runs_checkpoints(tmp_path):
+    first = make_trainer(tmp_path, checkpoint_period=2, max_iter=4)
+    first.train()
+    first.metrics.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("model_*.pt")}
+    second = make_trainer(tmp_path, max_iter=4, seed=1)  # same folder, not resumed
+    with pytest.raises(OutputDirError, match="already holds another run's checkpoints.*resume=true"):
+        second.train()
+    assert second.iteration == 0 and second.model.calls == 0  # stopped before training
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("model_*.pt")} == before
+    second.metrics.close()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpointer, OutputDirError, rng_state, set_rng_state, tensor_nbytes
-from .distributed import broadcast_object, is_main_process, reduce_mean
+from .distributed import all_gather_object, broadcast_object, get_rank, get_world_size, is_main_process, reduce_mean
 from .inference import AMP_DTYPES, autocast
 from .metrics import MetricsLogger
 
@@ -122,6 +122,10 @@ class Trainer:
         """Restore everything :meth:`state_dict` saved. The RNG states are applied when
         :meth:`train` starts (after the data iterator is created, which draws random seeds)."""
         unwrap(self.model).load_state_dict(state["model"])
+        # Each rank draws its own random stream (RPN / RoI sampling): its own state when the
+        # checkpoint has one per rank for this many ranks, else rank 0's.
+        per_rank = state.get("rng_per_rank")
+        rng = per_rank[get_rank()] if per_rank and len(per_rank) == get_world_size() else state.get("rng")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if "scaler" in state:
@@ -132,7 +136,7 @@ class Trainer:
         skipped = state.get("skipped_steps", {})
         self.skipped_steps = int(skipped.get("nonfinite", 0))
         self.amp_skipped_steps = int(skipped.get("amp", 0))
-        self._resume_rng = state.get("rng")
+        self._resume_rng = rng
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> dict:
@@ -256,8 +260,12 @@ class Trainer:
             raise OutputDirError(problem)
 
     def save_checkpoint(self, final: bool = False) -> None:
+        rngs = all_gather_object(rng_state())  # every rank's, so that a resume continues each one
         if is_main_process():
-            path = self.checkpointer.save(self.state_dict(), final=final)
+            state = self.state_dict()
+            if len(rngs) > 1:
+                state["rng_per_rank"] = rngs
+            path = self.checkpointer.save(state, final=final)
             logger.info(f"saved checkpoint {path}")
 
     def evaluate(self) -> dict:

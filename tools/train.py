@@ -6,6 +6,7 @@
     python tools/train.py -m experiment=ablation_voc roi_layer=roi_pool,roi_align,roi_align_max,roi_align_unaligned
     torchrun --nproc_per_node=8 tools/train.py ...                         # DistributedDataParallel
     python tools/train.py ... hydra.run.dir=outputs/run1 resume=true       # continue an interrupted run
+    torchrun --nproc_per_node=8 --max-restarts=3 tools/train.py ...        # restarted workers resume by themselves
 
 Checkpoints carry the run's config (``meta``), so tools/eval.py and tools/predict.py rebuild the model
 as trained. A run that fails before writing anything removes its empty run directory.
@@ -52,9 +53,11 @@ from maskrcnn.engine import (
 )
 from maskrcnn.engine.cluster import export_submitit_task_env, require_launcher
 from maskrcnn.engine.distributed import cleanup, launched_by_torchrun
+from maskrcnn.engine.elastic import restart_count, run_stamp
 from maskrcnn.engine.eval_data import build_eval_dataset
 from maskrcnn.engine.run_config import checkpoint_meta, hydra_choice
 from maskrcnn.engine.run_dir import remove_empty_run_dir, require_named_run
+from maskrcnn.engine.user_errors import exit_on_user_error
 from maskrcnn.evaluation import build_evaluator
 from maskrcnn.modeling.pretrained import initialize_detector
 
@@ -167,12 +170,14 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
     )
     # Seeds differ per rank from here on (RPN / RoI sampling draws), identical for a given rank.
     seed_all(cfg.seed + 1000 * get_rank())
-    if cfg.resume:
+    restarts = restart_count()  # > 0: torchrun --max-restarts restarted the workers; continue the run
+    if cfg.resume or restarts:
         latest = broadcast_object(checkpointer.latest())
         if latest is None:
-            log.warning("resume=true but %s holds no checkpoint: training from scratch", output_dir)
+            log.warning("%s %s holds no checkpoint: training from scratch",
+                        f"elastic restart {restarts}:" if restarts else "resume=true but", output_dir)
         else:
-            log.info("resuming from %s", latest)
+            log.info("%sresuming from %s", f"elastic restart {restarts}: " if restarts else "", latest)
             trainer.load_state_dict(Checkpointer.load(latest))
     return trainer
 
@@ -206,26 +211,28 @@ def main(cfg: DictConfig) -> float | None:
     export_submitit_task_env()  # a multi-GPU job of hydra/launcher=slurm: torchrun's variables per task
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        require_named_run(resume=cfg.resume, hydra_overrides=hydra_cfg.overrides.hydra,
-                          multirun=hydra_cfg.mode == RunMode.MULTIRUN, output_dir=output_dir)
-        results = train(cfg, output_dir)
-    except BaseException:
-        # A run that failed before writing anything leaves no empty folder behind.
-        if is_main_process():
-            remove_empty_run_dir(output_dir, log_name=f"{hydra_cfg.job.name}.log")
-        raise
+    with exit_on_user_error():  # a mistake in the config or the data: one line, no traceback
+        try:
+            require_named_run(resume=cfg.resume, hydra_overrides=hydra_cfg.overrides.hydra,
+                              multirun=hydra_cfg.mode == RunMode.MULTIRUN, output_dir=output_dir)
+            results = train(cfg, output_dir)
+        except BaseException:
+            # A run that failed before writing anything leaves no empty folder behind.
+            if is_main_process():
+                remove_empty_run_dir(output_dir, log_name=f"{hydra_cfg.job.name}.log")
+            raise
     # The return value is what a Hydra sweeper would optimize.
     return results.get("segm/AP", results.get("bbox/AP", results.get("voc/mAP50"))) if results else None
 
 
 def share_run_stamp() -> None:
-    """Under torchrun, make all ranks use rank 0's run directory name (MASKRCNN_RUN_STAMP)."""
+    """Under torchrun, make all ranks use rank 0's run directory name (MASKRCNN_RUN_STAMP): when
+    the torchrun agent started, so that workers it restarts (--max-restarts) find the same one."""
     if not launched_by_torchrun() or "MASKRCNN_RUN_STAMP" in os.environ:
         return
     device = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("device=")), "auto")
     init_distributed(device)
-    os.environ["MASKRCNN_RUN_STAMP"] = broadcast_object(time.strftime("%Y-%m-%d/%H-%M-%S"))
+    os.environ["MASKRCNN_RUN_STAMP"] = broadcast_object(run_stamp())
 
 
 if __name__ == "__main__":

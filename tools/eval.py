@@ -39,6 +39,7 @@ from maskrcnn.engine import (
 from maskrcnn.engine.distributed import cleanup
 from maskrcnn.engine.eval_data import build_eval_dataset
 from maskrcnn.engine.run_dir import remove_empty_run_dir
+from maskrcnn.engine.user_errors import exit_on_user_error
 from maskrcnn.engine.run_config import (apply_run_config, chosen_groups, command_line_overrides, load_model_weights,
                                         load_run_config, without_initial_weights)
 from maskrcnn.evaluation import build_evaluator, score_coco_results
@@ -125,14 +126,15 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides=None) -> dict:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
-    try:
-        run(cfg, hydra_cfg.runtime.output_dir)
-    except BaseException:
-        if is_main_process():  # a failed evaluation leaves no empty run folder behind
-            remove_empty_run_dir(hydra_cfg.runtime.output_dir, log_name=f"{hydra_cfg.job.name}.log")
-        raise
-    finally:
-        cleanup()
+    with exit_on_user_error():  # a mistake in the config or the inputs: one line, no traceback
+        try:
+            run(cfg, hydra_cfg.runtime.output_dir)
+        except BaseException:
+            if is_main_process():  # a failed evaluation leaves no empty run folder behind
+                remove_empty_run_dir(hydra_cfg.runtime.output_dir, log_name=f"{hydra_cfg.job.name}.log")
+            raise
+        finally:
+            cleanup()
 
 
 if __name__ == "__main__":

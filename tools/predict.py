@@ -29,6 +29,7 @@ from maskrcnn.engine.config import resolve_data_root
 from maskrcnn.engine.run_config import (apply_run_config, chosen_groups, command_line_overrides, load_model_weights,
                                         load_run_config, without_initial_weights)
 from maskrcnn.engine.run_dir import remove_empty_run_dir
+from maskrcnn.engine.user_errors import exit_on_user_error
 from maskrcnn.evaluation.coco_evaluation import encode_masks
 
 log = logging.getLogger("predict")
@@ -187,11 +188,12 @@ def predict(cfg: DictConfig, overrides=None) -> list[dict]:
 @hydra.main(config_path="../configs", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
-    try:
-        predict(cfg)
-    except BaseException:  # a failed prediction leaves no empty run folder behind
-        remove_empty_run_dir(hydra_cfg.runtime.output_dir, log_name=f"{hydra_cfg.job.name}.log")
-        raise
+    with exit_on_user_error():  # a mistake in the config or the inputs: one line, no traceback
+        try:
+            predict(cfg)
+        except BaseException:  # a failed prediction leaves no empty run folder behind
+            remove_empty_run_dir(hydra_cfg.runtime.output_dir, log_name=f"{hydra_cfg.job.name}.log")
+            raise
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-// Input validation of the RoI ops, shared by the CPU and CUDA kernels (DESIGN.md section 3).
+// Input validation of the RoI ops, shared by the CPU and CUDA kernels (docs/ops.md).
 //
 // Bad input must raise, never crash or read out of bounds. The checks come in two kinds:
 //   * static checks (shapes, dtypes, devices, parameters): cheap, no data read;

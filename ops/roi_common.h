@@ -1,6 +1,6 @@
 // Per-RoI and per-sample arithmetic of RoI Align and RoI Pool, shared by the CPU and CUDA kernels.
 //
-// Everything here follows DESIGN.md section 3 and torchvision's kernels operation for operation,
+// Everything here follows docs/ops.md and torchvision's kernels operation for operation,
 // so that our outputs match torchvision's to the last bit where the accumulation order is the same.
 // RoI Align is separable: a sample point (y, x) has bilinear weight wy * wx on each of its four
 // neighbours, and it is zero (invalid) when y or x falls outside [-1, size]. The kernels therefore

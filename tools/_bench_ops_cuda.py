@@ -4,7 +4,7 @@ Imported by ``tools/bench_ops.py`` (``run_gpu_cases``) and runnable on its own:
 
     python tools/_bench_ops_cuda.py [--quick] [--json results.json]
 
-Shapes (issue 5): a 1333 x 800 image padded to 1344 x 800, FPN levels P2-P5 (strides 4-32) of 256
+Shapes: a 1333 x 800 image padded to 1344 x 800, FPN levels P2-P5 (strides 4-32) of 256
 channels, batch 2 and 8, 512 sampled RoIs per image, output 7 x 7 (box head) and 14 x 14 (mask
 head), sampling ratio 2 and adaptive, float32 and bfloat16, forward and forward+backward.
 

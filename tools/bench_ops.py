@@ -1,6 +1,6 @@
 """Benchmark of our RoI ops against torchvision's, in one process on the same inputs.
 
-For each shape (Mask R-CNN heads, issue 2 item 6) and op (roi_align, roi_pool) it times the
+For each shape (the Mask R-CNN heads) and op (roi_align, roi_pool) it times the
 forward and the forward+backward of ours and of torchvision.ops, prints a table of medians and
 ratios (torchvision time / our time: > 1 means we are faster) and optionally writes JSON. The
 wall-clock ratio is the headline; the CPU-time ratio (process CPU time of all threads) is printed
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     print_table(rows)
     gpu_cases = []
     if device.type == "cuda":
-        # The GPU training-shape cases of issue 5 (four FPN levels, fused multi-level RoI Align vs
+        # The GPU training-shape cases (four FPN levels, fused multi-level RoI Align vs
         # torchvision's roi_align / MultiScaleRoIAlign, deterministic vs atomic backward).
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from _bench_ops_cuda import run_gpu_cases

@@ -82,7 +82,7 @@ __device__ __forceinline__ acc_t load(const scalar_t* p) {
 }
 
 // RoI Align of one output bin over one (image, channel) plane: the average or the maximum of
-// its grid_h x grid_w bilinear samples (DESIGN.md section 3). In max mode *winner receives the
+// its grid_h x grid_w bilinear samples (docs/ops.md). In max mode *winner receives the
 // row-major index of the first maximal sample (-1 when the bin has no samples), which the
 // backward passes use to route the gradient; a sample outside the map is 0 and takes part.
 template <bool kMax, typename acc_t, typename scalar_t, typename index_t>

@@ -59,9 +59,13 @@ def test_export_submitit_task_env_gives_torchrun_variables(monkeypatch):
     submitit = pytest.importorskip("submitit", reason="submitit is not installed (pip install -e '.[cluster]')")
     from maskrcnn.engine.cluster import export_submitit_task_env
 
+    # export_submitit_task_env writes os.environ directly: setenv first so that monkeypatch's undo
+    # removes these keys again (delenv of an absent key records nothing, and a leaked RANK /
+    # WORLD_SIZE makes every later in-process training wait for a process group forever).
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                 "SUBMITIT_EXECUTOR"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "unset")
+        monkeypatch.delenv(key)
     assert export_submitit_task_env() is False  # not in a submitit job
     # Task 5 of a 2-node x 4-task SLURM job, as SLURM describes it to the task.
     slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "1234", "SLURM_NTASKS": "8", "SLURM_PROCID": "5",

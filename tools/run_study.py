@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for spec in specs:
         report_dir = (args.report_dir or args.root) / spec.name
-        out = write_report([r.directory for r in plan_runs(spec, args.root)], out_dir=report_dir,
+        runs = plan_runs(spec, args.root)
+        out = write_report([r.directory for r in runs], out_dir=report_dir,
                            title=spec.title, baseline=spec.baseline, variants=list(spec.variants),
-                           labels={r.directory: r.variant for r in plan_runs(spec, args.root)},
-                           seeds={r.directory: r.seed for r in plan_runs(spec, args.root)})
+                           labels={r.directory: r.variant for r in runs}, seeds={r.directory: r.seed for r in runs})
         print(out["markdown"])
     return 0
 

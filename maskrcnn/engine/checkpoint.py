@@ -70,10 +70,16 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(binary file)`` into a temporary file in ``path``'s directory, fsync, then
+    ``os.replace``: a reader sees the previous file or the complete new one, never a part."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -120,17 +126,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def rng_state() -> dict:

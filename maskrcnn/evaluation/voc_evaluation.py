@@ -23,10 +23,23 @@ devkit's numbers on its own boxes.
 Metrics are fractions in [0, 1] (not percentages): ``voc/mAP50_07``, ``voc/mAP50`` (area) and per
 class ``voc/AP50_07-<class>``, ``voc/AP50-<class>``. The mean is over the classes that have at least
 one non-difficult object among the evaluated images; the others have no AP (left out).
+
+COCO-style AP of the same detections (``coco_style=True``, the default): the ground truth is
+viewed as a COCO dataset and scored by pycocotools' COCOeval, giving ``bbox/AP``, ``bbox/AP50``,
+``bbox/AP75``, ``bbox/APs`` ... exactly as :class:`~maskrcnn.evaluation.COCOEvaluator` names them.
+In that view a box (x1, y1, x2, y2) in our 0-based continuous coordinates is the COCO box
+[x1, y1, x2 - x1, y2 - y1] with area (x2 - x1) (y2 - y1) (COCO boxes are continuous too, so no
+"+1"), and a ``difficult`` object is a crowd region (``iscrowd=1``): COCOeval's only way to ignore
+an object. A detection matched to it is neither true nor false positive, as in the VOC metric,
+but COCOeval measures crowd overlap as intersection over the detection's area, not IoU, so a
+detection lying inside a difficult box is ignored where VOC might count a false positive. (mmdetection's
+COCO-style VOC evaluation makes the same choice.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
@@ -34,6 +47,7 @@ import numpy as np
 import torch
 
 from .coco_evaluation import image_id_of
+from .coco_scoring import coco_metrics
 from .distributed import gather_predictions, is_main_process
 from .table import format_per_category_table
 
@@ -154,6 +168,7 @@ class VOCEvaluator:
         annotations: Sequence[Mapping] | Callable[[], Sequence[Mapping]],
         class_names: Sequence[str],
         iou_threshold: float = 0.5,
+        coco_style: bool = True,
     ):
         """
         Args:
@@ -162,9 +177,12 @@ class VOCEvaluator:
                 included (``dataset.get_annotation(i)`` for every i).
             class_names: label i -> class_names[i - 1].
             iou_threshold: a detection is a true positive above this IoU (strictly).
+            coco_style: also score the detections with COCOeval (``bbox/AP`` ...; see the module
+                docstring for how VOC ground truth is viewed as COCO).
         """
         self.class_names = list(class_names)
         self.iou_threshold = float(iou_threshold)
+        self.coco_style = bool(coco_style)
         self._ground_truth: dict[object, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for annotation in annotations:
             image_id = image_id_of(annotation)
@@ -241,8 +259,46 @@ class VOCEvaluator:
         metrics.update({f"voc/AP50_07-{name}": ap for name, ap in ap07.items()})
         metrics.update({f"voc/AP50-{name}": ap for name, ap in ap_area.items()})
         self.per_category = {"AP50_07": ap07, "AP50": ap_area}
+        if self.coco_style:
+            coco_numbers, coco_per_class = self._coco_style_metrics(predictions, image_ids)
+            metrics.update(coco_numbers)
+            metrics.update({f"bbox/AP-{name}": ap for name, ap in coco_per_class.items()})
+            self.per_category["COCO AP"] = coco_per_class
         logger.info("VOC evaluation on %d images:\n%s", len(predictions), self.per_category_table())
         return metrics
+
+    def _coco_style_metrics(self, predictions, image_ids) -> tuple[dict[str, float], dict[str, float]]:
+        """COCOeval ``bbox`` metrics of ``predictions`` on the COCO view of the ground truth of
+        ``image_ids`` (the evaluated images)."""
+        from pycocotools.coco import COCO  # a dependency; imported here like coco_scoring does
+
+        number = {image_id: n for n, image_id in enumerate(image_ids, start=1)}  # COCO wants int ids
+        images, annotations, results = [], [], []
+        for image_id in image_ids:
+            images.append({"id": number[image_id]})
+            gt_boxes, gt_labels, difficult = self._ground_truth[image_id]
+            for box, label, is_difficult in zip(gt_boxes, gt_labels, difficult):
+                w, h = float(box[2] - box[0]), float(box[3] - box[1])
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": number[image_id], "category_id": int(label),
+                    "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h, "iscrowd": int(is_difficult),
+                })
+            boxes, scores, labels = predictions[image_id]
+            for box, score, label in zip(boxes, scores, labels):
+                results.append({
+                    "image_id": number[image_id], "category_id": int(label), "score": float(score),
+                    "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                })
+        coco_gt = COCO()
+        coco_gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": k, "name": name} for k, name in enumerate(self.class_names, start=1)],
+        }
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt.createIndex()
+        metrics, per_category, _ = coco_metrics(coco_gt, results, "bbox")
+        return metrics, per_category
 
     def per_category_table(self) -> str:
         """Markdown table of the per-class APs of the last :meth:`evaluate` (11-point and area)."""

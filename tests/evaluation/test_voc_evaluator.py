@@ -139,7 +139,7 @@ def test_build_evaluator_reads_get_annotation_and_only_counts_processed_images()
                                    "__len__": lambda self: len(annotations)})()
     evaluator = build_evaluator(dataset, "voc")
     evaluator.process([{"image_id": "img_a"}], [output([A], [0.5], [1])])
-    metrics = evaluator.evaluate()
+    metrics = {k: v for k, v in evaluator.evaluate().items() if k.startswith("voc/")}
     assert metrics == {"voc/mAP50_07": pytest.approx(1.0), "voc/mAP50": pytest.approx(1.0),
                        "voc/AP50_07-cell": pytest.approx(1.0), "voc/AP50-cell": pytest.approx(1.0)}
     evaluator.reset()

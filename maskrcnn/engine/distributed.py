@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .elastic import attempt_store
+
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -31,9 +33,13 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tor
         torch.cuda.set_device(device)
     if launched_by_torchrun() and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(
-            backend=backend, init_method="env://", timeout=datetime.timedelta(minutes=timeout_minutes)
-        )
+        timeout = datetime.timedelta(minutes=timeout_minutes)
+        store = attempt_store(timeout)  # a restarted torchrun attempt gets fresh store keys
+        if store is None:
+            dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
+                                    world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
     return device
 
 

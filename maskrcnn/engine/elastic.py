@@ -4,12 +4,29 @@ torchelastic restarts the whole worker group after a worker dies and tells the n
 many restarts happened (``TORCHELASTIC_RESTART_COUNT``). The agent process itself survives, so its
 start time names the run directory: every attempt of one ``torchrun`` command agrees on it, and
 the restarted workers find the checkpoints of the attempts before them.
+
+The process group of a restarted attempt needs a store namespace of its own. torchrun's agent
+hosts one TCPStore for the whole job (``TORCHELASTIC_USE_AGENT_STORE=True``) and workers join it
+as clients, so the keys an attempt wrote (gloo's per-rank listening addresses among them) are
+still there when the next attempt starts. A restarted rank that reaches its gloo rendezvous first
+reads a dead peer's address from the attempt before and fails with "connectFullMesh ... Connection
+refused" (a race: it fails only when that peer starts late). Prefixing the store with the attempt
+number gives every attempt fresh keys. The restart count is the same for every worker only when
+one agent runs the job (one node); with several nodes the agents count restarts differently (a
+node that did not fail restarts without counting), so there we keep torch's default and say how
+to get a fresh store per attempt instead (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``).
 """
 
 from __future__ import annotations
 
+import datetime
+import logging
 import os
 import time
+
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
 
 
 def restart_count() -> int:
@@ -44,3 +61,23 @@ def run_stamp() -> str:
     for every restart of the worker group), else now."""
     started = parent_start_time() if under_torchelastic() else None
     return time.strftime("%Y-%m-%d/%H-%M-%S", time.localtime(started if started is not None else time.time()))
+
+
+def attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """The store this attempt's process group should use, or None for torch's ``env://`` default.
+
+    Under torchrun on one node: the job's store (as ``env://`` would build it) under the prefix
+    ``maskrcnn/attempt_<restart count>/``, so that no key of an earlier attempt is read (see the
+    module docstring). Without torchrun, or with several nodes, None.
+    """
+    if not under_torchelastic():
+        return None
+    if int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1) != 1:
+        if restart_count() > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            logger.warning(
+                "elastic restart %d on %s nodes shares torchrun's store with the attempts before it; if the "
+                "process group fails to connect, launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+                "in its environment (a fresh store per attempt)", restart_count(), os.environ["GROUP_WORLD_SIZE"])
+        return None
+    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+    return dist.PrefixStore(f"maskrcnn/attempt_{restart_count()}/", store)

@@ -115,7 +115,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         """The sample ``idx`` with the random transforms drawn from ``rng`` (fresh entropy if None).
 
         Returns:
-            image: (3, H, W) float32 RGB in [0, 1] after the transforms.
+            image: (3, H, W) uint8 RGB after the transforms. Images stay uint8 up to the model,
+                which converts them to float and normalises them on its device (a quarter of the
+                bytes of float32 through DataLoader workers, pinned memory and the copy to the GPU).
             target: ``boxes`` (N, 4) float32 XYXY in pixels of ``image``, ``labels`` (N,) int64,
                 ``masks`` (N, H, W) uint8 (when the dataset has masks), ``image_id`` int,
                 ``orig_size`` (2,) int64 (h, w) of the file.
@@ -152,7 +154,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _to_tensors(image: np.ndarray, target: dict, record: dict):
-        image_t = torch.from_numpy(to_chw_float(image))
+        image_t = torch.from_numpy(to_chw_uint8(image))
         out = {
             "boxes": torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(target["labels"], dtype=torch.int64),
@@ -164,8 +166,20 @@ class DetectionDataset(torch.utils.data.Dataset):
         return image_t, out
 
 
+def to_chw_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, H, W) uint8, C-contiguous (the datasets' image format).
+
+    numpy's strided copy of the transposed view: faster than splitting planes with OpenCV or
+    torch's ``permute(...).contiguous()`` on uint8.
+    """
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
 def to_chw_float(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1].
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1] (torchvision's input format).
+
+    Bitwise equal to ``torch.from_numpy(to_chw_uint8(image)).float() / 255``, what the model does
+    with a uint8 image (tests/data/test_uint8_images.py).
 
     One OpenCV pass per channel plane: several times faster than torch's conversion of the
     permuted (channels-last) uint8 tensor, which was a hot spot of the loader at 1333 x 800.

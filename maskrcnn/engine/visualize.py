@@ -31,14 +31,17 @@ def draw_predictions(
     """Boxes, labels, scores and masks of ``prediction`` over ``image``.
 
     Args:
-        image: (3, H, W) float RGB in [0, 1].
+        image: (3, H, W) RGB, uint8 or float in [0, 1].
         prediction: model output for this image: ``boxes`` (D, 4) XYXY pixels, ``labels`` (D,),
             ``scores`` (D,), optionally ``masks`` (D, 1, H, W) probabilities.
     Returns:
         (H, W, 3) uint8 RGB. When no detection reaches ``score_threshold`` the image says so in its
         top-left corner (and the log too), so that a drawing is never silently the bare input.
     """
-    canvas = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+    if image.dtype == torch.uint8:  # our datasets' images
+        canvas = image.detach().permute(1, 2, 0).cpu().numpy()
+    else:
+        canvas = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
     canvas = np.ascontiguousarray(canvas)
     keep = prediction["scores"].detach().cpu() >= score_threshold
     boxes = prediction["boxes"].detach().cpu()[keep]

@@ -20,6 +20,11 @@ BOX_ONLY_REMEDY = ("train a box-only model: model=faster_rcnn_r18_fpn_small or f
 class GeneralizedRCNN(nn.Module):
     """Faster R-CNN (no mask branch) or Mask R-CNN, torchvision's calling convention.
 
+    ``images`` are (3, H_i, W_i) RGB tensors, uint8 in [0, 255] (our datasets' format) or
+    floating point in [0, 1] (torchvision's); the model converts and normalises them on its own
+    device (:class:`~maskrcnn.modeling.transform.ImageTransform`), so a uint8 image gives bitwise
+    the losses and detections of the float image ``image.float() / 255``.
+
     ``model(images, targets)`` in training returns the loss dict (``loss_objectness``,
     ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg`` and, with masks, ``loss_mask``)
     and keeps counters in ``model.last_stats``; in eval it returns per image ``boxes`` (D, 4) XYXY

@@ -8,7 +8,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ImageTransform", "resize_boxes"]
+__all__ = ["ImageTransform", "resize_boxes", "to_float_image"]
+
+
+def to_float_image(image: Tensor, *, dtype: torch.dtype = torch.float32, index: int = 0) -> Tensor:
+    """A (3, H, W) image as floating point in [0, 1]: uint8 -> ``image.to(dtype) / 255``, a
+    floating-point image unchanged (its own dtype, e.g. float16 or float64).
+
+    Raises:
+        TypeError: any other dtype (``index`` names the image in the batch).
+    """
+    if image.dtype == torch.uint8:
+        return image.to(dtype) / 255
+    if not image.is_floating_point():
+        raise TypeError(f"image {index} must be uint8 in [0, 255] or floating point in [0, 1], got {image.dtype}")
+    return image
 
 
 def resize_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
@@ -22,7 +36,13 @@ def resize_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, 
 
 
 class ImageTransform(nn.Module):
-    """Normalises images, resizes them at inference, and pads them into one batch tensor.
+    """Converts and normalises images, resizes them at inference, and pads them into one batch tensor.
+
+    Images come as uint8 in [0, 255] (what our datasets give: a quarter of float32's bytes
+    through the data loader and the copy to the device) or as floating point in [0, 1]
+    (torchvision's convention); the dtype decides. A uint8 image ``x`` becomes
+    ``x.to(float32) / 255`` here, on the model's device, so it gives bitwise the results of the
+    float image ``x.float() / 255``. Both are then normalised with ``pixel_mean`` / ``pixel_std``.
 
     Training images arrive already resized by the data pipeline (multi-scale choice, flips), so
     they are only normalised and padded. At inference each image is resized so that its short
@@ -56,7 +76,7 @@ class ImageTransform(nn.Module):
     def forward(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         """
         Args:
-            images: (3, H_i, W_i) float RGB in [0, 1].
+            images: (3, H_i, W_i) RGB, uint8 in [0, 255] or floating point in [0, 1].
         Returns:
             (N, 3, H, W) normalised, padded batch and the (H_i', W_i') of each image inside it.
         """
@@ -64,8 +84,7 @@ class ImageTransform(nn.Module):
         for i, img in enumerate(images):
             if img.dim() != 3 or img.shape[0] != 3:
                 raise ValueError(f"image {i} must be a (3, H, W) tensor, got shape {tuple(img.shape)}")
-            if not img.is_floating_point():
-                raise TypeError(f"image {i} must be float in [0, 1], got {img.dtype}")
+            img = to_float_image(img, dtype=self.pixel_mean.dtype, index=i)
             img = (img - self.pixel_mean.to(img.dtype)) / self.pixel_std.to(img.dtype)
             if not self.training:
                 img = self.resize(img)

@@ -80,13 +80,19 @@ def main(argv=None) -> int:
           f"{args.images} images per run, median of {args.repeats}; torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} cpus")
     print(f"{'workers':>7} " + " ".join(f"{p + ' img/s':>20}" for p in args.pipelines) + "   ratio")
+    # Repeats interleave the worker counts and pipelines, so that a change of the machine's load
+    # during the benchmark (shared machines) shifts every row alike.
+    runs = {(w, p): [] for w in args.workers for p in args.pipelines}
+    for r in range(args.repeats):
+        for workers in args.workers:
+            for p in args.pipelines:
+                runs[workers, p].append(measure(datasets[p], num_workers=workers, batch_size=args.batch_size,
+                                                images=args.images, seed=r))
     for workers in args.workers:
         row = {"workers": workers}
         for p in args.pipelines:
-            runs = [measure(datasets[p], num_workers=workers, batch_size=args.batch_size, images=args.images,
-                            seed=r) for r in range(args.repeats)]
-            row[p] = statistics.median(runs)
-            row[p + "_runs"] = runs
+            row[p] = statistics.median(runs[workers, p])
+            row[p + "_runs"] = runs[workers, p]
         ratio = row["ours"] / row["full_res_mask"] if {"ours", "full_res_mask"} <= set(row) else float("nan")
         row["ratio_ours_over_full_res_mask"] = ratio
         results.append(row)

@@ -8,12 +8,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .batch_transport import collate_packed, unpack_batch
 from .samplers import InferenceSampler, TrainingBatchSampler, aspect_ratio_group_ids, dist_rank_and_world_size
 
 
 def collate(batch):
-    """[(image, target), ...] -> (tuple of images, tuple of targets). Images keep their own sizes;
-    the model pads them to a common, 32-divisible size."""
+    """[(image, target), ...] -> (tuple of images, tuple of targets). Images keep their own sizes
+    and their dtype ((3, H, W) uint8 from our datasets: they cross worker processes and pinned
+    memory at a quarter of float32's bytes); the model converts, normalises and pads them."""
     return tuple(zip(*batch))
 
 
@@ -67,18 +69,22 @@ class TrainLoader:
                                     start_iter=self.iteration)
 
     def __iter__(self):
+        # With workers, a batch crosses to this process as one buffer (batch_transport.py), pinned
+        # here rather than by the DataLoader.
+        packed = self.num_workers > 0
+        pin = torch.cuda.is_available()
         loader = DataLoader(
             _SeededSamples(self.dataset),
             batch_sampler=self.batch_sampler(),
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=collate_packed if packed else collate,
             worker_init_fn=_worker_init,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=pin and not packed,
             generator=torch.Generator().manual_seed(self.seed + self.rank),
         )
         for batch in loader:
             self.iteration += 1
-            yield batch
+            yield unpack_batch(batch, pin_memory=pin) if packed else batch
 
     def state_dict(self) -> dict:
         return {"iteration": self.iteration, "seed": self.seed, "batch_size": self.batch_size,

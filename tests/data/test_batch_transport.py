@@ -1,0 +1,73 @@
+"""pack_batch / unpack_batch: the same tensors (values, dtypes, shapes) through one buffer, also
+through the worker pickler and pinned memory."""
+
+from __future__ import annotations
+
+import pickle
+
+from multiprocessing.reduction import ForkingPickler
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing  # noqa: F401  (registers the shared-memory reductions of tensors)
+
+from maskrcnn.data.batch_transport import collate_packed, pack_batch, unpack_batch
+from maskrcnn.data.loader import collate
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    a = (torch.randint(0, 256, (3, 5, 7), generator=g, dtype=torch.uint8),
+         {"boxes": torch.rand(2, 4, generator=g), "labels": torch.tensor([3, 1]), "image_id": 11,
+          "masks": torch.randint(0, 2, (2, 5, 7), generator=g, dtype=torch.uint8),
+          "orig_size": torch.tensor([5, 7]), "areas": torch.rand(2, generator=g, dtype=torch.float64)})
+    b = (torch.randint(0, 256, (3, 9, 4), generator=g, dtype=torch.uint8)[:, :, 1:],  # not contiguous
+         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "image_id": 12,
+          "masks": torch.zeros(0, 9, 3, dtype=torch.uint8), "orig_size": torch.tensor([9, 3]),
+          "flags": torch.tensor([True, False])})
+    c = (torch.zeros(3, 2, 2, dtype=torch.uint8),  # masks that are not 0/1 travel as bytes
+         {"masks": torch.tensor([[[0, 2], [255, 1]]], dtype=torch.uint8), "image_id": 13})
+    return [a, b, c]
+
+
+def _assert_same(got, expected):
+    (images, targets), (images_e, targets_e) = got, expected
+    assert len(images) == len(images_e)
+    for im, im_e in zip(images, images_e):
+        assert im.dtype == im_e.dtype and torch.equal(im, im_e)
+    for t, t_e in zip(targets, targets_e):
+        assert t.keys() == t_e.keys()
+        for k in t_e:
+            if isinstance(t_e[k], torch.Tensor):
+                assert t[k].dtype == t_e[k].dtype and t[k].shape == t_e[k].shape and torch.equal(t[k], t_e[k]), k
+            else:
+                assert t[k] == t_e[k], k
+
+
+def test_round_trip_is_exact_and_views_one_buffer():
+    batch = _batch()
+    buffer, layout = pack_batch(batch)
+    assert buffer.dtype == torch.uint8 and buffer.dim() == 1
+    images, targets = unpack_batch((buffer, layout))
+    _assert_same((images, targets), collate(batch))
+    ptr = buffer.untyped_storage().data_ptr()
+    for t in [*images, *(v for t in targets for k, v in t.items() if isinstance(v, torch.Tensor) and k != "masks")]:
+        assert t.untyped_storage().data_ptr() == ptr  # views, no copies
+    # The 0/1 masks (2 x 5 x 7 = 70 values) took 9 bytes; the 0/2/255 ones their 4 bytes.
+    assert layout[0][1]["masks"].nbytes == 9 and layout[2][1]["masks"].nbytes == 4
+
+
+def test_round_trip_through_the_worker_pickler():
+    # What a DataLoader worker sends: the collated batch through ForkingPickler, by value.
+    packed = collate_packed(_batch())
+    assert isinstance(packed[0], np.ndarray)
+    data = ForkingPickler.dumps(packed)
+    _assert_same(unpack_batch(pickle.loads(data)), collate(_batch()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_round_trip_through_pinned_memory():
+    images, targets = unpack_batch(collate_packed(_batch()), pin_memory=True)
+    assert all(im.is_pinned() for im in images)
+    _assert_same((images, targets), collate(_batch()))

@@ -96,7 +96,7 @@ def load_run_config(checkpoint: str | Path, state: dict) -> RunConfig:
     meta = {key: meta.get(key) for key in ("model_config", "dataset", "num_classes", "class_names",
                                            "label_to_category_id")}
     if isinstance(config, dict) and "model" in config:
-        return RunConfig(OmegaConf.create(config), meta, f"the checkpoint {checkpoint}")
+        return RunConfig(upgrade_legacy_config(OmegaConf.create(config)), meta, f"the checkpoint {checkpoint}")
     hydra_dir = Path(checkpoint).resolve().parent / ".hydra"
     if (hydra_dir / "config.yaml").is_file():
         run_cfg = OmegaConf.load(hydra_dir / "config.yaml")
@@ -106,8 +106,50 @@ def load_run_config(checkpoint: str | Path, state: dict) -> RunConfig:
                 meta["model_config"] = choices.get("model") if choices is not None else None
             if meta["num_classes"] is None:
                 meta["num_classes"] = OmegaConf.select(run_cfg, "dataset.num_classes", default=None)
-            return RunConfig(run_cfg, meta, f"the run folder's {hydra_dir / 'config.yaml'}")
+            return RunConfig(upgrade_legacy_config(run_cfg), meta, f"the run folder's {hydra_dir / 'config.yaml'}")
     return RunConfig(None, meta)
+
+
+_LEGACY_ROI_HEADS = "maskrcnn.modeling.RoIHeads"
+
+
+def upgrade_legacy_config(config: DictConfig) -> DictConfig:
+    """A saved run's config in today's spelling (in place; returned for convenience).
+
+    Older runs name one RoI-head class for both designs (a C4 model said so by a res5 box head
+    and ``mask_pooler: null``) and take the mask targets' RoI Align backend from the box pooler's;
+    they spell adaptive sampling ``sampling_ratio: 0``. The same models in today's configs:
+    ``Res5RoIHeads`` / ``StandardRoIHeads``, ``mask_target_backend`` and ``sampling_ratio: -1``.
+    """
+    for node in _roi_layer_nodes(config):
+        if node.get("sampling_ratio") == 0:
+            node.sampling_ratio = -1
+    heads = OmegaConf.select(config, "model.roi_heads")
+    if not isinstance(heads, DictConfig) or heads.get("_target_") != _LEGACY_ROI_HEADS:
+        return config
+    res5 = str(OmegaConf.select(heads, "box_head._target_", default="")).endswith(".Res5Head")
+    with open_dict(heads):
+        if res5 and heads.get("mask_pooler") is None:
+            heads._target_ = "maskrcnn.modeling.Res5RoIHeads"
+            for key in ("mask_pooler", "mask_head"):
+                heads.pop(key, None)
+        else:
+            heads._target_ = "maskrcnn.modeling.StandardRoIHeads"
+        if heads.get("mask_predictor") is not None and "mask_target_backend" not in heads:
+            heads.mask_target_backend = "${.box_pooler.roi_layer.backend}"
+    return config
+
+
+def _roi_layer_nodes(config: DictConfig) -> list[DictConfig]:
+    """The run's ``roi_layer`` and the RoI layers its model config spells out in full."""
+    nodes = [config.get("roi_layer")]
+    heads = OmegaConf.select(config, "model.roi_heads")
+    if isinstance(heads, DictConfig):
+        for pooler in ("box_pooler", "mask_pooler"):
+            node = heads.get(pooler)
+            if isinstance(node, DictConfig) and not OmegaConf.is_interpolation(node, "roi_layer"):
+                nodes.append(node.get("roi_layer"))
+    return [n for n in nodes if isinstance(n, DictConfig)]
 
 
 def _parse(overrides: Sequence[str]):

@@ -27,7 +27,7 @@ class GeneralizedRCNN(nn.Module):
 
     ``model(images, targets)`` in training returns the loss dict (``loss_objectness``,
     ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg`` and, with masks, ``loss_mask``)
-    and keeps counters in ``model.last_stats``; in eval it returns per image ``boxes`` (D, 4) XYXY
+    and records counters with :func:`maskrcnn.events.put_scalar`; in eval it returns per image ``boxes`` (D, 4) XYXY
     in the pixels of the given image, ``labels`` (D,) in 1..num_classes, ``scores`` (D,) and,
     with masks, ``masks`` (D, 1, H, W) probabilities pasted at the given image size.
 
@@ -44,7 +44,6 @@ class GeneralizedRCNN(nn.Module):
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
-        self.last_stats: dict[str, float] = {}
 
     @property
     def mask_on(self) -> bool:
@@ -84,7 +83,6 @@ class GeneralizedRCNN(nn.Module):
         proposals, rpn_losses = self.rpn(list(features.values()), sizes, tuple(batch.shape[-2:]), targets)
         detections, head_losses = self.roi_heads(features, proposals, sizes, targets)
         if self.training:
-            self.last_stats = {**self.rpn.last_stats, **self.roi_heads.last_stats}
             return {**rpn_losses, **head_losses}
         for det, size, orig in zip(detections, sizes, orig_sizes):
             det["boxes"] = resize_boxes(det["boxes"], size, orig)

@@ -66,7 +66,7 @@ def mask_targets(gt_masks: list[Tensor], boxes: list[Tensor], matched_idxs: list
     Returns:
         (sum P_i, size, size) float targets.
     """
-    spec = RoILayerSpec(name="mask_target", op="roi_align", backend=backend, aligned=False, sampling_ratio=0)
+    spec = RoILayerSpec(name="mask_target", op="roi_align", backend=backend, aligned=False, sampling_ratio=-1)
     pool = roi_align_op(spec)
     out = []
     for masks, b, idx in zip(gt_masks, boxes, matched_idxs):

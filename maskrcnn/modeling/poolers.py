@@ -20,6 +20,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from maskrcnn.fpn import fpn_levels
+
 __all__ = ["RoILayerSpec", "assign_fpn_levels", "boxes_to_rois", "MultiLevelRoIPooler", "roi_align_op"]
 
 _OPS = ("roi_align", "roi_pool")
@@ -36,7 +38,8 @@ class RoILayerSpec:
         op: ``roi_align`` or ``roi_pool``.
         backend: ``ours`` (maskrcnn.ops, our kernels) or ``torchvision``.
         aligned: RoI Align's half-pixel offset (Detectron2's ROIAlignV2); False is the original.
-        sampling_ratio: sample points per bin side; <= 0 means adaptive ceil(roi_size / output_size).
+        sampling_ratio: sample points per bin side, or -1 for adaptive, ceil(roi_size / output_size)
+            per RoI (the only spelling of adaptive here; the ops also take 0 as torchvision does).
         mode: ``avg`` or ``max`` over a bin's sample points (RoI Align only; ours only).
     """
 
@@ -44,10 +47,15 @@ class RoILayerSpec:
     op: str = "roi_align"
     backend: str = "ours"
     aligned: bool = True
-    sampling_ratio: int = 0
+    sampling_ratio: int = -1
     mode: str = "avg"
 
     def __post_init__(self) -> None:
+        ratio = self.sampling_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio == 0 or ratio < -1:
+            raise ValueError(f"roi_layer.sampling_ratio must be -1 (adaptive) or a positive number of samples per "
+                             f"bin side, got {ratio!r}" + ("; adaptive sampling is spelled -1 here: set "
+                                                           "roi_layer.sampling_ratio=-1" if ratio == 0 else ""))
         if self.op not in _OPS:
             raise ValueError(f"roi_layer.op must be one of {_OPS}, got {self.op!r}")
         if self.backend not in _BACKENDS:
@@ -70,22 +78,8 @@ def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
     return torch.cat([idx, cat], dim=1)
 
 
-def assign_fpn_levels(boxes: Tensor, *, min_level: int, max_level: int, canonical_level: int = 4,
-                      canonical_size: float = 224.0, eps: float = 1e-6) -> Tensor:
-    """Pyramid level of each box: k = floor(k0 + log2(sqrt(w * h) / 224)), clamped to the levels.
-
-    Eqn. 1 of the FPN paper, with torchvision's ``eps`` added inside the floor so that a box of
-    exactly 224 * 2**j maps to level k0 + j despite rounding in log2.
-
-    Args:
-        boxes: (K, 4) XYXY in input pixels.
-    Returns:
-        (K,) int64 index into the levels, i.e. k - min_level, in [0, max_level - min_level].
-    """
-    scale = torch.sqrt(torchvision.ops.box_area(boxes))
-    k = torch.floor(canonical_level + torch.log2(scale / canonical_size) + torch.tensor(eps, dtype=scale.dtype))
-    k = torch.clamp(k, min=min_level, max=max_level)
-    return (k.to(torch.int64) - min_level).to(torch.int64)
+# The level formula of the FPN paper (also the ops' MultiScaleRoIAlign's): k - min_level per box.
+assign_fpn_levels = fpn_levels
 
 
 def roi_align_op(spec: RoILayerSpec):
@@ -117,8 +111,9 @@ class MultiLevelRoIPooler(nn.Module):
     def __init__(self, *, output_size: int, in_features: list[str], strides: list[int], roi_layer: RoILayerSpec,
                  canonical_level: int = 4, canonical_size: float = 224.0) -> None:
         super().__init__()
-        if isinstance(roi_layer, dict) or hasattr(roi_layer, "items"):
-            roi_layer = RoILayerSpec(**{k: v for k, v in dict(roi_layer).items() if k != "_target_"})
+        if not isinstance(roi_layer, RoILayerSpec):
+            raise TypeError(f"pooler: roi_layer must be a RoILayerSpec (a configs/roi_layer/ config, instantiated), "
+                            f"got {type(roi_layer).__name__}")
         if len(in_features) != len(strides) or len(strides) == 0:
             raise ValueError(f"pooler: in_features {list(in_features)} and strides {list(strides)} must match")
         levels = [math.log2(s) for s in strides]

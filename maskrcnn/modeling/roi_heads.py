@@ -7,38 +7,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import boxes as box_ops
 
+from maskrcnn.events import put_scalar
+
 from .box_coder import BoxCoder
 from .matcher import Matcher, sample_balanced
 from .mask_head import mask_loss, mask_targets, select_class_masks
 from .poolers import MultiLevelRoIPooler
 
-__all__ = ["RoIHeads"]
+__all__ = ["Res5RoIHeads", "RoIHeads", "StandardRoIHeads"]
 
 
 class RoIHeads(nn.Module):
-    """Box head (+ mask head) on RPN proposals.
+    """What both RoI-head designs share: RoI sampling, the box losses, detection post-processing.
+
+    The two designs differ in where the box and mask features come from, and are two classes:
+    :class:`StandardRoIHeads` (FPN: a box head and a mask head, each on its own pooled RoIs) and
+    :class:`Res5RoIHeads` (C4: the res5 stage is the box head and its maps feed the mask
+    predictor, Fig. 4 left of the Mask R-CNN paper).
 
     Training: GT boxes are appended to the proposals; proposals match GT at IoU >= ``fg_iou``
     (foreground, labelled with the GT class) or below ``bg_iou`` (background); per image
     ``batch_size_per_image`` RoIs are sampled with at most ``positive_fraction`` foreground.
     Losses: cross-entropy over classes, smooth L1 (``smooth_l1_beta``, torchvision's 1/9) on the
     GT class's deltas summed over foreground and divided by the number of sampled RoIs, and the
-    mask BCE on foreground RoIs.
+    mask BCE on foreground RoIs, against GT masks cropped by the RoI Align of
+    ``mask_target_backend`` (``ours`` or ``torchvision``). Counters (``roi/num_fg``,
+    ``roi/cls_accuracy`` ...) go to :func:`maskrcnn.events.put_scalar`.
 
     Inference: softmax scores, class-specific boxes clipped to the image; drop background,
     scores <= ``score_thresh`` and boxes smaller than 0.01 px; per-class NMS at ``nms_thresh``;
-    the ``detections_per_img`` best. The mask head runs on the final boxes.
-
-    C4 models set ``mask_pooler=None``: the mask head then works on the res5 maps of the box head
-    (``box_head.trunk``), as in Fig. 4 (left) of the Mask R-CNN paper.
+    the ``detections_per_img`` best. The mask branch runs on the final boxes.
     """
 
     def __init__(self, *, box_pooler: MultiLevelRoIPooler, box_head: nn.Module, box_predictor: nn.Module,
                  fg_iou: float = 0.5, bg_iou: float = 0.5, batch_size_per_image: int = 512,
                  positive_fraction: float = 0.25, bbox_reg_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0),
                  smooth_l1_beta: float = 1.0 / 9, score_thresh: float = 0.05, nms_thresh: float = 0.5,
-                 detections_per_img: int = 100, mask_pooler: MultiLevelRoIPooler | None = None,
-                 mask_head: nn.Module | None = None, mask_predictor: nn.Module | None = None) -> None:
+                 detections_per_img: int = 100, mask_target_backend: str = "ours") -> None:
         super().__init__()
         self.box_pooler = box_pooler
         self.box_head = box_head
@@ -51,13 +56,22 @@ class RoIHeads(nn.Module):
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
-        self.mask_on = mask_predictor is not None
-        self.mask_pooler = mask_pooler
-        self.mask_head = mask_head
-        self.mask_predictor = mask_predictor
-        if self.mask_on and mask_pooler is None and not hasattr(box_head, "trunk"):
-            raise ValueError("RoIHeads: mask_pooler=None needs a box head with res5 maps (Res5Head)")
-        self.last_stats: dict[str, float] = {}
+        if mask_target_backend not in ("ours", "torchvision"):
+            raise ValueError(f"roi_heads.mask_target_backend must be 'ours' or 'torchvision', got {mask_target_backend!r}")
+        self.mask_target_backend = mask_target_backend
+        self.mask_predictor: nn.Module | None = None  # set by the subclasses, after their mask modules
+
+    @property
+    def mask_on(self) -> bool:
+        return self.mask_predictor is not None
+
+    def _box_features(self, features: dict[str, Tensor], proposals: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        """(sum P_i, D) box features of the proposals, and the maps the mask branch may reuse (or None)."""
+        raise NotImplementedError
+
+    def _mask_logits(self, features: dict[str, Tensor], boxes: list[Tensor], box_maps: Tensor | None) -> Tensor:
+        """(sum K_i, num_classes + 1, M, M) mask logits of ``boxes``; ``box_maps``: their box-head maps, if kept."""
+        raise NotImplementedError
 
     # ---------------------------------------------------------------------------------------
     # training samples
@@ -99,8 +113,10 @@ class RoIHeads(nn.Module):
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean().item() if labels.numel() else 0.0
             fg_acc = (logits[fg].argmax(1) == labels[fg]).float().mean().item() if fg.numel() else 0.0
-        self.last_stats = {"roi/num_fg": float(fg.numel()), "roi/num_bg": float(labels.numel() - fg.numel()),
-                           "roi/cls_accuracy": acc, "roi/fg_cls_accuracy": fg_acc}
+        put_scalar("roi/num_fg", fg.numel())
+        put_scalar("roi/num_bg", labels.numel() - fg.numel())
+        put_scalar("roi/cls_accuracy", acc)
+        put_scalar("roi/fg_cls_accuracy", fg_acc)
         return {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
 
     # ---------------------------------------------------------------------------------------
@@ -126,15 +142,6 @@ class RoIHeads(nn.Module):
         return results
 
     # ---------------------------------------------------------------------------------------
-    def _mask_logits(self, features: dict[str, Tensor], boxes: list[Tensor], box_maps: Tensor | None) -> Tensor:
-        if self.mask_pooler is None:
-            x = box_maps if box_maps is not None else self.box_head.trunk(self.box_pooler(features, boxes))
-        else:
-            x = self.mask_pooler(features, boxes)
-        if self.mask_head is not None:
-            x = self.mask_head(x)
-        return self.mask_predictor(x)
-
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]],
                 targets: list[dict[str, Tensor]] | None = None):
         """
@@ -152,13 +159,7 @@ class RoIHeads(nn.Module):
                 raise ValueError("RoIHeads: targets are required in training mode")
             proposals, labels, matched, reg_targets = self._sample(proposals, targets)
 
-        pooled = self.box_pooler(features, proposals)
-        box_maps = None
-        if self.mask_on and self.mask_pooler is None:
-            box_maps = self.box_head.trunk(pooled)
-            box_features = box_maps.mean(dim=(2, 3))
-        else:
-            box_features = self.box_head(pooled)
+        box_features, box_maps = self._box_features(features, proposals)
         logits, deltas = self.box_predictor(box_features)
         # Losses and box decoding in float32 also under autocast.
         logits, deltas = logits.float(), deltas.float()
@@ -175,9 +176,8 @@ class RoIHeads(nn.Module):
                 gt_masks = [t["masks"] for t in targets]
                 if any(m.shape[0] != t["boxes"].shape[0] for m, t in zip(gt_masks, targets)):
                     raise ValueError("targets: masks and boxes must have the same number of objects")
-                backend = self.box_pooler.roi_layer.backend
                 mt = mask_targets(gt_masks, fg_boxes, [m[i] for m, i in zip(matched, fg)],
-                                  mask_logits.shape[-1], backend=backend)
+                                  mask_logits.shape[-1], backend=self.mask_target_backend)
                 losses["loss_mask"] = mask_loss(mask_logits.float(), labels_cat[fg_cat], mt)
             return [], losses
 
@@ -193,3 +193,59 @@ class RoIHeads(nn.Module):
                 for r, p in zip(results, probs.split([b.shape[0] for b in boxes])):
                     r["masks"] = p[:, None]
         return results, {}
+
+
+class StandardRoIHeads(RoIHeads):
+    """RoI heads of the FPN models: box head on ``box_pooler``'s RoIs, mask head on ``mask_pooler``'s.
+
+    Args:
+        mask_pooler, mask_head, mask_predictor: the mask branch (all None for Faster R-CNN;
+            ``mask_head`` may be None, the predictor then works on the pooled features).
+        **common: the arguments of :class:`RoIHeads`.
+    """
+
+    def __init__(self, *, mask_pooler: MultiLevelRoIPooler | None = None, mask_head: nn.Module | None = None,
+                 mask_predictor: nn.Module | None = None, **common) -> None:
+        super().__init__(**common)
+        if (mask_pooler is None) != (mask_predictor is None):
+            raise ValueError("StandardRoIHeads: give both mask_pooler and mask_predictor (Mask R-CNN) or neither "
+                             "(Faster R-CNN); masks from the res5 maps of a C4 box head are Res5RoIHeads")
+        self.mask_pooler = mask_pooler
+        self.mask_head = mask_head
+        self.mask_predictor = mask_predictor
+
+    def _box_features(self, features, proposals):
+        return self.box_head(self.box_pooler(features, proposals)), None
+
+    def _mask_logits(self, features, boxes, box_maps):
+        x = self.mask_pooler(features, boxes)
+        if self.mask_head is not None:
+            x = self.mask_head(x)
+        return self.mask_predictor(x)
+
+
+class Res5RoIHeads(RoIHeads):
+    """RoI heads of the C4 models: the res5 stage (:class:`~maskrcnn.modeling.Res5Head`) is the box
+    head, and the mask predictor works on its (K, C5, 7, 7) maps.
+
+    Args:
+        box_head: a module with ``trunk(x)`` -> (K, C5, h, w) maps, its features being their mean.
+        mask_predictor: the deconv mask predictor on the res5 maps (None for Faster R-CNN).
+        **common: the arguments of :class:`RoIHeads`.
+    """
+
+    def __init__(self, *, mask_predictor: nn.Module | None = None, **common) -> None:
+        super().__init__(**common)
+        if not callable(getattr(self.box_head, "trunk", None)):
+            raise ValueError(f"Res5RoIHeads: box_head must be a Res5Head (a module with trunk()), got "
+                            f"{type(self.box_head).__name__}; a pooled-feature box head is StandardRoIHeads")
+        self.mask_predictor = mask_predictor
+
+    def _box_features(self, features, proposals):
+        maps = self.box_head.trunk(self.box_pooler(features, proposals))
+        return maps.mean(dim=(2, 3)), maps
+
+    def _mask_logits(self, features, boxes, box_maps):
+        if box_maps is None:  # inference: the final boxes, pooled and run through res5 again
+            box_maps = self.box_head.trunk(self.box_pooler(features, boxes))
+        return self.mask_predictor(box_maps)

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import boxes as box_ops
 
+from maskrcnn.events import put_scalar
+
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .matcher import Matcher, sample_balanced
@@ -80,7 +82,6 @@ class RPN(nn.Module):
         self.score_thresh = score_thresh
         self.min_box_size = min_box_size
         self.smooth_l1_beta = smooth_l1_beta
-        self.last_stats: dict[str, float] = {}
 
     def forward(self, features: list[Tensor], image_sizes: list[tuple[int, int]], padded_size: tuple[int, int],
                 targets: list[dict[str, Tensor]] | None = None) -> tuple[list[Tensor], dict[str, Tensor]]:
@@ -177,6 +178,6 @@ class RPN(nn.Module):
         box_loss = F.smooth_l1_loss(pred_deltas[pos], reg_targets[pos], beta=self.smooth_l1_beta,
                                     reduction="sum") / max(sampled.numel(), 1)
         obj_loss = F.binary_cross_entropy_with_logits(objectness[sampled], labels[sampled])
-        self.last_stats = {"rpn/num_pos": float(pos.numel()) / len(targets),
-                           "rpn/num_neg": float(sampled.numel() - pos.numel()) / len(targets)}
+        put_scalar("rpn/num_pos", pos.numel() / len(targets))
+        put_scalar("rpn/num_neg", (sampled.numel() - pos.numel()) / len(targets))
         return {"loss_objectness": obj_loss, "loss_rpn_box_reg": box_loss}

@@ -1,6 +1,10 @@
 """nn.Modules of the RoI ops with torchvision's constructors: ``RoIAlign(output_size,
 spatial_scale, sampling_ratio, aligned=False)`` and ``RoIPool(output_size, spatial_scale)``, our
-extra (``mode``) keyword-only after them, and torchvision's ``repr``."""
+extra (``mode``) keyword-only after them, and torchvision's ``repr``.
+
+For code that builds its own layers (a torchvision detection model, a custom head). The detector
+of ``maskrcnn.modeling`` does not use them: ``configs/roi_layer/*.yaml`` build a ``RoILayerSpec``
+and ``MultiLevelRoIPooler`` calls the functional ops."""
 
 from __future__ import annotations
 

@@ -16,6 +16,8 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
+from maskrcnn.fpn import fpn_levels
+
 from .functional import _check_mode, _output_size, _sampling_ratio, multilevel_roi_align, roi_align
 
 __all__ = ["MultiScaleRoIAlign", "infer_scale", "map_levels"]
@@ -33,19 +35,10 @@ def infer_scale(feature: Tensor, original_size: Tuple[int, int]) -> float:
 
 def map_levels(boxes: List[Tensor], *, k_min: int, k_max: int, canonical_scale: int = 224,
                canonical_level: int = 4, eps: float = 1e-6) -> Tensor:
-    """torchvision's ``LevelMapper``: Eqn. 1 of the FPN paper, ``floor(k0 + log2(sqrt(area) / s0)
-    + eps)`` clamped to [k_min, k_max], in the boxes' dtype.
-
-    Args:
-        boxes: per image (K_i, 4) XYXY boxes.
-    Returns:
-        (sum K_i,) int64 level index (k - k_min), images in order.
-    """
-    b = torch.cat(boxes, dim=0)
-    s = torch.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
-    k = torch.floor(canonical_level + torch.log2(s / canonical_scale) + torch.tensor(eps, dtype=s.dtype))
-    k = torch.clamp(k, min=k_min, max=k_max)
-    return (k.to(torch.int64) - k_min).to(torch.int64)
+    """torchvision's ``LevelMapper`` (Eqn. 1 of the FPN paper, :func:`maskrcnn.fpn.fpn_levels`)
+    over per-image (K_i, 4) XYXY boxes -> (sum K_i,) int64 level index (k - k_min), images in order."""
+    return fpn_levels(torch.cat(boxes, dim=0), min_level=k_min, max_level=k_max, canonical_level=canonical_level,
+                      canonical_size=canonical_scale, eps=eps)
 
 
 class MultiScaleRoIAlign(nn.Module):

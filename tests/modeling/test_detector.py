@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from maskrcnn.events import recording
+
 from modeling_helpers import build_model, needs_ops, synthetic_sample
 
 LOSS_KEYS = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
@@ -30,14 +32,15 @@ def test_train_losses_finite_and_complete(two_samples):
     torch.manual_seed(0)
     model = build_model("mask_rcnn_r18_fpn_small", "roi_align", overrides=FAST).train()
     images, targets = two_samples
-    losses, total = _step(model, images, targets)
+    with recording() as events:
+        losses, total = _step(model, images, targets)
     assert set(losses) == LOSS_KEYS
     for k, v in losses.items():
         assert v.dim() == 0 and torch.isfinite(v), k
     total.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    stats = model.last_stats
+    stats = events.scalars
     assert stats["roi/num_fg"] >= 3  # the GT boxes themselves are appended to the proposals
     assert stats["rpn/num_pos"] > 0
 

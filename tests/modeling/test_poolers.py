@@ -68,7 +68,7 @@ def test_matches_torchvision_multiscale_roi_align(backend):
 
 @needs_ops
 @pytest.mark.parametrize("spec", [
-    RoILayerSpec(name="a", op="roi_align", aligned=True, sampling_ratio=0),
+    RoILayerSpec(name="a", op="roi_align", aligned=True, sampling_ratio=-1),
     RoILayerSpec(name="b", op="roi_align", aligned=False, sampling_ratio=3),
     RoILayerSpec(name="p", op="roi_pool")])
 def test_ours_matches_torchvision_ops_per_level(spec):
@@ -113,3 +113,34 @@ def test_bad_specs_raise():
         RoILayerSpec(name="x", backend="torchvision", mode="max")
     with pytest.raises(ValueError, match="powers of two"):
         MultiLevelRoIPooler(output_size=7, in_features=["a", "b"], strides=[4, 12], roi_layer=RoILayerSpec())
+
+
+def test_adaptive_sampling_is_spelled_minus_one():
+    assert RoILayerSpec().sampling_ratio == -1
+    assert RoILayerSpec(name="x", sampling_ratio=3).sampling_ratio == 3
+    with pytest.raises(ValueError, match=r"adaptive sampling is spelled -1 here: set roi_layer.sampling_ratio=-1"):
+        RoILayerSpec(name="x", sampling_ratio=0)
+    for bad in (-2, 1.5, True):
+        with pytest.raises(ValueError, match="sampling_ratio must be -1"):
+            RoILayerSpec(name="x", sampling_ratio=bad)
+
+
+def test_pooler_takes_a_spec_not_a_config_dict():
+    with pytest.raises(TypeError, match="roi_layer must be a RoILayerSpec"):
+        MultiLevelRoIPooler(output_size=7, in_features=["p2"], strides=[4],
+                            roi_layer={"_target_": "maskrcnn.modeling.RoILayerSpec", "name": "roi_align"})
+
+
+def test_fpn_levels_match_torchvision_level_mapper():
+    from torchvision.ops.poolers import LevelMapper
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(500, 2, generator=g) * 600
+    wh = torch.exp(torch.rand(500, 2, generator=g) * 7)  # 1 to 1100 px
+    boxes = torch.cat([xy, xy + wh], 1)
+    exact = torch.tensor([[0.0, 0.0, 224.0 * 2 ** j, 224.0 * 2 ** j] for j in (-2, -1, 0, 1)])
+    boxes = torch.cat([boxes, exact])
+    ours = assign_fpn_levels(boxes, min_level=2, max_level=5)
+    theirs = LevelMapper(k_min=2, k_max=5)([boxes]).to(torch.int64)
+    assert torch.equal(ours, theirs)
+    assert ours[-4:].tolist() == [0, 1, 2, 3]  # exactly 224 * 2**j: level 4 + j, despite log2 rounding

@@ -21,8 +21,11 @@ STRIDES = [4, 8, 16, 32]
 
 def roi_layer_configs() -> dict[str, dict]:
     layers = {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in sorted((CONFIGS / "roi_layer").glob("*.yaml"))}
-    for path in sorted((CONFIGS / "model").glob("*.yaml")):
-        heads = OmegaConf.to_container(OmegaConf.load(path)).get("roi_heads", {})
+    for path in sorted((CONFIGS / "model").rglob("*.yaml")):  # with base/, the parts the models compose
+        config = OmegaConf.to_container(OmegaConf.load(path))
+        if config.get("_target_") == "maskrcnn.modeling.RoILayerSpec":
+            layers[f"model/{path.relative_to(CONFIGS / 'model').with_suffix('')}"] = config
+        heads = config.get("roi_heads", {})
         for pooler in ("box_pooler", "mask_pooler"):
             layer = (heads.get(pooler) or {}).get("roi_layer")
             if isinstance(layer, dict):
@@ -58,7 +61,7 @@ def reference(cfg: dict, x, rois, size, scale):
 
 def test_every_config_is_found():
     assert {"roi_align", "roi_align_unaligned", "roi_align_max", "roi_pool", "torchvision"} <= set(LAYERS)
-    assert any("." in name for name in LAYERS)  # the inline layers of the *_torchvision models
+    assert "model/base/torchvision_roi_align" in LAYERS  # the RoI layer of the *_torchvision models
 
 
 @pytest.mark.parametrize("name", list(LAYERS))

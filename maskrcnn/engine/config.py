@@ -11,12 +11,14 @@ relies on; their constructors (via ``_target_``) reject unknown arguments themse
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from .choices import Amp, NonFinite, Schedule, WarmupMethod
+from .solver import check_solver_values
 
 # The repository root (configs/, tools/, datasets/ live here); relative data paths resolve against it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,66 +28,48 @@ class ConfigError(ValueError):
     """A config value is misspelled, of the wrong type, or out of range."""
 
 
-class Amp(Enum):
-    none = 0
-    bf16 = 1
-    fp16 = 2
-
-
-class NonFinite(Enum):
-    stop = 0
-    skip = 1
-
-
-class Schedule(Enum):
-    multistep = 0
-    cosine = 1
-
-
-class WarmupMethod(Enum):
-    linear = 0
-    constant = 1
-
-
+# The two schemas below give the keys and their types, no values: the values, and what each means,
+# live in the YAML files only (configs/solver/1x.yaml, the ``trainer:`` block of configs/train.yaml),
+# and a key the YAML leaves out stops the run naming it instead of taking a second, hidden default.
 @dataclass
 class SolverConfig:
     """configs/solver/*.yaml: optimizer, schedule and their periods, in iterations at ``ims_per_batch``."""
 
-    ims_per_batch: int = 16  # total over all ranks
-    base_lr: float = 0.02
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    weight_decay_norm: Optional[float] = 0.0  # None: same as weight_decay
-    weight_decay_bias: Optional[float] = None  # None: same as weight_decay
-    max_iter: int = 90000
-    scheduler: Schedule = Schedule.multistep
-    steps: list[int] = field(default_factory=lambda: [60000, 80000])
-    gamma: float = 0.1
-    cosine_end_factor: float = 0.0
-    warmup_iters: int = 1000
-    warmup_factor: float = 0.001
-    warmup_method: WarmupMethod = WarmupMethod.linear
-    checkpoint_period: int = 5000
-    eval_period: int = 0  # 0: evaluate only at the end
+    ims_per_batch: int
+    base_lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    weight_decay_norm: Optional[float]
+    weight_decay_bias: Optional[float]
+    max_iter: int
+    scheduler: Schedule
+    steps: list[int]
+    gamma: float
+    cosine_end_factor: float
+    warmup_iters: int
+    warmup_factor: float
+    warmup_method: WarmupMethod
+    checkpoint_period: int
+    eval_period: int
 
 
 @dataclass
 class TrainerConfig:
     """configs/train.yaml ``trainer:``: how the loop runs (not what it optimizes)."""
 
-    amp: Amp = Amp.none
-    clip_grad_norm: float = 0.0  # <= 0: no clipping
-    nonfinite: NonFinite = NonFinite.stop
-    log_period: int = 20
-    keep_last: int = 3
-    num_workers: int = 2
-    aspect_ratio_grouping: bool = True
-    eval_batch_size: int = 1
-    vis_images: int = 4  # validation images drawn at each evaluation
-    vis_score_threshold: float = 0.5
-    find_unused_parameters: bool = False
-    deterministic: bool = False  # torch.use_deterministic_algorithms + no cudnn benchmark
+    amp: Amp
+    clip_grad_norm: float
+    nonfinite: NonFinite
+    log_period: int
+    keep_last: int
+    num_workers: int
+    aspect_ratio_grouping: bool
+    eval_batch_size: int
+    vis_images: int
+    vis_score_threshold: float
+    find_unused_parameters: bool
+    deterministic: bool
 
 
 @dataclass
@@ -94,24 +78,26 @@ class PathsConfig:
 
 
 @dataclass
-class TrainConfig:
+class _RunGroups:
+    """What train and eval configs share: the groups owned by other parts, checked by _check_groups."""
+
     model: Any = None
     roi_layer: Any = None
     dataset: Any = None
-    solver: SolverConfig = field(default_factory=SolverConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    seed: int = 42
-    device: str = "auto"
-    resume: bool = False
 
 
 @dataclass
-class EvalConfig:
-    model: Any = None
-    roi_layer: Any = None
-    dataset: Any = None
-    paths: PathsConfig = field(default_factory=PathsConfig)
+class TrainConfig(_RunGroups):
+    solver: SolverConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    resume: bool = MISSING
+
+
+@dataclass
+class EvalConfig(_RunGroups):
     checkpoint: Optional[str] = None  # evaluate this checkpoint, or
     results: Optional[str] = None  # score this COCO-format results file (no model)
     split: str = "val"
@@ -128,7 +114,7 @@ def _merge(schema_cls, cfg: DictConfig) -> DictConfig:
     """``cfg`` merged into the schema; every interpolation is resolved once as a check."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema_cls), cfg)
-        OmegaConf.to_container(merged, resolve=True)
+        OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or getattr(error, "key", None)
         message = str(getattr(error, "msg", error)).splitlines()[0]
@@ -214,10 +200,10 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     _check_groups(merged)
     s, t = merged.solver, merged.trainer
     _require(s.ims_per_batch > 0, "solver.ims_per_batch", f"must be > 0, got {s.ims_per_batch}")
-    _require(s.base_lr > 0, "solver.base_lr", f"must be > 0, got {s.base_lr}")
-    _require(s.max_iter > 0, "solver.max_iter", f"must be > 0, got {s.max_iter}")
-    _require(list(s.steps) == sorted(s.steps) and all(0 < x <= s.max_iter for x in s.steps), "solver.steps",
-             f"must be increasing iterations in (0, max_iter={s.max_iter}], got {list(s.steps)}")
+    try:  # the solver's own checks of the values it is built from
+        check_solver_values(base_lr=s.base_lr, max_iter=s.max_iter, steps=list(s.steps))
+    except ValueError as error:
+        raise ConfigError(f"invalid config value {error}") from None
     _require(0 <= s.warmup_factor <= 1, "solver.warmup_factor", f"must be in [0, 1], got {s.warmup_factor}")
     _require(s.warmup_iters >= 0, "solver.warmup_iters", f"must be >= 0, got {s.warmup_iters}")
     # A warmup longer than the run would train at a fraction of base_lr throughout.

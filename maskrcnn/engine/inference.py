@@ -10,27 +10,27 @@ from pathlib import Path
 import cv2
 import torch
 
+from .choices import Amp, check_choice
 from .distributed import get_world_size, is_main_process
 from .metrics import format_eta
 from .visualize import draw_predictions
 
 logger = logging.getLogger(__name__)
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The autocast dtype of each Amp mode but none.
+_AUTOCAST_DTYPES = {Amp.bf16: torch.bfloat16, Amp.fp16: torch.float16}
 
 
 def autocast(device: torch.device, amp: str):
-    """``torch.autocast`` for ``amp`` in {none, bf16, fp16}; a no-op context for ``none``."""
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
-    dtype = AMP_DTYPES[amp]
+    """``torch.autocast`` for an :class:`~maskrcnn.engine.choices.Amp` name; a no-op context for ``none``."""
+    dtype = _AUTOCAST_DTYPES.get(Amp[check_choice(amp, Amp, "amp")])
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _to_cpu(output: dict) -> dict:
-    # Evaluators work on CPU; masks in float16 halve the memory of a large COCO evaluation.
+    # Evaluators work on CPU, in float32 (masks included: the evaluators threshold them at 0.5).
     out = {}
     for k, v in output.items():
         if isinstance(v, torch.Tensor):
@@ -39,10 +39,6 @@ def _to_cpu(output: dict) -> dict:
                 v = v.float()
         out[k] = v
     return out
-
-
-def _to_device(target: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
 
 
 @torch.no_grad()

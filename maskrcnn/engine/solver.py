@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .choices import Schedule, WarmupMethod, check_choice
+
 logger = logging.getLogger(__name__)
 
 # Normalization layers whose affine parameters should usually not be decayed (they are scales and
@@ -50,8 +52,7 @@ def build_optimizer(
     biases; ``None`` means "same as ``weight_decay``" (0.0 turns decay off for them). A parameter
     shared by several modules is optimized once.
     """
-    if base_lr <= 0:
-        raise ValueError(f"solver.base_lr must be > 0, got {base_lr}")
+    check_solver_values(base_lr=base_lr)
     decay_norm = weight_decay if weight_decay_norm is None else weight_decay_norm
     decay_bias = weight_decay if weight_decay_bias is None else weight_decay_bias
 
@@ -77,6 +78,20 @@ def build_optimizer(
     return torch.optim.SGD(param_groups, lr=base_lr, momentum=momentum, nesterov=nesterov)
 
 
+def check_solver_values(*, base_lr: float | None = None, max_iter: int | None = None,
+                        steps: Sequence[int] | None = None) -> None:
+    """ValueError ``solver.<key>: ...`` for a learning rate, run length or step list the solver
+    cannot use (the config validation reports the same message as a config error)."""
+    if base_lr is not None and not base_lr > 0:
+        raise ValueError(f"solver.base_lr: must be > 0, got {base_lr}")
+    if max_iter is not None and max_iter <= 0:
+        raise ValueError(f"solver.max_iter: must be > 0, got {max_iter}")
+    if steps is not None:
+        steps = list(steps)
+        if steps != sorted(steps) or any(s <= 0 or (max_iter is not None and s > max_iter) for s in steps):
+            raise ValueError(f"solver.steps: must be increasing iterations in (0, max_iter={max_iter}], got {steps}")
+
+
 class LRMultiplier:
     """Callable ``it -> factor`` of the base LR: linear (or constant) warmup then multi-step or cosine.
 
@@ -95,15 +110,10 @@ class LRMultiplier:
         warmup_method: str = "linear",
         cosine_end_factor: float = 0.0,
     ):
-        if name not in ("multistep", "cosine"):
-            raise ValueError(f"solver.scheduler must be 'multistep' or 'cosine', got {name!r}")
-        if warmup_method not in ("linear", "constant"):
-            raise ValueError(f"solver.warmup_method must be 'linear' or 'constant', got {warmup_method!r}")
-        if max_iter <= 0:
-            raise ValueError(f"solver.max_iter must be > 0, got {max_iter}")
+        check_choice(name, Schedule, "solver.scheduler")
+        check_choice(warmup_method, WarmupMethod, "solver.warmup_method")
         steps = [int(s) for s in steps]
-        if steps != sorted(steps) or any(s <= 0 or s > max_iter for s in steps):
-            raise ValueError(f"solver.steps must be increasing iterations in (0, max_iter={max_iter}], got {steps}")
+        check_solver_values(max_iter=max_iter, steps=steps)
         if warmup_iters > max_iter:
             logger.warning("solver.warmup_iters=%d > solver.max_iter=%d: the whole run is in warmup and never "
                            "reaches base_lr", warmup_iters, max_iter)

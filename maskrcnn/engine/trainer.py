@@ -15,14 +15,16 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from maskrcnn.events import recording
+
 from .checkpoint import Checkpointer, OutputDirError, rng_state, set_rng_state, tensor_nbytes
 from .distributed import all_gather_object, broadcast_object, get_rank, get_world_size, is_main_process, reduce_mean
-from .inference import AMP_DTYPES, autocast
+from .choices import Amp, NonFinite, check_choice
+from .inference import autocast
 from .metrics import MetricsLogger
 
 logger = logging.getLogger(__name__)
 
-NONFINITE_POLICIES = ("stop", "skip")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -76,10 +78,8 @@ class Trainer:
         eval_period: int = 0,
         evaluate_fn: Callable[[int], dict] | None = None,
     ):
-        if amp not in AMP_DTYPES:
-            raise ValueError(f"trainer.amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
-        if nonfinite not in NONFINITE_POLICIES:
-            raise ValueError(f"trainer.nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+        check_choice(amp, Amp, "trainer.amp")
+        check_choice(nonfinite, NonFinite, "trainer.nonfinite")
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -185,7 +185,7 @@ class Trainer:
             {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
             for t in targets
         ]
-        with autocast(self.device, self.amp):
+        with recording() as events, autocast(self.device, self.amp):
             loss_dict = self.model(images, targets)
         if not isinstance(loss_dict, dict) or not loss_dict:
             raise TypeError(f"the model returned {type(loss_dict).__name__} in training mode; expected a dict of losses")
@@ -236,10 +236,8 @@ class Trainer:
             scalars["memory/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         if self.amp == "fp16":
             scalars["amp/loss_scale"] = self.scaler.get_scale()
-        stats = getattr(unwrap(self.model), "last_stats", None)
-        if isinstance(stats, dict):
-            # e.g. rpn/num_pos, roi/num_fg, roi/cls_accuracy: logged under the model's own names
-            scalars.update({k: float(v) for k, v in stats.items() if k not in scalars})
+        # The model's counters (rpn/num_pos, roi/num_fg, roi/cls_accuracy ...) under their own names.
+        scalars.update({k: v for k, v in events.scalars.items() if k not in scalars})
         self.metrics.put(scalars)
 
     # ------------------------------------------------------------------- checkpoints, evaluation

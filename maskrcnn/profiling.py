@@ -106,6 +106,7 @@ def instrument(model: torch.nn.Module, timer: StepTimer) -> Iterator[None]:
     on exit.
     """
     from maskrcnn.modeling import roi_heads as roi_heads_module
+    from maskrcnn.modeling.roi_heads import Res5RoIHeads
 
     rpn, heads = model.rpn, model.roi_heads
     targets: list[tuple[object, str, str]] = [
@@ -119,13 +120,14 @@ def instrument(model: torch.nn.Module, timer: StepTimer) -> Iterator[None]:
         (heads, "forward", "roi_heads"),
         (heads, "_sample", "roi.sampling (matching)"),
         (heads.box_pooler, "forward", "box.pooler"),
-        (heads.box_head, "forward", "box.head"),
+        # The C4 heads (Res5RoIHeads) run the res5 box head through its trunk(), not forward().
+        (heads.box_head, "trunk" if isinstance(heads, Res5RoIHeads) else "forward", "box.head"),
         (heads.box_predictor, "forward", "box.head"),
         (heads, "_box_losses", "box.losses"),
     ]
-    if heads.mask_pooler is not None:
+    if getattr(heads, "mask_pooler", None) is not None:  # StandardRoIHeads only
         targets.append((heads.mask_pooler, "forward", "mask.pooler"))
-    for m in (heads.mask_head, heads.mask_predictor):
+    for m in (getattr(heads, "mask_head", None), heads.mask_predictor):
         if m is not None:
             targets.append((m, "forward", "mask.head"))
     patched = []

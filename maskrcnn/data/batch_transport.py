@@ -1,13 +1,13 @@
-"""A training batch crosses from a DataLoader worker to the main process as one buffer, by value.
+"""A training batch crosses from a DataLoader worker to the main process as one shared buffer.
 
 By default each tensor a worker returns travels as its own shared-memory segment: the worker
-copies it into fresh shared memory (page faults on tmpfs, about 1.5 ms of CPU per MB here), and
-the main process fetches every segment's file descriptor from a thread of the worker that first
-has to take the GIL from the worker's busy main thread. A batch holds four or five tensors per
-image (image, boxes, labels, masks, orig_size). :func:`collate_packed` instead copies the batch's
-tensors into one uint8 buffer, sent as a numpy array pickled through the worker's pipe, and
-:func:`unpack_batch` gives back the same tensors as views of it (docs/profile.md has the
-loader measurements).
+copies it into fresh shared memory, and the main process fetches every segment's file
+descriptor from a thread of the worker that first has to take the GIL from the worker's busy
+main thread. A batch holds four or five tensors per image (image, boxes, labels, masks,
+orig_size). :func:`collate_packed` instead writes the batch's tensors once into one uint8 buffer,
+allocated in shared memory in a worker (as torch's ``default_collate`` does): one segment and one
+descriptor per batch. :func:`unpack_batch` gives back the same tensors as views of it (pinned
+when the DataLoader pinned the buffer). docs/profile.md has the loader measurements.
 
 Most of a batch's bytes are its binary instance masks ((N, H, W) uint8, one byte per pixel for a
 0/1 value: 7.6 MB for an average COCO image at 1333 x 800, twice its uint8 image). They travel as
@@ -79,21 +79,20 @@ def pack_batch(batch: list) -> tuple[torch.Tensor, list]:
     layout = [(place(image), {k: place(v, binary=k == "masks") if isinstance(v, torch.Tensor) else v
                               for k, v in target.items()}) for image, target in batch]
     buffer = torch.empty(offset, dtype=torch.uint8)
+    if torch.utils.data.get_worker_info() is not None:
+        # In a worker: allocated in shared memory at once, so that sending it copies nothing.
+        buffer = buffer.new(buffer._typed_storage()._new_shared(offset, device=buffer.device))
     for s, t in placed:
         s.stored(buffer).copy_(t)
     return buffer, layout
 
 
-def unpack_batch(packed: tuple, *, pin_memory: bool = False) -> tuple[tuple, tuple]:
-    """``(buffer, layout)`` of :func:`pack_batch` or :func:`collate_packed` -> ``(images, targets)``
-    as :func:`~maskrcnn.data.loader.collate` gives them. Every tensor is a view of the buffer
-    (copied once into pinned memory with ``pin_memory``), except masks that travelled as bits
-    (new CPU tensors)."""
+def unpack_batch(packed) -> tuple[tuple, tuple]:
+    """``(buffer, layout)`` of :func:`pack_batch` -> ``(images, targets)`` as
+    :func:`~maskrcnn.data.loader.collate` gives them. Every tensor is a view of the buffer (pinned
+    if the buffer is), except masks that travelled as bits (new CPU tensors). ``packed`` may be
+    the list the DataLoader's pin-memory step makes of the tuple."""
     buffer, layout = packed
-    if isinstance(buffer, np.ndarray):
-        buffer = torch.from_numpy(buffer)
-    if pin_memory:
-        buffer = buffer.pin_memory()
     images, targets = [], []
     for image_slot, target in layout:
         images.append(image_slot.view(buffer))
@@ -101,8 +100,6 @@ def unpack_batch(packed: tuple, *, pin_memory: bool = False) -> tuple[tuple, tup
     return tuple(images), tuple(targets)
 
 
-def collate_packed(batch: list) -> tuple[np.ndarray, list]:
-    """The ``collate_fn`` of loaders with worker processes: :func:`pack_batch`, the buffer as a
-    numpy array so that it is pickled by value through the worker's pipe."""
-    buffer, layout = pack_batch(batch)
-    return buffer.numpy(), layout
+def collate_packed(batch: list) -> tuple[torch.Tensor, list]:
+    """The ``collate_fn`` of loaders with worker processes: :func:`pack_batch`."""
+    return pack_batch(batch)

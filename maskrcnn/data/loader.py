@@ -69,22 +69,20 @@ class TrainLoader:
                                     start_iter=self.iteration)
 
     def __iter__(self):
-        # With workers, a batch crosses to this process as one buffer (batch_transport.py), pinned
-        # here rather than by the DataLoader.
+        # With workers, a batch crosses to this process as one shared buffer (batch_transport.py).
         packed = self.num_workers > 0
-        pin = torch.cuda.is_available()
         loader = DataLoader(
             _SeededSamples(self.dataset),
             batch_sampler=self.batch_sampler(),
             num_workers=self.num_workers,
             collate_fn=collate_packed if packed else collate,
             worker_init_fn=_worker_init,
-            pin_memory=pin and not packed,
+            pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed + self.rank),
         )
         for batch in loader:
             self.iteration += 1
-            yield unpack_batch(batch, pin_memory=pin) if packed else batch
+            yield unpack_batch(batch) if packed else batch
 
     def state_dict(self) -> dict:
         return {"iteration": self.iteration, "seed": self.seed, "batch_size": self.batch_size,

@@ -7,7 +7,6 @@ import pickle
 
 from multiprocessing.reduction import ForkingPickler
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing  # noqa: F401  (registers the shared-memory reductions of tensors)
@@ -59,15 +58,18 @@ def test_round_trip_is_exact_and_views_one_buffer():
 
 
 def test_round_trip_through_the_worker_pickler():
-    # What a DataLoader worker sends: the collated batch through ForkingPickler, by value.
+    # What a DataLoader worker sends: the collated batch through ForkingPickler (the buffer as one
+    # shared-memory segment).
     packed = collate_packed(_batch())
-    assert isinstance(packed[0], np.ndarray)
     data = ForkingPickler.dumps(packed)
+    assert packed[0].is_shared()
     _assert_same(unpack_batch(pickle.loads(data)), collate(_batch()))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
 def test_round_trip_through_pinned_memory():
-    images, targets = unpack_batch(collate_packed(_batch()), pin_memory=True)
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    images, targets = unpack_batch(pin_memory(collate_packed(_batch())))
     assert all(im.is_pinned() for im in images)
     _assert_same((images, targets), collate(_batch()))

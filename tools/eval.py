@@ -36,7 +36,7 @@ from maskrcnn.engine import (
     is_main_process,
     validate_eval_config,
 )
-from maskrcnn.engine.distributed import cleanup
+from maskrcnn.distributed import cleanup
 from maskrcnn.engine.eval_data import build_eval_dataset
 from maskrcnn.engine.run_dir import remove_empty_run_dir
 from maskrcnn.engine.user_errors import exit_on_user_error

@@ -52,7 +52,7 @@ from maskrcnn.engine import (
     validate_train_config,
 )
 from maskrcnn.engine.cluster import export_submitit_task_env, require_launcher
-from maskrcnn.engine.distributed import cleanup, launched_by_torchrun
+from maskrcnn.distributed import cleanup, launched_by_torchrun
 from maskrcnn.engine.elastic import restart_count, run_stamp
 from maskrcnn.engine.eval_data import build_eval_dataset
 from maskrcnn.engine.run_config import checkpoint_meta, hydra_choice

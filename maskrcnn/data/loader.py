@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..distributed import get_rank, get_world_size
 from .batch_transport import collate_packed, unpack_batch
-from .samplers import InferenceSampler, TrainingBatchSampler, aspect_ratio_group_ids, dist_rank_and_world_size
+from .samplers import InferenceSampler, TrainingBatchSampler, aspect_ratio_group_ids
 
 
 def collate(batch):
@@ -55,7 +56,7 @@ class TrainLoader:
         self.dataset = dataset
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.aspect_ratio_grouping = aspect_ratio_grouping
-        self.rank, self.world_size = dist_rank_and_world_size()
+        self.rank, self.world_size = get_rank(), get_world_size()
         self.iteration = int(start_iter)
         self.group_ids = None
         if aspect_ratio_grouping:
@@ -106,7 +107,7 @@ def build_train_loader(dataset, *, batch_size: int, num_workers: int, seed: int,
 
 def build_test_loader(dataset, *, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
     """Each image once, in order, sharded across ranks when torch.distributed is initialised."""
-    rank, world_size = dist_rank_and_world_size()
+    rank, world_size = get_rank(), get_world_size()
     return DataLoader(dataset, batch_size=batch_size, sampler=InferenceSampler(size=len(dataset), rank=rank,
                       world_size=world_size), num_workers=num_workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available())

@@ -7,15 +7,7 @@ import collections
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import Sampler
-
-
-def dist_rank_and_world_size() -> tuple[int, int]:
-    """(rank, world_size) of torch.distributed when initialised, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def aspect_ratio_group_ids(aspect_ratios: Sequence[float]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from .checkpoint import CheckpointError, Checkpointer, OutputDirError, atomic_save, rng_state, set_rng_state
 from .config import ConfigError, validate_eval_config, validate_train_config
-from .distributed import (
+from ..distributed import (
     all_gather_object,
     barrier,
     broadcast_object,

@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import torch
 
+from ..distributed import get_world_size, is_main_process
 from .choices import Amp, check_choice
-from .distributed import get_world_size, is_main_process
 from .metrics import format_eta
 from .visualize import draw_predictions
 

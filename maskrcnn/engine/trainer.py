@@ -17,8 +17,8 @@ from torch import nn
 
 from maskrcnn.events import recording
 
+from ..distributed import all_gather_object, broadcast_object, get_rank, get_world_size, is_main_process, reduce_mean
 from .checkpoint import Checkpointer, OutputDirError, rng_state, set_rng_state, tensor_nbytes
-from .distributed import all_gather_object, broadcast_object, get_rank, get_world_size, is_main_process, reduce_mean
 from .choices import Amp, NonFinite, check_choice
 from .inference import autocast
 from .metrics import MetricsLogger

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hydra.errors import InstantiationException
 
-from .distributed import is_main_process
+from ..distributed import is_main_process
 
 # Where our own checks live: the package and the tools.
 _OWN_DIRS = (Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "tools")

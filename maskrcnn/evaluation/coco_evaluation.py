@@ -11,7 +11,8 @@ import torch
 from pycocotools.coco import COCO
 
 from .coco_scoring import IOU_TYPES, coco_metrics
-from .distributed import gather_predictions, is_main_process
+from ..distributed import is_main_process
+from .gather import gather_predictions
 from .table import format_per_category_table
 
 logger = logging.getLogger(__name__)

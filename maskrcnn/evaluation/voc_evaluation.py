@@ -46,9 +46,10 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..distributed import is_main_process
 from .coco_evaluation import image_id_of
 from .coco_scoring import coco_metrics
-from .distributed import gather_predictions, is_main_process
+from .gather import gather_predictions
 from .table import format_per_category_table
 
 logger = logging.getLogger(__name__)

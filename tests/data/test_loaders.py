@@ -51,7 +51,8 @@ def test_test_loader_shards_across_simulated_ranks(train_set, monkeypatch):
 
     seen = []
     for rank in range(2):
-        monkeypatch.setattr(loader_module, "dist_rank_and_world_size", lambda r=rank: (r, 2))
+        monkeypatch.setattr(loader_module, "get_rank", lambda r=rank: r)
+        monkeypatch.setattr(loader_module, "get_world_size", lambda: 2)
         loader = build_test_loader(train_set, batch_size=2)
         for images, targets in loader:
             assert isinstance(images, tuple) and isinstance(targets, tuple) and len(images) == len(targets)

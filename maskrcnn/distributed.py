@@ -1,7 +1,10 @@
 """torch.distributed helpers: start-up from torchrun's environment, rank queries, reductions.
 
-Everything degrades to the single-process case when no process group is initialised, so the
-same code paths run in ``python tools/train.py`` and under ``torchrun --nproc_per_node=N``.
+The one home of the rank / world-size queries for the whole package (engine, data loaders,
+evaluators). Everything degrades to the single-process case when no process group is
+initialised, so the same code paths run in ``python tools/train.py`` and under
+``torchrun --nproc_per_node=N``; a group of one process behaves as no group (the collectives
+return their input).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def is_distributed() -> bool:
+    """A process group is initialised (it may hold one process: the collectives below check the
+    world size themselves)."""
     return dist.is_available() and dist.is_initialized()
 
 

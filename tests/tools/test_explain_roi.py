@@ -1,14 +1,15 @@
-"""tools/explain_roi.py: the worked example's numbers, gradient weights of the real ops, the figure
+"""tools/explain_roi.py (maskrcnn.ops.explain): the worked example's numbers, gradient weights of the real ops, the figure
 and argument errors. The expected numbers are worked by hand in the comments (the tool takes its
 arithmetic from maskrcnn.ops.reference; these tests check it against the hand-worked case)."""
 
 import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from maskrcnn.ops import explain as E
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "explain_roi.py"
@@ -17,12 +18,11 @@ TOOL = REPO / "tools" / "explain_roi.py"
 def _load_tool():
     spec = importlib.util.spec_from_file_location("explain_roi", TOOL)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["explain_roi"] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
 
-E = _load_tool()
+TOOL_CLI = _load_tool()  # the command line only: parse_args and main
 WORKED = E.Setup(image_h=800, image_w=800, box=(0.0, 0.0, 665.0, 665.0), stride=32, output=(7, 7), sampling_ratio=2)
 
 
@@ -66,7 +66,7 @@ def test_worked_example_cli_output_and_figure(tmp_path, capsys):
     # main() with the command line of the issue, in this process (a subprocess would spend its time
     # importing torch again).
     figure = tmp_path / "roi.png"
-    code = E.main(["--image-size", "800", "800", "--box", "0", "0", "665", "665", "--stride", "32",
+    code = TOOL_CLI.main(["--image-size", "800", "800", "--box", "0", "0", "665", "665", "--stride", "32",
                    "--output-size", "7", "--sampling-ratio", "2", "--figure", str(figure)])
     assert code == 0
     out = capsys.readouterr().out
@@ -178,6 +178,6 @@ def test_backward_report_and_figure(tmp_path, worked_weights):
 ])
 def test_bad_arguments_exit_with_a_clear_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        E.parse_args(argv)
+        TOOL_CLI.parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err

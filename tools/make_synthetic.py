@@ -18,6 +18,7 @@ import collections
 import sys
 import time
 
+from maskrcnn.data.base import area_bucket
 from maskrcnn.data.synthetic import CLASS_NAMES, SCENE_DEFAULTS, SCENES, make_synthetic
 
 
@@ -46,8 +47,7 @@ def main(argv=None) -> int:
                             min_visible=args.min_visible)
     for split, samples in result.items():
         counts = collections.Counter(CLASS_NAMES[int(label) - 1] for s in samples for label in s.labels)
-        sizes = collections.Counter("small" if m.sum() < 32 ** 2 else "medium" if m.sum() < 96 ** 2 else "large"
-                                    for s in samples for m in s.masks)
+        sizes = collections.Counter(area_bucket(m.sum()) for s in samples for m in s.masks)
         print(f"{split}: {len(samples)} images, {sum(counts.values())} objects, classes {dict(counts)}, "
               f"sizes {dict(sizes)}")
     print(f"wrote {args.format} dataset to {args.out} in {time.perf_counter() - start:.1f}s")

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..engine.config import REPO_ROOT
 from .spec import StudySpec, load_study
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "tools" / "train.py"
 LOCK_NAME = ".study.lock"
 

@@ -34,12 +34,13 @@ def image_id_of(target: Mapping) -> int | str:
     return image_id
 
 
-def encode_masks(masks: torch.Tensor) -> list[dict]:
+def encode_masks(masks: torch.Tensor, *, threshold: float = MASK_THRESHOLD) -> list[dict]:
     """Binarize mask probabilities and run-length encode them for COCO.
 
     Args:
         masks: (D, 1, H, W) float probabilities in [0, 1] (or bool / uint8 0-1), in original image
-            pixels. A pixel is foreground when its probability is > 0.5 (torchvision, detectron2).
+            pixels. A pixel is foreground when its probability is > ``threshold`` (0.5: torchvision,
+            detectron2); bool masks are taken as they are.
 
     Returns:
         D RLE dicts ``{"size": [H, W], "counts": str}`` (counts decoded to str so they pickle and
@@ -50,13 +51,42 @@ def encode_masks(masks: torch.Tensor) -> list[dict]:
     if masks.dtype == torch.bool:
         binary = masks[:, 0]
     else:
-        binary = masks[:, 0] > MASK_THRESHOLD
+        binary = masks[:, 0] > threshold
     # pycocotools wants (H, W, D) uint8 in Fortran order
     array = np.asfortranarray(binary.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
     rles = mask_util.encode(array) if len(masks) else []
     for rle in rles:
         rle["counts"] = rle["counts"].decode("utf-8")
     return list(rles)
+
+
+def coco_results(image_id, output: Mapping, *, label_to_category_id: Mapping[int, int],
+                 mask_threshold: float = MASK_THRESHOLD) -> list[dict]:
+    """One COCO result dict per detection of ``output``, as the evaluator scores it and as
+    ``tools/predict.py`` writes it (so a results file scores what an in-process evaluation does).
+
+    Args:
+        image_id: the image's id in the ground truth.
+        output: ``boxes`` (D, 4) XYXY image pixels, ``scores`` (D,), ``labels`` (D,), optionally
+            ``masks`` (D, 1, H, W) probabilities in image pixels.
+        label_to_category_id: model label -> category id, for every label in ``output``.
+        mask_threshold: see :func:`encode_masks`.
+
+    Returns:
+        ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` (+ ``"segmentation"``: RLE).
+    """
+    xywh = output["boxes"].detach().to("cpu", torch.float64).clone()
+    xywh[:, 2:] -= xywh[:, :2]
+    scores = output["scores"].detach().to("cpu", torch.float64)
+    labels = output["labels"].detach().to("cpu", torch.int64)
+    results = [
+        {"image_id": image_id, "category_id": int(label_to_category_id[label]), "bbox": box, "score": score}
+        for box, score, label in zip(xywh.tolist(), scores.tolist(), labels.tolist())
+    ]
+    if "masks" in output:
+        for result, rle in zip(results, encode_masks(output["masks"].detach(), threshold=mask_threshold)):
+            result["segmentation"] = rle
+    return results
 
 
 class COCOEvaluator:
@@ -148,28 +178,16 @@ class COCOEvaluator:
         if unknown:
             raise ValueError(f"image {image_id}: labels {unknown} have no COCO category (label_to_category_id)")
 
-        xywh = boxes.clone()
-        xywh[:, 2:] -= xywh[:, :2]
-        results = [
-            {
-                "image_id": image_id,
-                "category_id": self.label_to_category_id[label],
-                "bbox": box,
-                "score": score,
-            }
-            for box, score, label in zip(xywh.tolist(), scores.tolist(), labels.tolist())
-        ]
         has_masks = "masks" in output
         if has_masks:
-            masks = output["masks"].detach()
+            masks = output["masks"]
             info = self.coco_gt.imgs[image_id]
             if masks.dim() != 4 or masks.shape[0] != num or masks.shape[2:] != (info["height"], info["width"]):
                 raise ValueError(
                     f"image {image_id}: masks must be (D={num}, 1, H={info['height']}, W={info['width']}) "
                     f"in original image pixels, got {tuple(masks.shape)}"
                 )
-            for result, rle in zip(results, encode_masks(masks)):
-                result["segmentation"] = rle
+        results = coco_results(image_id, output, label_to_category_id=self.label_to_category_id)
         return {"results": results, "has_masks": has_masks}
 
     def evaluate(self) -> dict[str, float]:

@@ -2,7 +2,6 @@
 images, more ranks than test images."""
 
 import contextlib
-import importlib.util
 import io
 import json
 import time
@@ -18,6 +17,7 @@ from pycocotools.coco import COCO
 from maskrcnn.data import ImageReadError, build_test_loader, read_image
 from maskrcnn.engine.config import ConfigError
 from maskrcnn.engine.inference import inference_on_dataset
+from maskrcnn.engine.predict import list_images
 from maskrcnn.engine.run_config import load_model_weights
 from maskrcnn.evaluation import COCOEvaluator
 
@@ -36,24 +36,16 @@ def test_checkpoint_of_another_architecture_names_the_keys_and_the_model_config(
         load_model_weights(fpn_like, c4_weights, checkpoint="c4.pt")
 
 
-def _predict_tool():
-    spec = importlib.util.spec_from_file_location("tool_predict_bad_inputs", REPO / "tools" / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_predict_inputs_that_are_not_images(tmp_path):
-    tool = _predict_tool()
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(FileNotFoundError, match=f"inputs: folder {tmp_path / 'empty'} contains no "
                                                 r"\['.bmp', '.jpeg', '.jpg', '.png'\] images"):
-        tool.list_images([str(tmp_path / "empty")])
+        list_images([str(tmp_path / "empty")])
     with pytest.raises(FileNotFoundError, match="neither an image file nor a folder"):
-        tool.list_images([str(tmp_path / "missing.jpg")])
+        list_images([str(tmp_path / "missing.jpg")])
     # A file given by name is read as an image: one that is not says so, naming it.
-    (files,) = tool.list_images([str(tmp_path / "empty" / "notes.txt")])
+    (files,) = list_images([str(tmp_path / "empty" / "notes.txt")])
     with pytest.raises(ImageReadError, match=f"cannot decode image file \\(corrupt or not an image\\): {files}"):
         read_image(files)
 

@@ -41,25 +41,21 @@ def test_check_dataset_on_bccd(shared_data, tmp_path):
 
 
 def test_summary_counts_unreadable_images_and_sizes(tmp_path):
-    import importlib.util
-
     import cv2
 
     from maskrcnn.data.synthetic import make_synthetic
     from maskrcnn.data import CocoDetection
+    from maskrcnn.data.check import summarize
 
-    spec = importlib.util.spec_from_file_location("check_dataset", REPO_ROOT / "tools" / "check_dataset.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
 
     truth = make_synthetic(out=str(tmp_path), format="coco", num_images=4, num_val=1, seed=1, image_size=128)
     (tmp_path / "train" / "train_000002.jpg").write_bytes(b"garbage")
     ds = CocoDetection(image_dir=str(tmp_path / "train"), annotation_file=str(tmp_path / "annotations" / "instances_train.json"))
-    text, bad = tool.summarize(ds, check_images=True)
+    text, bad = summarize(ds, check_images=True)
     assert bad == 1 and "train_000002.jpg" in text and _value(text, "unreadable_image") == "1"
     areas = np.array([m.sum() for s in truth["train"] for m in s.masks])
     assert _value(text, "objects") == str(len(areas))
     small = next(line for line in text.splitlines() if line.strip().startswith("small"))
     assert int(small.split()[-2]) == int((areas < 32 ** 2).sum())
-    text, bad = tool.summarize(ds, check_images=False)
+    text, bad = summarize(ds, check_images=False)
     assert bad == 0 and "not checked" in text

@@ -14,6 +14,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from maskrcnn.engine import predict as predict_run
+from maskrcnn.engine.torchvision_convert import convert
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -78,26 +81,23 @@ def test_converted_checkpoint_describes_itself_to_predict(tmp_path):
     src = tmp_path / "tv.pth"
     torch.save(tv.state_dict(), src)
     out = tmp_path / "ours.pt"
-    meta = _load_tool().convert("fasterrcnn_resnet50_fpn", src, out)
+    meta = convert("fasterrcnn_resnet50_fpn", src, out)
     assert meta["model_config"] == "faster_rcnn_r50_fpn_torchvision" and meta["num_classes"] == 90
     assert meta["class_names"][0] == "person" and len(meta["class_names"]) == 90
     assert meta["config"]["model"]["roi_heads"]["box_predictor"]["num_classes"] == "${dataset.num_classes}"
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.full((48, 64, 3), 120, np.uint8))
-    spec = importlib.util.spec_from_file_location("tool_predict", REPO / "tools" / "predict.py")
-    predict = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(predict)
     # The README's command (model= as converted), small test-time size to stay fast.
     overrides = ["model=faster_rcnn_r50_fpn_torchvision", f"checkpoint={out}", f"inputs=[{image}]",
                  f"output={tmp_path / 'results.json'}", "model.transform.min_size_test=64",
                  "model.transform.max_size_test=64", "device=cpu"]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose("predict", overrides=overrides)
-    results = predict.predict(cfg, overrides=overrides)
+    results = predict_run.predict(cfg, overrides=overrides)
     assert all(1 <= r["category_id"] <= 90 for r in results)
     from maskrcnn.engine.run_config import load_run_config
 
-    names = predict.dataset_metadata(load_run_config(out, torch.load(out, weights_only=True)).meta, None)[1]
+    names = predict_run.dataset_metadata(load_run_config(out, torch.load(out, weights_only=True)).meta, None)[1]
     assert names[:3] == ["person", "bicycle", "car"]
     # An explicit, different class count is one clear message with both values and the fix.
     from maskrcnn.engine import ConfigError
@@ -105,4 +105,4 @@ def test_converted_checkpoint_describes_itself_to_predict(tmp_path):
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose("predict", overrides=[*overrides, "dataset.num_classes=3"])
     with pytest.raises(ConfigError, match="num_classes=90.*dataset.num_classes=3.*add dataset.num_classes=90"):
-        predict.predict(cfg, overrides=[*overrides, "dataset.num_classes=3"])
+        predict_run.predict(cfg, overrides=[*overrides, "dataset.num_classes=3"])

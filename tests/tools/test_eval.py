@@ -2,7 +2,6 @@
 pycocotools' COCOeval run directly on the same files (coco-mini)."""
 
 import contextlib
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -14,11 +13,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from maskrcnn.engine import ConfigError
+from maskrcnn.engine import evaluate as eval_run
 
 REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("tool_eval", REPO / "tools" / "eval.py")
-eval_tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(eval_tool)
 
 
 def compose_eval(overrides):
@@ -43,7 +40,7 @@ def test_results_file_scored_like_cocoeval(shared_data, tmp_path):
     results_file.write_text(json.dumps(results))
 
     cfg = compose_eval(["dataset=coco", f"dataset.val.annotation_file={gt_file}", f"results={results_file}"])
-    metrics = eval_tool.run(cfg, tmp_path / "out")
+    metrics = eval_run.run(cfg, tmp_path / "out")
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval = COCOeval(gt, gt.loadRes(str(results_file)), "bbox")
@@ -61,4 +58,4 @@ def test_results_file_scored_like_cocoeval(shared_data, tmp_path):
 def test_results_scoring_needs_a_coco_annotation_file(tmp_path):
     cfg = compose_eval(["dataset=bccd", f"results={tmp_path / 'r.json'}"])
     with pytest.raises(ConfigError, match="no annotation_file"):
-        eval_tool.run(cfg, tmp_path)
+        eval_run.run(cfg, tmp_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,18 +15,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from maskrcnn.engine import predict as predict_run
 from maskrcnn.evaluation.coco_evaluation import encode_masks
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["model.transform.min_size_test=96", "model.transform.max_size_test=160",
          "model.rpn.post_nms_topk_test=50", "roi_layer=torchvision"]
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -84,29 +77,68 @@ def test_cli_on_a_folder_with_drawings(setup):
 
 
 def test_coco_results_and_fallback_to_labels():
-    tool = _load_tool("predict")
     masks = torch.zeros(2, 1, 20, 30)
     masks[0, 0, 2:8, 3:9] = 0.9
     masks[1, 0, 10:20, 0:30] = 0.6
     det = {"boxes": torch.tensor([[3.0, 2.0, 9.0, 8.0], [0.0, 10.0, 30.0, 20.0]]),
            "scores": torch.tensor([0.9, 0.3]), "labels": torch.tensor([2, 1]), "masks": masks}
-    res = tool.to_coco_results("x.jpg", 7, det, label_to_category_id=None, score_threshold=0.5, mask_threshold=0.5)
+    res = predict_run.to_coco_results("x.jpg", 7, det, label_to_category_id=None, score_threshold=0.5, mask_threshold=0.5)
     assert len(res) == 1 and res[0]["category_id"] == 2 and res[0]["image_id"] == 7
     assert res[0]["bbox"] == [3.0, 2.0, 6.0, 6.0]
     assert mask_util.area(res[0]["segmentation"]) == 36
-    res = tool.to_coco_results("x.jpg", 7, det, label_to_category_id={1: 5, 2: 9}, score_threshold=0.0,
-                               mask_threshold=0.5)
+    res = predict_run.to_coco_results("x.jpg", 7, det, label_to_category_id={1: 5, 2: 9}, score_threshold=0.0,
+                                      mask_threshold=0.5)
     assert [r["category_id"] for r in res] == [9, 5]
     # The evaluator's encoding: a pixel at exactly the threshold is background (> 0.5).
     masks[0, 0, 2:4, 3:9] = 0.5
-    res = tool.to_coco_results("x.jpg", 7, det, label_to_category_id=None, score_threshold=0.5, mask_threshold=0.5)
+    res = predict_run.to_coco_results("x.jpg", 7, det, label_to_category_id=None, score_threshold=0.5, mask_threshold=0.5)
     assert mask_util.area(res[0]["segmentation"]) == 24
     assert res[0]["segmentation"] == encode_masks(masks[:1])[0]
 
 
+def test_results_file_scores_as_the_in_process_evaluation(tmp_path):
+    """The same detections scored twice: by COCOEvaluator in process and, written by predict's
+    conversion, by tools/eval.py results= (score_coco_results); masks with pixels at exactly 0.5."""
+    from pycocotools.coco import COCO
+
+    from maskrcnn.evaluation import COCOEvaluator, score_coco_results
+
+    h, w = 24, 32
+    gt_masks = np.zeros((2, h, w), np.uint8)
+    gt_masks[0, 2:12, 3:15] = 1
+    gt_masks[1, 14:22, 10:30] = 1
+    annotations = []
+    for i, (m, cat) in enumerate(zip(gt_masks, (3, 7)), start=1):
+        rle = mask_util.encode(np.asfortranarray(m))
+        annotations.append({"id": i, "image_id": 1, "category_id": cat, "iscrowd": 0,
+                            "area": float(mask_util.area(rle)), "bbox": mask_util.toBbox(rle).tolist(),
+                            "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+    gt_file = tmp_path / "gt.json"
+    gt_file.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": h, "width": w}],
+                                   "annotations": annotations,
+                                   "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}]}))
+    masks = torch.from_numpy(gt_masks[:, None].astype(np.float32)) * 0.9
+    masks[0, 0, 2:12, 3:6] = 0.5  # at the threshold: background in both encodings
+    masks[1, 0, 13, 10:30] = 0.51  # just above: foreground
+    det = {"boxes": torch.tensor([[3.0, 2.0, 15.0, 12.0], [10.0, 13.0, 30.0, 22.0]]),
+           "scores": torch.tensor([0.9, 0.7]), "labels": torch.tensor([1, 2]), "masks": masks}
+    mapping = {1: 3, 2: 7}
+    evaluator = COCOEvaluator(coco_gt=COCO(str(gt_file)), label_to_category_id=mapping)
+    evaluator.process([{"image_id": 1}], [det])
+    in_process = evaluator.evaluate()
+    results = predict_run.to_coco_results("a.png", 1, det, label_to_category_id=mapping, score_threshold=0.0,
+                                          mask_threshold=0.5)
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    from_file = score_coco_results(gt_file, tmp_path / "results.json")
+    assert 0 < in_process["segm/AP"] < 1  # the 0.5 column lowers the first mask's IoU
+    assert {k: from_file[k] for k in in_process} == in_process
+    decoded = mask_util.decode(results[0]["segmentation"])
+    assert decoded[2:12, 3:6].sum() == 0 and decoded[2:12, 6:15].all()
+    assert mask_util.decode(results[1]["segmentation"])[13, 10:30].all()
+
+
 def test_bad_inputs_are_named(tmp_path):
-    tool = _load_tool("predict")
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        tool.list_images([str(tmp_path / "missing.jpg")])
+        predict_run.list_images([str(tmp_path / "missing.jpg")])
     with pytest.raises(FileNotFoundError, match="no"):
-        tool.list_images([str(tmp_path)])
+        predict_run.list_images([str(tmp_path)])

@@ -11,7 +11,6 @@ them would score mirrored, rescaled boxes against the files' annotations. The ch
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+
+from maskrcnn.engine import evaluate as eval_run
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -62,13 +63,6 @@ TRAIN_OVERRIDES = [
 # Metrics compared: the overall ones (not the per-category APs).
 KEYS = ("bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/AR1", "bbox/AR10", "bbox/AR100",
         "segm/AP", "segm/AP50", "segm/AR100")
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def cli(tool: str, *args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
@@ -167,40 +161,39 @@ def test_the_run_folder_config_and_mismatches(run):
     tmp, run_dir, _ = run
     from maskrcnn.engine import ConfigError
 
-    evaluate = load_tool("eval")
     ckpt = run_dir / "model_final.pt"
     # The run's own .hydra/config.yaml as the eval config: training-only keys are ignored.
     with initialize_config_dir(config_dir=str(run_dir / ".hydra"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"+checkpoint={ckpt}", "+vis_images=0", "+num_workers=0"])
-    assert_same(evaluate.run(cfg, tmp / "eval_hydra_dir", overrides=[]), metrics_of(run_dir))
+    assert_same(eval_run.run(cfg, tmp / "eval_hydra_dir", overrides=[]), metrics_of(run_dir))
     with initialize_config_dir(config_dir=str(run_dir / ".hydra"), version_base="1.3"):
         cfg = compose(config_name="config")
     with pytest.raises(ConfigError, match=r"\+checkpoint=<run>/model_final.pt"):
-        evaluate.run(cfg, tmp / "unused", overrides=[])
+        eval_run.run(cfg, tmp / "unused", overrides=[])
     # Naming the trained model config again keeps the run's changes to it (its test-time size here).
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         overrides = [f"checkpoint={ckpt}", "model=mask_rcnn_r18_fpn_small", "vis_images=0", "num_workers=0"]
         cfg = compose(config_name="eval", overrides=overrides)
-    assert_same(evaluate.run(cfg, tmp / "eval_same_model", overrides=overrides), metrics_of(run_dir))
+    assert_same(eval_run.run(cfg, tmp / "eval_same_model", overrides=overrides), metrics_of(run_dir))
     # A checkpoint without the config (older runs): the run folder's .hydra/config.yaml is used.
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     legacy = run_dir / "model_legacy.pt"
     torch.save({"model": state["model"], "iteration": state["iteration"]}, legacy)
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=[f"checkpoint={legacy}", "vis_images=0", "num_workers=0"])
-    assert_same(evaluate.run(cfg, tmp / "eval_legacy", overrides=[]), metrics_of(run_dir))
+    assert_same(eval_run.run(cfg, tmp / "eval_legacy", overrides=[]), metrics_of(run_dir))
     legacy.unlink()
     # An explicit config that disagrees with the checkpoint: one message, both values, the fix.
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         overrides = [f"checkpoint={ckpt}", "dataset.num_classes=5"]
         cfg = compose(config_name="eval", overrides=overrides)
     with pytest.raises(ConfigError, match=r"num_classes=3.*dataset.num_classes=5.*add dataset.num_classes=3"):
-        evaluate.run(cfg, tmp / "unused", overrides=overrides)
+        eval_run.run(cfg, tmp / "unused", overrides=overrides)
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         overrides = [f"checkpoint={ckpt}", "model=mask_rcnn_r50_fpn"]
         cfg = compose(config_name="eval", overrides=overrides)
     with pytest.raises(ConfigError, match=r"model=mask_rcnn_r18_fpn_small.*drop model=mask_rcnn_r50_fpn"):
-        evaluate.run(cfg, tmp / "unused", overrides=overrides)
+        eval_run.run(cfg, tmp / "unused", overrides=overrides)
 
 
 def test_resume_without_a_run_folder_stops_and_failed_runs_leave_no_folder(tmp_path):

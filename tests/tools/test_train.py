@@ -22,6 +22,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from maskrcnn.engine import evaluate as eval_run
+from maskrcnn.engine import training
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 PY = sys.executable
@@ -110,9 +113,8 @@ def final_weights(path):
 @pytest.fixture(scope="module")
 def full_run(tiny):
     """An uninterrupted 6-iteration run, in process."""
-    train = load_tool("train")
     out = tiny / "full"
-    results = train.train(compose_train(overrides(tiny)), out)
+    results = training.train(compose_train(overrides(tiny)), out)
     return out, results
 
 
@@ -147,14 +149,13 @@ def test_end_to_end_outputs(full_run):
 
 def test_eval_tool_reproduces_the_final_evaluation(full_run, tiny):
     out, results = full_run
-    evaluate = load_tool("eval")
     args = [a for a in overrides(tiny) if not a.startswith(("solver", "trainer", "hydra.searchpath"))]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=[f"hydra.searchpath=[file://{tiny / 'cfg'}]", *args,
                                                      f"checkpoint={out / 'model_final.pt'}", "vis_images=1",
                                                      "num_workers=0"])
     eval_dir = tiny / "eval"
-    metrics = evaluate.run(cfg, eval_dir)
+    metrics = eval_run.run(cfg, eval_dir)
     for key in ("bbox/AP", "bbox/AP50", "segm/AP"):
         assert metrics[key] == pytest.approx(results[key], abs=1e-6), key
     written = json.loads((eval_dir / "metrics.json").read_text())
@@ -181,8 +182,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(full_run, tiny):
     assert proc.returncode == -signal.SIGKILL
     assert not (run_dir / "model_final.pt").exists(), "the run finished before it was killed"
 
-    train = load_tool("train")
-    trainer = train.build_trainer(compose_train(overrides(tiny, resume="true")), run_dir)
+    trainer = training.build_trainer(compose_train(overrides(tiny, resume="true")), run_dir)
     assert 2 <= trainer.iteration < 6
     trainer.train()
     trainer.metrics.close()
@@ -202,12 +202,11 @@ def _ddp_worker(rank, world_size, port, tiny, out, result_dir):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    train = load_tool("train")
     from maskrcnn.engine import get_world_size, unwrap
 
     cfg = compose_train(overrides(Path(tiny), **{"solver.max_iter": 3, "solver.checkpoint_period": 0,
                                                   "trainer.vis_images": 0}))
-    trainer = train.build_trainer(cfg, out)
+    trainer = training.build_trainer(cfg, out)
     assert get_world_size() == world_size
     assert isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)
     trainer.evaluate_fn = None  # weights are what this test compares

@@ -16,8 +16,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .elastic import attempt_store
-
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -36,6 +34,9 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tor
         torch.cuda.set_device(device)
     if launched_by_torchrun() and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
+        # Imported here: maskrcnn.engine imports this module (data and evaluation use it without the engine).
+        from .engine.elastic import attempt_store
+
         timeout = datetime.timedelta(minutes=timeout_minutes)
         store = attempt_store(timeout)  # a restarted torchrun attempt gets fresh store keys
         if store is None:

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER = textwrap.dedent("""
     import os, sys, time
     import torch, torch.distributed as dist
-    from maskrcnn.engine.distributed import init_distributed
+    from maskrcnn.distributed import init_distributed
 
     attempt, rank = int(os.environ["TORCHELASTIC_RESTART_COUNT"]), int(os.environ["RANK"])
     if attempt == 1 and rank == 1:

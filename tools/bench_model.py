@@ -36,10 +36,10 @@ from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from maskrcnn.engine.config import REPO_ROOT
 from maskrcnn.modeling.torchvision_compat import convert_torchvision_state_dict
 from maskrcnn.ops import MultiScaleRoIAlign
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = ("torchvision", "swap", "ours")
 
 
@@ -59,7 +59,7 @@ def build_models(*, size: int, max_size: int, num_classes: int, roi_backend: str
     body = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
     tv = MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=num_classes + 1, min_size=size, max_size=max_size)
     overwrite_eps(tv, 0.0)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         cfg = compose(overrides=["+model=mask_rcnn_r50_fpn_torchvision", "+roi_layer=roi_align",
                                  f"model.transform.min_size_test={size}", f"model.transform.max_size_test={max_size}",
                                  f"model.roi_heads.box_pooler.roi_layer.backend={roi_backend}",

@@ -20,9 +20,10 @@ from pathlib import Path
 from hydra.errors import InstantiationException
 
 from ..distributed import is_main_process
+from .config import REPO_ROOT
 
 # Where our own checks live: the package and the tools.
-_OWN_DIRS = (Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "tools")
+_OWN_DIRS = (Path(__file__).resolve().parents[1], REPO_ROOT / "tools")
 USER_ERROR_TYPES = (ValueError, OSError, RuntimeError, FloatingPointError)
 _RAISE = dis.opmap["RAISE_VARARGS"]
 # torch re-raises a DataLoader worker's error with the worker's traceback in the message.

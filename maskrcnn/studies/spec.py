@@ -7,7 +7,9 @@ from pathlib import Path
 
 import yaml
 
-STUDY_DIR = Path(__file__).resolve().parents[2] / "configs" / "study"
+from ..engine.config import REPO_ROOT
+
+STUDY_DIR = REPO_ROOT / "configs" / "study"
 _KEYS = {"title", "overrides", "seeds", "baseline", "variants", "shared"}
 
 

@@ -3,17 +3,10 @@
     python tools/explain_roi.py --image-size 800 800 --box 0 0 665 665 --stride 32 \\
         --output-size 7 --sampling-ratio 2 [--figure out.png] [--backward 3,4]
 
-Every number about the ops comes from the helpers of ``maskrcnn.ops.reference`` (the executable
-specification the kernels are tested against): ``pool_geometry``, ``pool_bin_ranges`` and
-``round_half_away_from_zero`` for RoI Pooling, ``align_geometry`` and ``align_sample_coords`` for
-RoI Align. ``--backward`` runs the ops' real backward on a one-hot output gradient.
-
-Positions are in feature cells on one grid for all methods: cell ``i`` covers image pixels
-``[stride * i, stride * (i + 1))``, so its edges are at integers and its value sits at its centre
-``i + 0.5``. RoI Align samples in "sample coordinates" where the value of cell ``i`` is at ``i``
-(a sample at ``p`` reads the feature at grid position ``p + 0.5``); ``aligned=True`` subtracts the
-0.5 from the box first, which is why it lands exactly where the box is and ``aligned=False`` half
-a cell (``stride / 2`` pixels) right of and below it. The explanation is maskrcnn.ops.explain.
+Every number comes from the ops' own arithmetic (``maskrcnn.ops.reference``); ``--backward`` runs
+the ops' real backward on a one-hot output gradient. The explanation, and the grid conventions of
+its positions (feature cells; RoI Align's sample coordinates, ``aligned=True`` / ``False``), are in
+maskrcnn/ops/explain.py.
 """
 
 from __future__ import annotations

@@ -56,8 +56,6 @@ def validate_predict_config(cfg: DictConfig) -> DictConfig:
     checkpoint's run config replaces ``model`` ... ``paths`` in it afterwards, with its own keys;
     paths are resolved once that is done."""
     merged = _merge(PredictConfig, cfg)
-    for key, example in (("checkpoint", "checkpoint=outputs/<run>/model_final.pt"), ("inputs", "inputs=[a.jpg,b.jpg]")):
-        _require(not OmegaConf.is_missing(merged, key), key, f"missing: add {example}")
     _require(isinstance(merged.inputs, (str, ListConfig)), "inputs",
              f"must be an image file or folder or a list of them (inputs=[a.jpg,b.jpg]), got {merged.inputs!r}")
     for key in ("mask_threshold", "score_threshold", "vis_score_threshold"):

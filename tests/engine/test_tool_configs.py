@@ -27,8 +27,8 @@ def compose_cfg(name, overrides):
     ([*PREDICT, "visualize=maybe"], r"'visualize'"),
     ([*PREDICT, "+paths.data_rot=/x"], r"'paths\.data_rot'"),
     ([*PREDICT, "mask_threshold=1.5"], r"invalid config value mask_threshold: must be in \[0, 1\], got 1\.5"),
-    (["checkpoint=model.pt"], r"invalid config value inputs: missing: add inputs=\[a\.jpg,b\.jpg\]"),
-    (["inputs=[a.jpg]"], r"invalid config value checkpoint: missing: add checkpoint="),
+    (["checkpoint=model.pt"], r"invalid config key 'inputs': Missing mandatory value"),
+    (["inputs=[a.jpg]"], r"invalid config key 'checkpoint': Missing mandatory value"),
     ([*PREDICT[:1], "inputs=3"], r"inputs: must be an image file or folder"),
 ])
 def test_bad_predict_config_names_the_key(overrides, message):

@@ -235,25 +235,19 @@ def profile_config(overrides: list[str], *, steps: int = 20, warmup: int = 5, op
     ``ops > 0`` also records the timed steps with ``torch.profiler`` and adds the ``ops`` most
     expensive operators by self CPU time (forward and backward) as ``report["ops_table"]``.
     """
-    import random
-    from pathlib import Path
-
-    import numpy as np
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from maskrcnn.data import build_train_loader
+    from maskrcnn.distributed import resolve_device
     from maskrcnn.engine import build_optimizer, validate_train_config
+    from maskrcnn.engine.config import REPO_ROOT
+    from maskrcnn.engine.launch import seed_all
 
-    config_dir = Path(__file__).resolve().parents[1] / "configs"
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         cfg = validate_train_config(compose(config_name="train", overrides=list(overrides)))
-    device_name = device or ("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                             "cpu" if cfg.device == "auto" else cfg.device)
-    dev = torch.device(device_name)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    torch.manual_seed(cfg.seed)
+    dev = resolve_device(device or cfg.device)
+    seed_all(cfg.seed)
     train_set = instantiate(cfg.dataset.train)
     model = instantiate(cfg.model).to(dev)
     s = cfg.solver

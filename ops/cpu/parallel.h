@@ -11,16 +11,6 @@
 namespace maskrcnn {
 namespace cpu {
 
-// Keeps the first maximum: takes `v` (and its `index`) only when it is strictly greater. Written
-// with a select and an integer mask so that GCC vectorizes loops over it (a plain `if` or a
-// ternary on the index does not vectorize); NaN never wins, as with `v > best`.
-template <typename T>
-inline void keep_first_max(T v, T& best, int& where, int index) {
-  const int mask = -static_cast<int>(v > best);
-  best = v > best ? v : best;
-  where = (where & ~mask) | (index & mask);
-}
-
 // Below this many inner-loop operations a call runs on the calling thread: waking the pool costs
 // more than it saves.
 constexpr int64_t kMinParallelWork = 1 << 15;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "cpu/prepare.h"
 #include "cpu/roi_align_kernel.h"
 #include "cpu/roi_align_separable.h"
 #include "roi_checks.h"
@@ -35,43 +36,15 @@ FeatureMap<Map> feature_map(const at::Tensor& t) {
           t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// Everything both directions need: maps in a supported layout, rois in the accumulation type,
-// validated values, the RoIs of each (level, image) and the split of the work.
-struct Prepared {
-  std::vector<at::Tensor> maps;  // each NCHW-contiguous or channels_last-contiguous
-  std::vector<bool> channels_last;
-  at::Tensor rois;    // (K, 5) contiguous, accumulation dtype
-  at::Tensor levels;  // (K,) int64 contiguous
-  at::MemoryFormat out_format;
-  std::vector<std::vector<int64_t>> bucket;
-  ChannelSplit split;
-};
-
-Prepared prepare(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
-                 at::ArrayRef<double> scales, const AlignParams& p) {
-  Prepared out;
-  std::vector<int64_t> plane_bytes;
-  for (const at::Tensor& f : features) {
-    const bool cl = checks::is_channels_last(f);
-    out.channels_last.push_back(cl);
-    out.maps.push_back(f.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
-    plane_bytes.push_back(f.size(2) * f.size(3) * static_cast<int64_t>(f.element_size()));
-  }
-  out.out_format = checks::memory_format_of(features[0]);
-  const auto acc = features[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  out.rois = rois.to(acc).contiguous();
-  out.levels = levels.contiguous();
-  const int64_t batch = features[0].size(0);
-  checks::check_level_values(out.levels, static_cast<int64_t>(features.size()));
-  const at::Tensor scale_per_roi =
-      at::tensor(std::vector<double>(scales.begin(), scales.end()), at::kDouble).index_select(0, out.levels);
-  checks::check_roi_values(out.rois, batch, scale_per_roi, p.sampling_ratio <= 0, p.pooled_h,
-                           p.pooled_w, p.aligned);
-  const at::Tensor image = out.rois.select(1, 0).to(at::kLong).contiguous();
-  out.bucket = bucket_rois(image.data_ptr<int64_t>(), out.levels.data_ptr<int64_t>(), rois.size(0),
-                           batch, static_cast<int64_t>(features.size()));
-  out.split = split_channels(batch, features[0].size(1), plane_bytes, out.channels_last);
-  return out;
+Prepared prepare_align(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
+                       at::ArrayRef<double> scales, const AlignParams& p) {
+  return prepare(features, rois, levels, [&](const Prepared& prep) {
+    checks::check_level_values(prep.levels, static_cast<int64_t>(features.size()));
+    const at::Tensor scale_per_roi =
+        at::tensor(std::vector<double>(scales.begin(), scales.end()), at::kDouble).index_select(0, prep.levels);
+    checks::check_roi_values(prep.rois, features[0].size(0), scale_per_roi, p.sampling_ratio <= 0, p.pooled_h,
+                             p.pooled_w, p.aligned);
+  });
 }
 
 // The axis plans of every RoI, built once (in parallel) and shared read-only by all items.
@@ -105,11 +78,10 @@ int64_t item_work(const Prepared& prep, const AlignParams& p) {
 
 at::Tensor forward(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
                    at::ArrayRef<double> scales, const AlignParams& p) {
-  const Prepared prep = prepare(features, rois, levels, scales, p);
+  const Prepared prep = prepare_align(features, rois, levels, scales, p);
   const int64_t num_rois = rois.size(0);
   const int64_t channels = features[0].size(1);
-  at::Tensor output = at::empty({num_rois, channels, p.pooled_h, p.pooled_w},
-                                features[0].options().memory_format(prep.out_format));
+  at::Tensor output = empty_output({num_rois, channels, p.pooled_h, p.pooled_w}, features[0].options(), prep.out_format);
   if (num_rois == 0 || channels == 0) return output;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(),
@@ -140,25 +112,15 @@ at::Tensor forward(at::TensorList features, const at::Tensor& rois, const at::Te
   return output;
 }
 
-// Zeroes the gradient slice (image n, channels [c0, c1)) of a map laid out like `g`.
-template <typename G>
-void zero_slice(G* slice, const FeatureMap<G>& g, int64_t nc, bool channels_last) {
-  if (!channels_last || nc == 1 || g.sW == nc) {  // one contiguous range
-    std::fill(slice, slice + nc * g.height * g.width, G(0));
-    return;
-  }
-  for (int64_t i = 0; i < g.height * g.width; ++i) std::fill(slice + i * g.sW, slice + i * g.sW + nc, G(0));
-}
-
 std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features,
                                  const at::Tensor& rois, const at::Tensor& levels,
                                  at::ArrayRef<double> scales, const AlignParams& p) {
-  const Prepared prep = prepare(features, rois, levels, scales, p);
+  const Prepared prep = prepare_align(features, rois, levels, scales, p);
   checks::check_grad(grad, rois.size(0), features[0], p.pooled_h, p.pooled_w);
   std::vector<at::Tensor> grads;
   for (size_t l = 0; l < prep.maps.size(); ++l) {
     const auto format = prep.channels_last[l] ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    grads.push_back(at::empty(prep.maps[l].sizes(), prep.maps[l].options(), format));
+    grads.push_back(empty_output(prep.maps[l].sizes(), prep.maps[l].options(), format));
   }
   if (features[0].size(1) == 0) return grads;  // nothing to fill
   const at::Tensor go = grad.contiguous(prep.out_format);
@@ -166,7 +128,6 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(),
                                   "roi_align_backward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
-    constexpr bool direct = std::is_same<T, scalar_t>::value;
     const std::vector<RoiPlan<T>> plans = build_plans<T>(prep, scales, p);
     const scalar_t* go_data = go.data_ptr<scalar_t>();
     parallel_items<AlignScratch<T>>(prep.split.items(), item_work(prep, p), [&](int64_t item, AlignScratch<T>& s) {
@@ -174,18 +135,9 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features
       const bool cl = prep.channels_last[it.level];
       const auto f = feature_map<scalar_t, const scalar_t>(prep.maps[it.level]);
       const auto out = feature_map<scalar_t, scalar_t>(grads[it.level]);
-      const int64_t nc = it.c1 - it.c0;
-      scalar_t* out_slice = out.data + it.n * out.sN + it.c0 * out.sC;
-      // The item's gradient slice: the output itself, or a compact float buffer for half types.
-      FeatureMap<T> g;
-      if constexpr (direct) {
-        g = {reinterpret_cast<T*>(out_slice), out.height, out.width, 0, out.sC, out.sH, out.sW};
-      } else {
-        s.slice.resize(nc * out.height * out.width);
-        g = cl ? FeatureMap<T>{s.slice.data(), out.height, out.width, 0, 1, out.width * nc, nc}
-               : FeatureMap<T>{s.slice.data(), out.height, out.width, 0, out.height * out.width, out.width, 1};
-      }
-      zero_slice<T>(g.data, g, nc, cl);
+      const GradSlice<scalar_t, T> slice(out.data + it.n * out.sN + it.c0 * out.sC, out.sC, out.sH, out.sW,
+                                         it.c1 - it.c0, out.height, out.width, cl, s.slice);
+      const FeatureMap<T> g{slice.data, out.height, out.width, 0, slice.sC, slice.sH, slice.sW};
       for (const int64_t k : prep.bucket[it.level * prep.split.batch + it.n]) {
         const RoiBlock<const scalar_t> gk{go_data + k * go.stride(0), go.stride(1), go.stride(2), go.stride(3)};
         if (plans[k].separable) {
@@ -200,15 +152,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features
           align_backward_block<scalar_t, T, false>(f, g, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, gk, s);
         }
       }
-      if constexpr (!direct) {
-        for (int64_t c = 0; c < nc; ++c) {
-          for (int64_t y = 0; y < out.height; ++y) {
-            for (int64_t x = 0; x < out.width; ++x) {
-              out_slice[c * out.sC + y * out.sH + x * out.sW] = static_cast<scalar_t>(g.data[c * g.sC + y * g.sH + x * g.sW]);
-            }
-          }
-        }
-      }
+      slice.finish();
     });
   });
   return grads;

@@ -15,6 +15,7 @@
 
 #include "cpu/align_plan.h"
 #include "cpu/parallel.h"
+#include "cpu/simd_loops.h"
 
 namespace maskrcnn {
 namespace cpu {

@@ -1,20 +1,27 @@
 // RoI Pool (Fast R-CNN) on the CPU: torch.ops.maskrcnn.roi_pool and _roi_pool_backward.
 //
-// Forward items are (RoI, channel block); the argmax (h * W + w of the winning cell in its plane,
-// -1 for an empty bin) is stored so that the backward is a plain scatter. Backward items are
-// (image, channel block): each owns its gradient planes and visits the image's RoIs in order
-// (no atomics, deterministic). channels_last inputs run the channel loop innermost.
+// Forward items are (image, channel block) and visit the image's RoIs; the argmax (h * W + w of
+// the winning cell in its plane, -1 for an empty bin) is stored so that the backward is a plain
+// scatter. Backward items are the same: each owns its gradient planes and visits the image's RoIs
+// in order (no atomics, deterministic). Two forward kernels, chosen per RoI by its bin size (both
+// give the same result, see docs/ops.md):
+//   large bins: one NCHW plane at a time, separably (column maxima over a bin's rows, then the
+//     maximum of each column bin over those);
+//   small bins (and channels_last inputs): the innermost loop runs over contiguous channels; an
+//     NCHW block is first staged channels-last in the accumulation type, once per item.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "cpu/prepare.h"
 #include "cpu/simd_loops.h"
 #include "roi_checks.h"
 #include "roi_common.h"
@@ -23,31 +30,60 @@ namespace maskrcnn {
 namespace cpu {
 namespace {
 
-// The quantized bins of every RoI: rows then columns, (pooled_h + pooled_w) ranges per RoI.
+// A RoI whose bins average at most `small_bin_cells` cells is pooled by the channels-last kernel
+// (on a staged copy for NCHW inputs): per bin, its work is shared by the block's channels, so
+// it pays for small bins and wide blocks; larger bins pay for the separable plane kernel's
+// per-bin overhead. Measured with tools/bench_ops.py: twice the channels of a nominal block
+// (kBlockBytes of planes). It depends on the map's shape only, not on the thread count, so
+// the choice of kernel (which matters only for NaN inputs) is deterministic.
+double small_bin_cells(int64_t channels, int64_t plane_bytes) {
+  return 2.0 * static_cast<double>(std::min(channels, std::max<int64_t>(kBlockBytes / std::max<int64_t>(plane_bytes, 1), 1)));
+}
+
+// The quantized bins of every RoI (rows then columns, pooled_h + pooled_w ranges per RoI) and
+// whether its bins are small.
+struct PoolBins {
+  std::vector<roi::PoolRange> ranges;
+  std::vector<char> small;
+  int pooled_h, pooled_w;
+
+  const roi::PoolRange* rows(int64_t k) const { return ranges.data() + k * (pooled_h + pooled_w); }
+  const roi::PoolRange* cols(int64_t k) const { return rows(k) + pooled_h; }
+};
+
 template <typename T>
-std::vector<roi::PoolRange> pool_ranges(const T* rois, int64_t num_rois, double scale, int pooled_h,
-                                        int pooled_w, int64_t height, int64_t width) {
-  std::vector<roi::PoolRange> ranges(num_rois * (pooled_h + pooled_w));
+PoolBins pool_bins(const T* rois, int64_t num_rois, double scale, int pooled_h, int pooled_w,
+                   int64_t height, int64_t width, double small) {
+  PoolBins bins{std::vector<roi::PoolRange>(num_rois * (pooled_h + pooled_w)), std::vector<char>(num_rois),
+                pooled_h, pooled_w};
   for (int64_t k = 0; k < num_rois; ++k) {
     const T* box = rois + k * 5;
     const roi::PoolGeometry g = roi::pool_geometry<T>(box[1], box[2], box[3], box[4], static_cast<T>(scale));
-    roi::PoolRange* r = ranges.data() + k * (pooled_h + pooled_w);
+    roi::PoolRange* r = bins.ranges.data() + k * (pooled_h + pooled_w);
     for (int b = 0; b < pooled_h; ++b) r[b] = roi::pool_bin_range<T>(g.start_h, g.roi_h, b, pooled_h, height);
     for (int b = 0; b < pooled_w; ++b) r[pooled_h + b] = roi::pool_bin_range<T>(g.start_w, g.roi_w, b, pooled_w, width);
+    const double cells = static_cast<double>(g.roi_h) / pooled_h * (static_cast<double>(g.roi_w) / pooled_w);
+    bins.small[k] = cells <= small;
   }
-  return ranges;
+  return bins;
 }
 
 template <typename T>
 struct PoolScratch {
   std::vector<T> best;
   std::vector<int> where;
+  std::vector<T> staged;  // an NCHW block, channels-last
+
+  void resize(int64_t n) {  // running maxima (and their cells) of n columns or channels
+    best.resize(n);
+    where.resize(n);
+  }
 };
 
-// One RoI on one NCHW plane. Max over a rectangle is separable: for each row bin, first the
-// maxima of every column over the bin's rows (a contiguous, vectorizable loop over the RoI's
-// columns), then the maximum of each column bin over those. Ties go to the first cell in
-// row-major order: the smallest row, then the smallest column.
+// One RoI on one NCHW plane, separably: for each row bin, first the maxima of every column over
+// the bin's rows (a contiguous, vectorizable loop over the RoI's columns), then the maximum of
+// each column bin over those. Ties go to the first cell in row-major order: the smallest row,
+// then the smallest column.
 template <typename scalar_t, typename T>
 void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::PoolRange* rows,
                 const roi::PoolRange* cols, int pooled_h, int pooled_w, scalar_t* out, int* arg,
@@ -60,8 +96,7 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
       x1 = std::max(x1, cols[pw].end);
     }
   }
-  s.best.resize(width);
-  s.where.resize(width);
+  s.resize(width);
   T* __restrict cm = s.best.data();
   int* __restrict ch = s.where.data();
   for (int ph = 0; ph < pooled_h; ++ph) {
@@ -115,32 +150,31 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
   }
 }
 
-// One RoI on channels [c0, c1) of a channels_last image: the innermost loop runs over the
-// contiguous channels (vectorizes); the running maxima live in a float/double scratch.
-template <typename scalar_t, typename T>
-void pool_block_channels_last(const scalar_t* image, int64_t sH, int64_t sW, int64_t width,
-                              const roi::PoolRange* rows, const roi::PoolRange* cols, int pooled_h,
-                              int pooled_w, int64_t c0, int64_t c1, scalar_t* out, int* arg,
-                              int64_t oH, int64_t oW, PoolScratch<T>& s) {
-  const int64_t nc = c1 - c0;
-  s.best.resize(nc);
-  s.where.resize(nc);
-  T* best = s.best.data();
-  int* where = s.where.data();
+// One RoI on a block of nc channels laid out channels-last: cell (h, w) of channel c0 + j at
+// image[h * sH + w * sW + j]. The innermost loops run over the contiguous channels (they
+// vectorize); the running maxima live in a float/double scratch. Output element (j, ph, pw) at
+// out[j * oC + ph * oH + pw * oW], the same for arg.
+template <typename in_t, typename scalar_t, typename T>
+void pool_channels_last(const in_t* image, int64_t sH, int64_t sW, int64_t width, const roi::PoolRange* rows,
+                        const roi::PoolRange* cols, int pooled_h, int pooled_w, int64_t nc, scalar_t* out,
+                        int* arg, int64_t oC, int64_t oH, int64_t oW, PoolScratch<T>& s) {
+  s.resize(nc);
+  T* __restrict best = s.best.data();
+  int* __restrict where = s.where.data();
   for (int ph = 0; ph < pooled_h; ++ph) {
     const roi::PoolRange r = rows[ph];
     for (int pw = 0; pw < pooled_w; ++pw) {
       const roi::PoolRange q = cols[pw];
-      scalar_t* ov = out + ph * oH + pw * oW + c0;  // channels contiguous
-      int* oa = arg + ph * oH + pw * oW + c0;
+      scalar_t* ov = out + ph * oH + pw * oW;
+      int* oa = arg + ph * oH + pw * oW;
       if (r.end <= r.begin || q.end <= q.begin) {
         for (int64_t j = 0; j < nc; ++j) {
-          ov[j] = static_cast<scalar_t>(0);
-          oa[j] = -1;
+          ov[j * oC] = static_cast<scalar_t>(0);
+          oa[j * oC] = -1;
         }
         continue;
       }
-      const scalar_t* first = image + r.begin * sH + q.begin * sW + c0;
+      const in_t* __restrict first = image + r.begin * sH + q.begin * sW;
       const int first_index = static_cast<int>(r.begin * width + q.begin);
       for (int64_t j = 0; j < nc; ++j) {
         best[j] = static_cast<T>(first[j]);
@@ -148,62 +182,75 @@ void pool_block_channels_last(const scalar_t* image, int64_t sH, int64_t sW, int
       }
       for (int64_t h = r.begin; h < r.end; ++h) {
         for (int64_t w = (h == r.begin ? q.begin + 1 : q.begin); w < q.end; ++w) {
-          const scalar_t* p = image + h * sH + w * sW + c0;
+          const in_t* __restrict p = image + h * sH + w * sW;
           const int index = static_cast<int>(h * width + w);
           for (int64_t j = 0; j < nc; ++j) keep_first_max(static_cast<T>(p[j]), best[j], where[j], index);
         }
       }
       for (int64_t j = 0; j < nc; ++j) {
-        ov[j] = static_cast<scalar_t>(best[j]);
-        oa[j] = where[j];
+        ov[j * oC] = static_cast<scalar_t>(best[j]);
+        oa[j * oC] = where[j];
       }
     }
   }
 }
 
-struct PoolPrepared {
-  at::Tensor input;  // NCHW- or channels_last-contiguous
-  bool channels_last;
-  at::Tensor rois;   // (K, 5) accumulation dtype
-  std::vector<std::vector<int64_t>> bucket;
-  ChannelSplit split;
-};
+// Copies channels [0, nc) of an NCHW image (plane stride sC) channels-last into `staged`:
+// cell i = h * W + w of channel j at staged[i * nc + j].
+template <typename scalar_t, typename T>
+void stage_channels_last(const scalar_t* image, int64_t sC, int64_t plane, int64_t nc, std::vector<T>& staged) {
+  staged.resize(plane * nc);
+  T* __restrict dst = staged.data();
+  constexpr int64_t tile = 64;  // cells per pass: the nc source rows stay in cache
+  for (int64_t i0 = 0; i0 < plane; i0 += tile) {
+    const int64_t i1 = std::min(i0 + tile, plane);
+    for (int64_t j = 0; j < nc; ++j) {
+      const scalar_t* __restrict src = image + j * sC;
+      for (int64_t i = i0; i < i1; ++i) dst[i * nc + j] = static_cast<T>(src[i]);
+    }
+  }
+}
 
-PoolPrepared prepare(const at::Tensor& input, const at::Tensor& rois, double spatial_scale) {
-  PoolPrepared out;
-  out.channels_last = checks::is_channels_last(input);
-  out.input = input.contiguous(checks::memory_format_of(input));
-  const auto acc = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  out.rois = rois.to(acc).contiguous();
-  checks::check_roi_values(out.rois, input.size(0), at::scalar_tensor(spatial_scale, at::kDouble));
-  const at::Tensor image = out.rois.select(1, 0).to(at::kLong).contiguous();
-  out.bucket = bucket_rois(image.data_ptr<int64_t>(), nullptr, rois.size(0), input.size(0), 1);
-  out.split = split_channels(input.size(0), input.size(1),
-                             {input.size(2) * input.size(3) * static_cast<int64_t>(input.element_size())},
-                             {out.channels_last});
-  return out;
+PoolBins bins_of(const Prepared& prep, double spatial_scale, int pooled_h, int pooled_w) {
+  const at::Tensor& input = prep.maps[0];
+  const double small =
+      small_bin_cells(input.size(1), input.size(2) * input.size(3) * static_cast<int64_t>(input.element_size()));
+  if (input.scalar_type() == at::kDouble) {
+    return pool_bins<double>(prep.rois.data_ptr<double>(), prep.rois.size(0), spatial_scale, pooled_h, pooled_w,
+                             input.size(2), input.size(3), small);
+  }
+  return pool_bins<float>(prep.rois.data_ptr<float>(), prep.rois.size(0), spatial_scale, pooled_h, pooled_w,
+                          input.size(2), input.size(3), small);
+}
+
+Prepared prepare_pool(const at::Tensor& input, const at::Tensor& rois, double spatial_scale) {
+  return prepare({input}, rois, at::Tensor(), [&](const Prepared& p) {
+    checks::check_roi_values(p.rois, input.size(0), at::scalar_tensor(spatial_scale, at::kDouble));
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input_, const at::Tensor& rois_,
                                                 double spatial_scale, int64_t pooled_h_,
                                                 int64_t pooled_w_) {
   checks::check_roi_pool_args(input_, rois_, spatial_scale, pooled_h_, pooled_w_);
-  const PoolPrepared prep = prepare(input_, rois_, spatial_scale);
-  const at::Tensor& input = prep.input;
-  const bool cl = prep.channels_last;
+  const Prepared prep = prepare_pool(input_, rois_, spatial_scale);
+  const at::Tensor& input = prep.maps[0];
+  const bool cl = prep.channels_last[0];
   const int pooled_h = static_cast<int>(pooled_h_), pooled_w = static_cast<int>(pooled_w_);
   const int64_t num_rois = prep.rois.size(0), channels = input.size(1);
   const int64_t height = input.size(2), width = input.size(3);
-  const auto format = checks::memory_format_of(input_);
-  at::Tensor output = at::empty({num_rois, channels, pooled_h, pooled_w}, input.options().memory_format(format));
-  at::Tensor argmax = at::empty(output.sizes(), output.options().dtype(at::kInt).memory_format(format));
+  at::Tensor output = empty_output({num_rois, channels, pooled_h, pooled_w}, input.options(), prep.out_format);
+  at::Tensor argmax = empty_output(output.sizes(), output.options().dtype(at::kInt), prep.out_format);
   if (num_rois == 0 || channels == 0) return {output, argmax};
+  const PoolBins bins = bins_of(prep, spatial_scale, pooled_h, pooled_w);
+  std::vector<char> stage(input.size(0), 0);  // NCHW images with small-bin RoIs
+  for (int64_t n = 0; n < input.size(0); ++n) {
+    for (const int64_t k : prep.bucket[n]) stage[n] = stage[n] || (!cl && bins.small[k]);
+  }
   const int64_t work = std::max<int64_t>(num_rois / input.size(0), 1) * prep.split.block[0] * pooled_h * pooled_w * 4;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool_forward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
-    const std::vector<roi::PoolRange> ranges =
-        pool_ranges<T>(prep.rois.data_ptr<T>(), num_rois, spatial_scale, pooled_h, pooled_w, height, width);
     const scalar_t* in = input.data_ptr<scalar_t>();
     scalar_t* out = output.data_ptr<scalar_t>();
     int* arg = argmax.data_ptr<int>();
@@ -211,18 +258,24 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input_, const 
     const int64_t oK = output.stride(0), oC = output.stride(1), oH = output.stride(2), oW = output.stride(3);
     parallel_items<PoolScratch<T>>(prep.split.items(), work, [&](int64_t item, PoolScratch<T>& s) {
       const ChannelSplit::Item it = prep.split.decode(item);
-      const int64_t c0 = it.c0, c1 = it.c1;
-      const scalar_t* image = in + it.n * sN;
+      const int64_t c0 = it.c0, nc = it.c1 - it.c0;
+      const scalar_t* image = in + it.n * sN + c0 * sC;
+      if (stage[it.n]) stage_channels_last<scalar_t, T>(image, sC, height * width, nc, s.staged);
       for (const int64_t k : prep.bucket[it.n]) {
-        const roi::PoolRange* rows = ranges.data() + k * (pooled_h + pooled_w);
-        const roi::PoolRange* cols = rows + pooled_h;
+        const roi::PoolRange* rows = bins.rows(k);
+        const roi::PoolRange* cols = bins.cols(k);
+        scalar_t* ok = out + k * oK + c0 * oC;
+        int* ak = arg + k * oK + c0 * oC;
         if (cl) {
-          pool_block_channels_last<scalar_t, T>(image, sH, sW, width, rows, cols, pooled_h, pooled_w, c0, c1,
-                                                out + k * oK, arg + k * oK, oH, oW, s);
+          pool_channels_last<scalar_t, scalar_t, T>(image, sH, sW, width, rows, cols, pooled_h, pooled_w, nc, ok,
+                                                    ak, oC, oH, oW, s);
+        } else if (bins.small[k]) {
+          pool_channels_last<T, scalar_t, T>(s.staged.data(), width * nc, nc, width, rows, cols, pooled_h,
+                                             pooled_w, nc, ok, ak, oC, oH, oW, s);
         } else {
-          for (int64_t c = c0; c < c1; ++c) {
-            pool_plane<scalar_t, T>(image + c * sC, sH, width, rows, cols, pooled_h, pooled_w,
-                                    out + k * oK + c * oC, arg + k * oK + c * oC, oH, oW, s);
+          for (int64_t c = 0; c < nc; ++c) {
+            pool_plane<scalar_t, T>(image + c * sC, sH, width, rows, cols, pooled_h, pooled_w, ok + c * oC,
+                                    ak + c * oC, oH, oW, s);
           }
         }
       }
@@ -237,74 +290,56 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& inpu
   checks::check_roi_pool_args(input_, rois_, spatial_scale, pooled_h, pooled_w);
   checks::check_grad(grad_, rois_.size(0), input_, pooled_h, pooled_w);
   checks::check_argmax(argmax_, grad_);
-  const PoolPrepared prep = prepare(input_, rois_, spatial_scale);
-  const bool cl = prep.channels_last;
-  const auto format = checks::memory_format_of(input_);
+  const Prepared prep = prepare_pool(input_, rois_, spatial_scale);
+  const bool cl = prep.channels_last[0];
+  const auto format = prep.out_format;
   const int64_t channels = input_.size(1), height = input_.size(2), width = input_.size(3);
-  at::Tensor grad_input = at::empty(input_.sizes(), input_.options(), format);
+  at::Tensor grad_input = empty_output(input_.sizes(), input_.options(), format);
   if (channels == 0) return grad_input;
   const at::Tensor grad = grad_.contiguous(format);
   const at::Tensor argmax = argmax_.contiguous(format);
   const int64_t num_rois = prep.rois.size(0);
   const int64_t plane = height * width;
-  const int64_t work = std::max<int64_t>(num_rois / input_.size(0), 1) * prep.split.block[0] * pooled_h * pooled_w;
+  const int64_t bins = pooled_h * pooled_w;
+  const int64_t work = std::max<int64_t>(num_rois / input_.size(0), 1) * prep.split.block[0] * bins;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), "roi_pool_backward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
-    constexpr bool direct = std::is_same<T, scalar_t>::value;
     const scalar_t* g = grad.data_ptr<scalar_t>();
     const int* arg = argmax.data_ptr<int>();
     scalar_t* gi = grad_input.data_ptr<scalar_t>();
-    const int64_t gN = grad_input.stride(0), gC = grad_input.stride(1), gW = grad_input.stride(3);
-    const int64_t oK = grad.stride(0), oC = grad.stride(1), oH = grad.stride(2), oW = grad.stride(3);
-    parallel_items<std::vector<T>>(prep.split.items(), work, [&](int64_t item, std::vector<T>& scratch) {
+    const int64_t gN = grad_input.stride(0), gC = grad_input.stride(1), gH = grad_input.stride(2), gW = grad_input.stride(3);
+    const int64_t oK = grad.stride(0);
+    parallel_items<std::vector<T>>(prep.split.items(), work, [&](int64_t item, std::vector<T>& buffer) {
       const ChannelSplit::Item it = prep.split.decode(item);
       const int64_t nc = it.c1 - it.c0;
-      scalar_t* out_slice = gi + it.n * gN + it.c0 * gC;
-      // The item's gradient slice: the output itself, or a compact float buffer for half types.
-      T* slice;
-      int64_t sC, sW;
-      if constexpr (direct) {
-        slice = reinterpret_cast<T*>(out_slice);
-        sC = gC;
-        sW = gW;
-      } else {
-        scratch.resize(nc * plane);
-        slice = scratch.data();
-        sC = cl ? 1 : plane;
-        sW = cl ? nc : 1;
-      }
-      if (!cl || sW == nc) {
-        std::fill(slice, slice + nc * plane, T(0));
-      } else {
-        for (int64_t i = 0; i < plane; ++i) std::fill(slice + i * sW, slice + i * sW + nc, T(0));
-      }
-      auto scatter = [&](int64_t k, int64_t c, int64_t ph, int64_t pw) {
-        const int64_t o = k * oK + c * oC + ph * oH + pw * oW;
-        const int a = arg[o];
-        if (a == -1) return;  // empty bin
-        TORCH_CHECK_VALUE(a >= 0 && a < plane, "argmax[", k, ", ", c, ", ", ph, ", ", pw,
-                          "] must be -1 or a cell index in [0, H * W = ", plane, "), got ", a);
-        // a = h * W + w: cells are sW apart in both layouts (1 in NCHW, C in channels_last).
-        slice[(c - it.c0) * sC + a * sW] += static_cast<T>(g[o]);
+      const GradSlice<scalar_t, T> slice(gi + it.n * gN + it.c0 * gC, gC, gH, gW, nc, height, width, cl, buffer);
+      // Adds gv into the cell a = h * W + w of `plane_grad` (cells are sW apart in both layouts).
+      auto add = [&](int64_t k, int a, scalar_t gv, T* __restrict plane_grad) {
+        if (static_cast<uint32_t>(a) >= static_cast<uint32_t>(plane)) {
+          if (a == -1) return;  // empty bin
+          TORCH_CHECK_VALUE(false, "argmax of RoI ", k, " must be -1 or a cell index in [0, H * W = ", plane,
+                            "), got ", a);
+        }
+        plane_grad[a * slice.sW] += static_cast<T>(gv);
       };
-      // Per RoI in order; the loops follow the memory order of grad and argmax.
+      // Per RoI in order, and each channel's bins in order (the reference's order of the sums);
+      // the loops follow the memory order of grad and argmax.
       for (const int64_t k : prep.bucket[it.n]) {
         if (cl) {
-          for (int64_t ph = 0; ph < pooled_h; ++ph)
-            for (int64_t pw = 0; pw < pooled_w; ++pw)
-              for (int64_t c = it.c0; c < it.c1; ++c) scatter(k, c, ph, pw);
+          for (int64_t i = 0; i < bins; ++i) {
+            const int64_t o = k * oK + i * channels + it.c0;
+            for (int64_t j = 0; j < nc; ++j) add(k, arg[o + j], g[o + j], slice.data + j * slice.sC);
+          }
         } else {
-          for (int64_t c = it.c0; c < it.c1; ++c)
-            for (int64_t ph = 0; ph < pooled_h; ++ph)
-              for (int64_t pw = 0; pw < pooled_w; ++pw) scatter(k, c, ph, pw);
+          for (int64_t j = 0; j < nc; ++j) {
+            const int64_t o = k * oK + (it.c0 + j) * bins;
+            T* plane_grad = slice.data + j * slice.sC;
+            for (int64_t i = 0; i < bins; ++i) add(k, arg[o + i], g[o + i], plane_grad);
+          }
         }
       }
-      if constexpr (!direct) {
-        for (int64_t c = 0; c < nc; ++c) {
-          for (int64_t i = 0; i < plane; ++i) out_slice[c * gC + i * gW] = static_cast<scalar_t>(slice[c * sC + i * sW]);
-        }
-      }
+      slice.finish();
     });
   });
   return grad_input;

@@ -17,12 +17,7 @@ void axpy_f32(float a, const float* __restrict x, float* __restrict y, int64_t n
 MASKRCNN_TARGET_CLONES
 void keep_first_max_f32(const float* __restrict row, float* __restrict best, int* __restrict where,
                         int64_t n, int index) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = row[i];
-    const int mask = -static_cast<int>(v > best[i]);
-    best[i] = v > best[i] ? v : best[i];
-    where[i] = (where[i] & ~mask) | (index & mask);
-  }
+  for (int64_t i = 0; i < n; ++i) keep_first_max(row[i], best[i], where[i], index);
 }
 
 }  // namespace cpu

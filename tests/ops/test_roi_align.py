@@ -198,6 +198,19 @@ def test_channels_last_equals_contiguous(dtype, mode):
     assert torch.equal(gx, gx_cl)
 
 
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_channels_last_backward_with_a_one_channel_block(mode):
+    # 17 channels of one image are split into blocks of 16 and 1; in channels_last the 1-channel
+    # block's gradient slice is strided (it once zeroed a contiguous range instead).
+    x = feature_map(n=1, c=17)
+    rois = assorted_rois(1, 13, 17, SCALE)
+    g = torch.randn(rois.shape[0], 17, 3, 3, dtype=torch.float64)
+    kwargs = dict(output_size=3, spatial_scale=SCALE, sampling_ratio=2, aligned=True, mode=mode)
+    _, gx_cl = grads(roi_align, x.contiguous(memory_format=torch.channels_last), rois, g, **kwargs)
+    _, gx_ref = grads(roi_align_reference, x, rois, g, **kwargs)
+    torch.testing.assert_close(gx_cl, gx_ref, rtol=1e-12, atol=1e-12)
+
+
 def test_backward_is_deterministic_across_thread_counts():
     x = feature_map(c=8, dtype=torch.float32)
     rois = random_rois(3, 13, 17, SCALE, k=40, dtype=torch.float32)

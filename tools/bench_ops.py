@@ -2,7 +2,8 @@
 
 For each shape (the Mask R-CNN heads) and op (roi_align, roi_pool) it times the
 forward and the forward+backward of ours and of torchvision.ops, prints a table of medians and
-ratios (torchvision time / our time: > 1 means we are faster) and optionally writes JSON. The
+ratios (torchvision time / our time: > 1 means we are faster) and optionally writes JSON. Ours and
+torchvision are timed interleaved, one call of each per round. The
 wall-clock ratio is the headline; the CPU-time ratio (process CPU time of all threads) is printed
 beside it because on a shared machine other processes inflate wall times unevenly.
 
@@ -99,21 +100,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Wall-clock and process CPU milliseconds (all threads) of each of `repeats` calls after
-    `warmup` untimed ones. On a shared machine the CPU time shows the work done even when the
-    wall clock is inflated by other processes."""
-    for _ in range(warmup):
-        fn()
+def time_calls(fns: dict, device, repeats: int, warmup: int) -> dict:
+    """Wall-clock and process CPU milliseconds (all threads) of `repeats` calls of each fn after
+    `warmup` untimed ones: {name: (wall, cpu)}. The calls are interleaved (one of each fn per
+    round), so that a change of load on a shared machine hits every fn alike; the CPU time shows
+    the work done even when the wall clock is inflated by other processes."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     _sync(device)
-    wall, cpu = [], []
+    times = {name: ([], []) for name in fns}
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        _sync(device)
-        wall.append((time.perf_counter() - start) * 1e3)
-        cpu.append((time.process_time() - start_cpu) * 1e3)
-    return wall, cpu
+        for name, fn in fns.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            _sync(device)
+            times[name][0].append((time.perf_counter() - start) * 1e3)
+            times[name][1].append((time.process_time() - start_cpu) * 1e3)
+    return times
 
 
 def bench_shape(shape: Shape, op: str, impls: dict, args, device) -> list[dict]:
@@ -123,24 +127,26 @@ def bench_shape(shape: Shape, op: str, impls: dict, args, device) -> list[dict]:
     if args.channels_last:
         feature = feature.contiguous(memory_format=torch.channels_last)
     rois = random_rois(shape, args.rois_per_image, device, dtype)
-    grad = None
-    records = []
-    for direction in ("forward", "forward+backward"):
-        for impl_name, fn in impls.items():
-            if direction == "forward":
-                def run(fn=fn):
-                    with torch.no_grad():
-                        fn(feature, rois, shape)
-            else:
-                x = feature.detach().requires_grad_()
-                if grad is None:
-                    with torch.no_grad():
-                        grad = torch.randn_like(fn(feature, rois, shape))
+    with torch.no_grad():
+        grad = torch.randn_like(next(iter(impls.values()))(feature, rois, shape))
+    x = feature.detach().requires_grad_()
 
-                def run(fn=fn, x=x):
-                    x.grad = None
-                    fn(x, rois, shape).backward(grad)
-            times, cpu = time_call(run, device, args.repeats, args.warmup)
+    def forward(fn):
+        def run():
+            with torch.no_grad():
+                fn(feature, rois, shape)
+        return run
+
+    def forward_backward(fn):
+        def run():
+            x.grad = None
+            fn(x, rois, shape).backward(grad)
+        return run
+
+    records = []
+    for direction, make in (("forward", forward), ("forward+backward", forward_backward)):
+        timed = time_calls({name: make(fn) for name, fn in impls.items()}, device, args.repeats, args.warmup)
+        for impl_name, (times, cpu) in timed.items():
             records.append({
                 "shape": shape.name, "op": op, "direction": direction, "impl": impl_name,
                 "median_ms": statistics.median(times), "times_ms": times,

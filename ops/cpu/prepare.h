@@ -5,36 +5,14 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <type_traits>
 #include <vector>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "cpu/parallel.h"
 #include "roi_checks.h"
 
 namespace maskrcnn {
 namespace cpu {
-
-// at::empty for the kernels' outputs (pooled features, argmax, input gradients). They are large
-// (K x C x 14 x 14 for the mask head) and written once, so most of their cost is the page fault
-// of every fresh 4 KiB page on first touch. On Linux we ask for transparent huge pages on the
-// whole 2 MiB pages inside the tensor (one fault per 2 MiB; what PyTorch does for every
-// allocation with THP_MEM_ALLOC_ENABLE=1). Only advice: where it is refused nothing changes.
-inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat format) {
-  at::Tensor t = at::empty(sizes, options.memory_format(format));
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t huge = uintptr_t(2) << 20;
-  const uintptr_t data = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t begin = (data + huge - 1) & ~(huge - 1);
-  const uintptr_t end = (data + t.nbytes()) & ~(huge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#endif
-  return t;
-}
 
 // Maps in a supported layout, rois in the accumulation dtype, the RoIs of each (level, image) and
 // the split of the work into items.

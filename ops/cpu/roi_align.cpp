@@ -81,7 +81,7 @@ at::Tensor forward(at::TensorList features, const at::Tensor& rois, const at::Te
   const Prepared prep = prepare_align(features, rois, levels, scales, p);
   const int64_t num_rois = rois.size(0);
   const int64_t channels = features[0].size(1);
-  at::Tensor output = empty_output({num_rois, channels, p.pooled_h, p.pooled_w}, features[0].options(), prep.out_format);
+  at::Tensor output = at::empty({num_rois, channels, p.pooled_h, p.pooled_w}, features[0].options().memory_format(prep.out_format));
   if (num_rois == 0 || channels == 0) return output;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(),
@@ -120,7 +120,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features
   std::vector<at::Tensor> grads;
   for (size_t l = 0; l < prep.maps.size(); ++l) {
     const auto format = prep.channels_last[l] ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    grads.push_back(empty_output(prep.maps[l].sizes(), prep.maps[l].options(), format));
+    grads.push_back(at::empty(prep.maps[l].sizes(), prep.maps[l].options(), format));
   }
   if (features[0].size(1) == 0) return grads;  // nothing to fill
   const at::Tensor go = grad.contiguous(prep.out_format);

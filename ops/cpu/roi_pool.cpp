@@ -239,8 +239,8 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input_, const 
   const int pooled_h = static_cast<int>(pooled_h_), pooled_w = static_cast<int>(pooled_w_);
   const int64_t num_rois = prep.rois.size(0), channels = input.size(1);
   const int64_t height = input.size(2), width = input.size(3);
-  at::Tensor output = empty_output({num_rois, channels, pooled_h, pooled_w}, input.options(), prep.out_format);
-  at::Tensor argmax = empty_output(output.sizes(), output.options().dtype(at::kInt), prep.out_format);
+  at::Tensor output = at::empty({num_rois, channels, pooled_h, pooled_w}, input.options().memory_format(prep.out_format));
+  at::Tensor argmax = at::empty(output.sizes(), output.options().dtype(at::kInt).memory_format(prep.out_format));
   if (num_rois == 0 || channels == 0) return {output, argmax};
   const PoolBins bins = bins_of(prep, spatial_scale, pooled_h, pooled_w);
   std::vector<char> stage(input.size(0), 0);  // NCHW images with small-bin RoIs
@@ -294,7 +294,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& inpu
   const bool cl = prep.channels_last[0];
   const auto format = prep.out_format;
   const int64_t channels = input_.size(1), height = input_.size(2), width = input_.size(3);
-  at::Tensor grad_input = empty_output(input_.sizes(), input_.options(), format);
+  at::Tensor grad_input = at::empty(input_.sizes(), input_.options(), format);
   if (channels == 0) return grad_input;
   const at::Tensor grad = grad_.contiguous(format);
   const at::Tensor argmax = argmax_.contiguous(format);

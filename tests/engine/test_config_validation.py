@@ -28,7 +28,7 @@ def compose_cfg(name, overrides):
     ("solver.base_lr=-1", r"solver\.base_lr: must be > 0"),
     ("solver.steps=[500,100]", r"solver\.steps"),
     ("solver.max_iter=0", r"solver\.max_iter"),
-    ("solver.warmup_iters=5000", r"solver\.warmup_iters: 5000 is longer than solver\.max_iter=1200"),
+    ("solver.warmup_iters=5000", r"solver\.warmup_iters: 5000 is longer than solver\.max_iter=1000"),
     ("dataset.evaluator=lvis", r"dataset\.evaluator"),
     ("dataset.num_classes=0", r"dataset\.num_classes"),
     ("paths.data_root=${nowhere}", r"Interpolation key 'nowhere' not found"),

@@ -12,7 +12,7 @@ EXT_STAMP  := build/.ext-built
 OPS_SOURCES := $(shell find ops -name '*.cpp' -o -name '*.h' -o -name '*.cuh' -o -name '*.cu' 2>/dev/null) setup.py
 PYTEST_ARGS ?=
 
-.PHONY: setup build test test-cuda test-compat gpu-wheels demo bench clean
+.PHONY: setup build lint format test test-cuda test-compat gpu-wheels demo bench clean
 
 setup: $(DEPS_STAMP) $(EXT_STAMP)
 build: $(EXT_STAMP)
@@ -31,7 +31,20 @@ $(EXT_STAMP): $(DEPS_STAMP) $(OPS_SOURCES)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace
 	mkdir -p build && touch $@
 
-test: setup
+# Lint and format checks (a few seconds): ruff for Python ([tool.ruff] in pyproject.toml),
+# clang-format for the C++ / CUDA kernels (.clang-format). `make format` rewrites the tree in place.
+CXX_SOURCES := $(filter-out setup.py,$(OPS_SOURCES))
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES)
+
+format: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
+
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-cuda: setup

@@ -42,8 +42,13 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tor
         if store is None:
             dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
         else:
-            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
-                                    world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
+            dist.init_process_group(
+                backend=backend,
+                store=store,
+                rank=int(os.environ["RANK"]),
+                world_size=int(os.environ["WORLD_SIZE"]),
+                timeout=timeout,
+            )
     return device
 
 

@@ -12,8 +12,15 @@ from torch import Tensor
 __all__ = ["fpn_levels"]
 
 
-def fpn_levels(boxes: Tensor, *, min_level: int, max_level: int, canonical_level: int = 4,
-               canonical_size: float = 224.0, eps: float = 1e-6) -> Tensor:
+def fpn_levels(
+    boxes: Tensor,
+    *,
+    min_level: int,
+    max_level: int,
+    canonical_level: int = 4,
+    canonical_size: float = 224.0,
+    eps: float = 1e-6,
+) -> Tensor:
     """Pyramid level of each box: k = floor(k0 + log2(sqrt(w * h) / s0) + eps), clamped to the levels.
 
     ``eps`` is torchvision's (its ``LevelMapper``): a box of exactly s0 * 2**j maps to level k0 + j

@@ -30,5 +30,6 @@ def require(module: str, *, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         package, extra = OPTIONAL[module]
-        raise MissingDependency(f"{purpose} needs {package}, which is not installed: "
-                                f"pip install -e '.[{extra}]' (or pip install {package})") from None
+        raise MissingDependency(
+            f"{purpose} needs {package}, which is not installed: pip install -e '.[{extra}]' (or pip install {package})"
+        ) from None

@@ -150,14 +150,24 @@ def instrument(model: torch.nn.Module, timer: StepTimer) -> Iterator[None]:
 
 def _to_device(images, targets, device):
     images = [img.to(device, non_blocking=True) for img in images]
-    targets = [{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
-               for t in targets]
+    targets = [
+        {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+        for t in targets
+    ]
     return images, targets
 
 
-def profile_training_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, *,
-                           device: torch.device, steps: int = 20, warmup: int = 5, clock: str = "wall",
-                           profiler: torch.profiler.profile | None = None) -> dict:
+def profile_training_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator,
+    *,
+    device: torch.device,
+    steps: int = 20,
+    warmup: int = 5,
+    clock: str = "wall",
+    profiler: torch.profiler.profile | None = None,
+) -> dict:
     """Runs ``warmup`` untimed and ``steps`` timed training steps (forward, backward, optimizer
     step, as the trainer does them) on ``batches`` (an iterator of ``(images, targets)``).
 
@@ -227,8 +237,15 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def profile_config(overrides: list[str], *, steps: int = 20, warmup: int = 5, ops: int = 0,
-                   device: str | None = None, clock: str = "wall") -> dict:
+def profile_config(
+    overrides: list[str],
+    *,
+    steps: int = 20,
+    warmup: int = 5,
+    ops: int = 0,
+    device: str | None = None,
+    clock: str = "wall",
+) -> dict:
     """Builds the training run of ``configs/train.yaml`` with Hydra ``overrides`` (data, model,
     solver as ``tools/train.py`` builds them, seeded by ``seed``) and profiles its steps.
 
@@ -251,25 +268,43 @@ def profile_config(overrides: list[str], *, steps: int = 20, warmup: int = 5, op
     train_set = instantiate(cfg.dataset.train)
     model = instantiate(cfg.model).to(dev)
     s = cfg.solver
-    optimizer = build_optimizer(model, base_lr=s.base_lr, momentum=s.momentum, nesterov=s.nesterov,
-                                weight_decay=s.weight_decay, weight_decay_norm=s.weight_decay_norm,
-                                weight_decay_bias=s.weight_decay_bias)
-    loader = build_train_loader(train_set, batch_size=s.ims_per_batch, num_workers=cfg.trainer.num_workers,
-                                seed=cfg.seed, aspect_ratio_grouping=cfg.trainer.aspect_ratio_grouping)
+    optimizer = build_optimizer(
+        model,
+        base_lr=s.base_lr,
+        momentum=s.momentum,
+        nesterov=s.nesterov,
+        weight_decay=s.weight_decay,
+        weight_decay_norm=s.weight_decay_norm,
+        weight_decay_bias=s.weight_decay_bias,
+    )
+    loader = build_train_loader(
+        train_set,
+        batch_size=s.ims_per_batch,
+        num_workers=cfg.trainer.num_workers,
+        seed=cfg.seed,
+        aspect_ratio_grouping=cfg.trainer.aspect_ratio_grouping,
+    )
     batches = iter(loader)
-    context = {"overrides": list(overrides), "device": str(dev), "threads": torch.get_num_threads(),
-               "ims_per_batch": s.ims_per_batch, "num_workers": cfg.trainer.num_workers,
-               "steps": steps, "warmup": warmup, "clock": clock}
+    context = {
+        "overrides": list(overrides),
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "ims_per_batch": s.ims_per_batch,
+        "num_workers": cfg.trainer.num_workers,
+        "steps": steps,
+        "warmup": warmup,
+        "clock": clock,
+    }
     if ops <= 0:
-        report = profile_training_steps(model, optimizer, batches, device=dev, steps=steps, warmup=warmup,
-                                        clock=clock)
+        report = profile_training_steps(model, optimizer, batches, device=dev, steps=steps, warmup=warmup, clock=clock)
     else:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if dev.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         prof = torch.profiler.profile(activities=activities)
-        report = profile_training_steps(model, optimizer, batches, device=dev, steps=steps, warmup=warmup,
-                                        clock=clock, profiler=prof)
+        report = profile_training_steps(
+            model, optimizer, batches, device=dev, steps=steps, warmup=warmup, clock=clock, profiler=prof
+        )
         sort_by = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
         report["ops_table"] = prof.key_averages().table(sort_by=sort_by, row_limit=ops)
     report["context"] = context

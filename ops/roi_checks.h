@@ -44,8 +44,8 @@ inline bool is_supported_float(at::ScalarType s) {
 // A feature map: (N, C, H, W) floating point with H, W > 0.
 inline void check_feature(const at::Tensor& input, const char* name) {
   TORCH_CHECK_VALUE(input.defined(), name, " is undefined");
-  TORCH_CHECK_VALUE(input.dim() == 4, name, " must be a 4-D (N, C, H, W) tensor, got ",
-                    input.dim(), "-D with shape ", input.sizes());
+  TORCH_CHECK_VALUE(input.dim() == 4, name, " must be a 4-D (N, C, H, W) tensor, got ", input.dim(), "-D with shape ",
+                    input.sizes());
   TORCH_CHECK_TYPE(is_supported_float(input.scalar_type()), name,
                    " must be float16, bfloat16, float32 or float64, got ", input.scalar_type());
   TORCH_CHECK_VALUE(input.size(2) > 0 && input.size(3) > 0, name,
@@ -56,33 +56,30 @@ inline void check_feature(const at::Tensor& input, const char* name) {
 inline void check_rois(const at::Tensor& rois, const at::Tensor& input) {
   TORCH_CHECK_VALUE(rois.defined(), "rois is undefined");
   TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5,
-                    "rois must be a (K, 5) tensor [batch_index, x1, y1, x2, y2], got shape ",
-                    rois.sizes());
+                    "rois must be a (K, 5) tensor [batch_index, x1, y1, x2, y2], got shape ", rois.sizes());
   const auto in = input.scalar_type();
   const bool half = in == at::kHalf || in == at::kBFloat16;
   TORCH_CHECK_TYPE(rois.scalar_type() == in || (half && rois.scalar_type() == at::kFloat),
-                   "rois must have the dtype of the input (", in,
-                   half ? " or float32" : "", "), got ", rois.scalar_type());
-  TORCH_CHECK_VALUE(rois.device() == input.device(), "rois must be on the device of the input (",
-                    input.device(), "), got ", rois.device());
+                   "rois must have the dtype of the input (", in, half ? " or float32" : "", "), got ",
+                   rois.scalar_type());
+  TORCH_CHECK_VALUE(rois.device() == input.device(), "rois must be on the device of the input (", input.device(),
+                    "), got ", rois.device());
 }
 
 inline void check_output_size(int64_t pooled_h, int64_t pooled_w) {
-  TORCH_CHECK_VALUE(pooled_h > 0 && pooled_w > 0,
-                    "output_size must be positive, got (", pooled_h, ", ", pooled_w, ")");
-  TORCH_CHECK_VALUE(pooled_h <= (1 << 20) && pooled_w <= (1 << 20),
-                    "output_size must be at most 2^20, got (", pooled_h, ", ", pooled_w, ")");
+  TORCH_CHECK_VALUE(pooled_h > 0 && pooled_w > 0, "output_size must be positive, got (", pooled_h, ", ", pooled_w, ")");
+  TORCH_CHECK_VALUE(pooled_h <= (1 << 20) && pooled_w <= (1 << 20), "output_size must be at most 2^20, got (", pooled_h,
+                    ", ", pooled_w, ")");
 }
 
 inline void check_spatial_scale(double spatial_scale, const char* name = "spatial_scale") {
-  TORCH_CHECK_VALUE(std::isfinite(spatial_scale) && spatial_scale > 0, name,
-                    " must be positive and finite, got ", spatial_scale);
+  TORCH_CHECK_VALUE(std::isfinite(spatial_scale) && spatial_scale > 0, name, " must be positive and finite, got ",
+                    spatial_scale);
 }
 
 inline void check_sampling_ratio(int64_t sampling_ratio) {
   // sampling_ratio^2 samples per bin must fit an int; <= 0 means adaptive.
-  TORCH_CHECK_VALUE(sampling_ratio <= 32768,
-                    "sampling_ratio must be at most 32768 (<= 0 means adaptive), got ",
+  TORCH_CHECK_VALUE(sampling_ratio <= 32768, "sampling_ratio must be at most 32768 (<= 0 means adaptive), got ",
                     sampling_ratio);
 }
 
@@ -95,21 +92,20 @@ inline bool parse_mode(c10::string_view mode) {
 }
 
 // grad: (K, C, oh, ow) on the device and with the dtype of the input.
-inline void check_grad(const at::Tensor& grad, int64_t num_rois, const at::Tensor& input,
-                       int64_t pooled_h, int64_t pooled_w) {
+inline void check_grad(const at::Tensor& grad, int64_t num_rois, const at::Tensor& input, int64_t pooled_h,
+                       int64_t pooled_w) {
   TORCH_CHECK_VALUE(grad.defined(), "grad is undefined");
   const std::vector<int64_t> expected{num_rois, input.size(1), pooled_h, pooled_w};
-  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef(expected), "grad must have shape ",
-                    at::IntArrayRef(expected), " (K, C, oh, ow), got ", grad.sizes());
+  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef(expected), "grad must have shape ", at::IntArrayRef(expected),
+                    " (K, C, oh, ow), got ", grad.sizes());
   TORCH_CHECK_TYPE(grad.scalar_type() == input.scalar_type(), "grad must have the dtype of the input (",
                    input.scalar_type(), "), got ", grad.scalar_type());
-  TORCH_CHECK_VALUE(grad.device() == input.device(), "grad must be on the device of the input (",
-                    input.device(), "), got ", grad.device());
+  TORCH_CHECK_VALUE(grad.device() == input.device(), "grad must be on the device of the input (", input.device(),
+                    "), got ", grad.device());
 }
 
-inline void check_roi_align_args(const at::Tensor& input, const at::Tensor& rois,
-                                  double spatial_scale, int64_t pooled_h, int64_t pooled_w,
-                                  int64_t sampling_ratio) {
+inline void check_roi_align_args(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                 int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio) {
   check_feature(input, "input");
   check_rois(rois, input);
   check_spatial_scale(spatial_scale);
@@ -117,8 +113,8 @@ inline void check_roi_align_args(const at::Tensor& input, const at::Tensor& rois
   check_sampling_ratio(sampling_ratio);
 }
 
-inline void check_roi_pool_args(const at::Tensor& input, const at::Tensor& rois,
-                                 double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
+inline void check_roi_pool_args(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
+                                int64_t pooled_w) {
   check_feature(input, "input");
   check_rois(rois, input);
   check_spatial_scale(spatial_scale);
@@ -128,44 +124,38 @@ inline void check_roi_pool_args(const at::Tensor& input, const at::Tensor& rois,
 // argmax of RoI Pool: int32 (K, C, oh, ow) like grad, on the same device.
 inline void check_argmax(const at::Tensor& argmax, const at::Tensor& grad) {
   TORCH_CHECK_VALUE(argmax.defined(), "argmax is undefined");
-  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kInt, "argmax must be int32, got ",
-                   argmax.scalar_type());
-  TORCH_CHECK_VALUE(argmax.sizes() == grad.sizes(), "argmax must have the shape of grad (",
-                    grad.sizes(), "), got ", argmax.sizes());
+  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kInt, "argmax must be int32, got ", argmax.scalar_type());
+  TORCH_CHECK_VALUE(argmax.sizes() == grad.sizes(), "argmax must have the shape of grad (", grad.sizes(), "), got ",
+                    argmax.sizes());
   TORCH_CHECK_VALUE(argmax.device() == grad.device(), "argmax must be on the device of grad");
 }
 
 // features: a non-empty list of (N, C, H_l, W_l) maps with the same N, C, dtype and device;
 // levels: (K,) int64; one spatial scale per level.
-inline void check_multilevel_args(at::TensorList features, const at::Tensor& rois,
-                                  const at::Tensor& levels, at::ArrayRef<double> spatial_scales,
-                                  int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio) {
+inline void check_multilevel_args(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
+                                  at::ArrayRef<double> spatial_scales, int64_t pooled_h, int64_t pooled_w,
+                                  int64_t sampling_ratio) {
   TORCH_CHECK_VALUE(!features.empty(), "features must be a non-empty list of feature maps");
   for (size_t l = 0; l < features.size(); ++l) {
     const std::string name = "features[" + std::to_string(l) + "]";
     check_feature(features[l], name.c_str());
     if (l == 0) continue;
-    TORCH_CHECK_VALUE(features[l].size(0) == features[0].size(0) &&
-                          features[l].size(1) == features[0].size(1),
-                      name, " must have the batch size and channels of features[0] (",
-                      features[0].size(0), ", ", features[0].size(1), "), got shape ",
-                      features[l].sizes());
+    TORCH_CHECK_VALUE(features[l].size(0) == features[0].size(0) && features[l].size(1) == features[0].size(1), name,
+                      " must have the batch size and channels of features[0] (", features[0].size(0), ", ",
+                      features[0].size(1), "), got shape ", features[l].sizes());
     TORCH_CHECK_TYPE(features[l].scalar_type() == features[0].scalar_type(), name,
                      " must have the dtype of features[0] (", features[0].scalar_type(), "), got ",
                      features[l].scalar_type());
-    TORCH_CHECK_VALUE(features[l].device() == features[0].device(), name,
-                      " must be on the device of features[0]");
+    TORCH_CHECK_VALUE(features[l].device() == features[0].device(), name, " must be on the device of features[0]");
   }
   check_rois(rois, features[0]);
   TORCH_CHECK_VALUE(levels.defined() && levels.dim() == 1 && levels.size(0) == rois.size(0),
                     "levels must be a (K,) tensor with K = ", rois.size(0), ", got shape ",
                     levels.defined() ? levels.sizes() : at::IntArrayRef{});
-  TORCH_CHECK_TYPE(levels.scalar_type() == at::kLong, "levels must be int64, got ",
-                   levels.scalar_type());
+  TORCH_CHECK_TYPE(levels.scalar_type() == at::kLong, "levels must be int64, got ", levels.scalar_type());
   TORCH_CHECK_VALUE(levels.device() == rois.device(), "levels must be on the device of rois");
-  TORCH_CHECK_VALUE(spatial_scales.size() == features.size(),
-                    "spatial_scales must have one scale per feature level (", features.size(),
-                    "), got ", spatial_scales.size());
+  TORCH_CHECK_VALUE(spatial_scales.size() == features.size(), "spatial_scales must have one scale per feature level (",
+                    features.size(), "), got ", spatial_scales.size());
   for (size_t l = 0; l < spatial_scales.size(); ++l) {
     const std::string name = "spatial_scales[" + std::to_string(l) + "]";
     check_spatial_scale(spatial_scales[l], name.c_str());
@@ -185,14 +175,11 @@ inline std::string row_string(const at::Tensor& t, int64_t k) {
 }
 
 // Index of the first true entry of a 1-D bool tensor (only called when one exists).
-inline int64_t first_true(const at::Tensor& mask) {
-  return mask.nonzero().select(1, 0).min().item<int64_t>();
-}
+inline int64_t first_true(const at::Tensor& mask) { return mask.nonzero().select(1, 0).min().item<int64_t>(); }
 
 // Adaptive RoI Align's sample points per bin, ceil(h / oh) * ceil(w / ow), of (K, 4) scaled boxes
 // (float64; an unaligned RoI is at least 1 x 1 cell, as in roi_common.h's align_geometry).
-inline at::Tensor adaptive_samples_per_bin(const at::Tensor& scaled, int64_t pooled_h, int64_t pooled_w,
-                                           bool aligned) {
+inline at::Tensor adaptive_samples_per_bin(const at::Tensor& scaled, int64_t pooled_h, int64_t pooled_w, bool aligned) {
   at::Tensor roi_w = scaled.select(1, 2) - scaled.select(1, 0);
   at::Tensor roi_h = scaled.select(1, 3) - scaled.select(1, 1);
   if (!aligned) {
@@ -209,24 +196,22 @@ inline at::Tensor adaptive_samples_per_bin(const at::Tensor& scaled, int64_t poo
 // sample count per bin (ceil(h / oh) * ceil(w / ow)) would not fit the kernels' int.
 // The arithmetic is in float64: the bounds are far from where float32 rounding matters.
 inline void check_roi_values(const at::Tensor& rois, int64_t batch_size, const at::Tensor& scales,
-                             bool adaptive_align = false, int64_t pooled_h = 1,
-                             int64_t pooled_w = 1, bool aligned = true) {
+                             bool adaptive_align = false, int64_t pooled_h = 1, int64_t pooled_w = 1,
+                             bool aligned = true) {
   if (rois.size(0) == 0) return;
   const at::Tensor r = rois.to(at::kDouble);
   const at::Tensor index = r.select(1, 0);
-  const at::Tensor bad_index =
-      (index != index.floor()) | (index < 0) | (index >= static_cast<double>(batch_size));
+  const at::Tensor bad_index = (index != index.floor()) | (index < 0) | (index >= static_cast<double>(batch_size));
   if (bad_index.any().item<bool>()) {
     const int64_t k = first_true(bad_index);
-    TORCH_CHECK_VALUE(false, "rois[", k, ", 0] (batch index) must be an integer in [0, ",
-                      batch_size, "), got ", index[k].item<double>());
+    TORCH_CHECK_VALUE(false, "rois[", k, ", 0] (batch index) must be an integer in [0, ", batch_size, "), got ",
+                      index[k].item<double>());
   }
   const at::Tensor box = r.narrow(1, 1, 4);
   const at::Tensor not_finite = box.isfinite().logical_not().any(1);
   if (not_finite.any().item<bool>()) {
     const int64_t k = first_true(not_finite);
-    TORCH_CHECK_VALUE(false, "rois[", k, "] must have finite box coordinates, got ",
-                      row_string(box, k));
+    TORCH_CHECK_VALUE(false, "rois[", k, "] must have finite box coordinates, got ", row_string(box, k));
   }
   const at::Tensor scaled = box * scales.to(at::kDouble).reshape({-1, 1});
   const at::Tensor too_large = (scaled.abs() > kMaxCoordinate).any(1);
@@ -240,9 +225,8 @@ inline void check_roi_values(const at::Tensor& rois, int64_t batch_size, const a
     const at::Tensor too_many = samples >= kMaxSamplesPerBin;
     if (too_many.any().item<bool>()) {
       const int64_t k = first_true(too_many);
-      TORCH_CHECK_VALUE(false, "rois[", k, "] is too large for adaptive sampling (",
-                        samples[k].item<double>(), " sample points per bin, at most 2^30); ",
-                        "pass a positive sampling_ratio");
+      TORCH_CHECK_VALUE(false, "rois[", k, "] is too large for adaptive sampling (", samples[k].item<double>(),
+                        " sample points per bin, at most 2^30); ", "pass a positive sampling_ratio");
     }
   }
 }
@@ -253,8 +237,7 @@ inline void check_level_values(const at::Tensor& levels, int64_t num_levels) {
   const at::Tensor bad = (levels < 0) | (levels >= num_levels);
   if (bad.any().item<bool>()) {
     const int64_t k = first_true(bad);
-    TORCH_CHECK_VALUE(false, "levels[", k, "] must be in [0, ", num_levels, "), got ",
-                      levels[k].item<int64_t>());
+    TORCH_CHECK_VALUE(false, "levels[", k, "] must be in [0, ", num_levels, "), got ", levels[k].item<int64_t>());
   }
 }
 

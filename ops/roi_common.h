@@ -48,9 +48,8 @@ ROI_HD int adaptive_grid(T bin_size) {
 
 // box: the four corners x1, y1, x2, y2 of the RoI in input-image coordinates.
 template <typename T>
-ROI_HD AlignGeometry<T> align_geometry(
-    T x1, T y1, T x2, T y2, T spatial_scale, int pooled_h, int pooled_w, int sampling_ratio,
-    bool aligned) {
+ROI_HD AlignGeometry<T> align_geometry(T x1, T y1, T x2, T y2, T spatial_scale, int pooled_h, int pooled_w,
+                                       int sampling_ratio, bool aligned) {
   // The half-pixel offset maps continuous image coordinates to pixel centres (Detectron2).
   const T offset = aligned ? T(0.5) : T(0);
   AlignGeometry<T> g;
@@ -79,8 +78,7 @@ ROI_HD AlignGeometry<T> align_geometry(
 // Coordinate of sample point i (of grid) in output bin `bin` along one axis.
 template <typename T>
 ROI_HD T sample_coord(T start, T bin_size, int bin, int i, int grid) {
-  return start + static_cast<T>(bin) * bin_size +
-         (static_cast<T>(i) + T(0.5)) * bin_size / static_cast<T>(grid);
+  return start + static_cast<T>(bin) * bin_size + (static_cast<T>(i) + T(0.5)) * bin_size / static_cast<T>(grid);
 }
 
 // Linear interpolation along one axis of length `size`: the two neighbouring cells and their
@@ -153,8 +151,7 @@ struct PoolRange {
 };
 
 template <typename T>
-ROI_HD PoolRange pool_bin_range(int64_t roi_start, int64_t roi_size, int bin, int pooled,
-                                int64_t size) {
+ROI_HD PoolRange pool_bin_range(int64_t roi_start, int64_t roi_size, int bin, int pooled, int64_t size) {
   const T bin_size = static_cast<T>(roi_size) / static_cast<T>(pooled);
   int64_t begin = static_cast<int64_t>(floor(static_cast<T>(bin) * bin_size)) + roi_start;
   int64_t end = static_cast<int64_t>(ceil(static_cast<T>(bin + 1) * bin_size)) + roi_start;

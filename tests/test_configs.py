@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
 
 from maskrcnn.engine.config import validate_eval_config, validate_train_config
 
@@ -68,8 +67,9 @@ def test_ablation_sweep_points_compose(experiment, roi_layer):
 @pytest.mark.parametrize("option", options("dataset"))
 def test_skip_corrupt_is_a_declared_training_key_of_every_dataset(option):
     # `dataset.train.skip_corrupt=true` works without Hydra's `+` and reaches the dataset class.
-    cfg = validate_train_config(compose_train([f"dataset={option}", "dataset.train.skip_corrupt=true",
-                                               "model=faster_rcnn_r50_fpn"]))
+    cfg = validate_train_config(
+        compose_train([f"dataset={option}", "dataset.train.skip_corrupt=true", "model=faster_rcnn_r50_fpn"])
+    )
     assert cfg.dataset.train.skip_corrupt is True
     assert "skip_corrupt" in inspect.signature(get_class(cfg.dataset.train._target_)).parameters
 
@@ -89,8 +89,9 @@ def test_solver_schedules_are_the_published_ones():
 def test_demo_reads_the_dataset_that_make_demo_writes():
     # `make demo` generates SYNTHETIC_DIR with --scene simple, then trains experiment=demo: both must agree.
     makefile = (CONFIGS.parent / "Makefile").read_text()
-    synthetic_dir = next(line.split(":=")[1].strip() for line in makefile.splitlines()
-                         if line.startswith("SYNTHETIC_DIR"))
+    synthetic_dir = next(
+        line.split(":=")[1].strip() for line in makefile.splitlines() if line.startswith("SYNTHETIC_DIR")
+    )
     assert "--scene simple" in makefile
     cfg = validate_train_config(compose_train(["experiment=demo"]))
     assert cfg.dataset.name == "synthetic_simple"

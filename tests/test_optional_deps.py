@@ -18,10 +18,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_without(modules: list[str], tool: str, *args: str) -> subprocess.CompletedProcess:
-    code = ("import runpy, sys\n"
-            f"for name in {modules!r}: sys.modules[name] = None\n"
-            f"sys.argv = [{tool!r}, *{list(args)!r}]\n"
-            f"runpy.run_path({str(REPO / 'tools' / tool)!r}, run_name='__main__')\n")
+    code = (
+        "import runpy, sys\n"
+        f"for name in {modules!r}: sys.modules[name] = None\n"
+        f"sys.argv = [{tool!r}, *{list(args)!r}]\n"
+        f"runpy.run_path({str(REPO / 'tools' / tool)!r}, run_name='__main__')\n"
+    )
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
@@ -35,8 +37,11 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
 
 def test_require_names_the_package_and_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(MissingDependency, match=r"^--figure needs matplotlib, which is not installed: "
-                                                r"pip install -e '\.\[viz\]' \(or pip install matplotlib\)$"):
+    with pytest.raises(
+        MissingDependency,
+        match=r"^--figure needs matplotlib, which is not installed: "
+        r"pip install -e '\.\[viz\]' \(or pip install matplotlib\)$",
+    ):
         require("matplotlib", purpose="--figure")
     import json
 
@@ -68,5 +73,7 @@ def test_run_study_without_matplotlib_stops_before_training():
 def test_slurm_sweep_without_the_submitit_launcher():
     done = run_without(["hydra_plugins.hydra_submitit_launcher"], "train.py", "-m", "hydra/launcher=slurm")
     line = one_line_error(done)
-    assert line == ("error: hydra/launcher=slurm needs hydra-submitit-launcher, which is not installed: "
-                    "pip install -e '.[cluster]' (or pip install hydra-submitit-launcher)")
+    assert line == (
+        "error: hydra/launcher=slurm needs hydra-submitit-launcher, which is not installed: "
+        "pip install -e '.[cluster]' (or pip install hydra-submitit-launcher)"
+    )

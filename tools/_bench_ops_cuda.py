@@ -139,19 +139,26 @@ def run_gpu_cases(*, quick: bool = False, warmup: int = 3, repeats: int = 15) ->
         box_list = [rois[rois[:, 0] == i, 1:] for i in range(batch)]
         pooler = torchvision.ops.MultiScaleRoIAlign(names, out_size, sampling_ratio=max(sampling, 0))
         image_shapes = [IMAGE_HW] * batch
-        tag = dict(batch=batch, dtype=str(dtype).replace("torch.", ""), output=out_size,
-                   sampling=sampling, direction="fwd+bwd" if backward else "fwd")
+        tag = dict(
+            batch=batch,
+            dtype=str(dtype).replace("torch.", ""),
+            output=out_size,
+            sampling=sampling,
+            direction="fwd+bwd" if backward else "fwd",
+        )
 
         def ours_multi():
-            return multilevel_roi_align(feats, rois, _levels(rois), scales, out_size, sampling_ratio=sampling,
-                                        aligned=False, mode="avg")
+            return multilevel_roi_align(
+                feats, rois, _levels(rois), scales, out_size, sampling_ratio=sampling, aligned=False, mode="avg"
+            )
 
         def peer_multi():
             return pooler(dict(zip(names, feats)), box_list, image_shapes)
 
         def ours_single():
-            return roi_align(feats[0], rois, out_size, spatial_scale=scales[0], sampling_ratio=sampling,
-                             aligned=True, mode="avg")
+            return roi_align(
+                feats[0], rois, out_size, spatial_scale=scales[0], sampling_ratio=sampling, aligned=True, mode="avg"
+            )
 
         def peer_single():
             return torchvision.ops.roi_align(feats[0], rois, out_size, scales[0], max(sampling, 0), True)
@@ -177,15 +184,17 @@ def run_gpu_cases(*, quick: bool = False, warmup: int = 3, repeats: int = 15) ->
             for t in used:
                 t.requires_grad_(False)
                 t.grad = None
-        del feats, rois, box_list
+        feats = rois = box_list = cases = None  # the closures' tensors: free them before empty_cache
         torch.cuda.empty_cache()
     _print_table(results)
     return results
 
 
 def _print_table(rows: list[dict]) -> None:
-    header = (f"{'case':<11}{'batch':>6}{'dtype':>10}{'out':>5}{'samp':>6}{'dir':>9}{'ours ms':>10}"
-              f"{'tv ms':>10}{'tv/ours':>9}{'GB/s':>8}{'det ms':>9}{'det/atom':>9}")
+    header = (
+        f"{'case':<11}{'batch':>6}{'dtype':>10}{'out':>5}{'samp':>6}{'dir':>9}{'ours ms':>10}"
+        f"{'tv ms':>10}{'tv/ours':>9}{'GB/s':>8}{'det ms':>9}{'det/atom':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -193,8 +202,10 @@ def _print_table(rows: list[dict]) -> None:
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "n/a"
         det = f"{r['ours_det_ms']:.3f}" if "ours_det_ms" in r else ""
         det_ratio = f"{r['det_over_atomic']:.2f}" if "det_over_atomic" in r else ""
-        print(f"{r['case']:<11}{r['batch']:>6}{r['dtype']:>10}{r['output']:>5}{r['sampling']:>6}{r['direction']:>9}"
-              f"{r['ours_ms']:>10.3f}{peer:>10}{ratio:>9}{r['ours_GBps']:>8.0f}{det:>9}{det_ratio:>9}")
+        print(
+            f"{r['case']:<11}{r['batch']:>6}{r['dtype']:>10}{r['output']:>5}{r['sampling']:>6}{r['direction']:>9}"
+            f"{r['ours_ms']:>10.3f}{peer:>10}{ratio:>9}{r['ours_GBps']:>8.0f}{det:>9}{det_ratio:>9}"
+        )
 
 
 def main() -> None:
@@ -205,8 +216,7 @@ def main() -> None:
     results = run_gpu_cases(quick=args.quick)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name() if results else None, "gpu_cases": results}, f,
-                      indent=2)
+            json.dump({"device": torch.cuda.get_device_name() if results else None, "gpu_cases": results}, f, indent=2)
 
 
 if __name__ == "__main__":

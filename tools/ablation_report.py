@@ -28,8 +28,9 @@ from maskrcnn.studies.report import collect_runs, disambiguate_labels, find_run_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directories", type=Path, nargs="+", help="study or sweep directories")
-    parser.add_argument("--baseline", default=None, help="variant the Δ column compares with "
-                        "(default: roi_pool when present)")
+    parser.add_argument(
+        "--baseline", default=None, help="variant the Δ column compares with (default: roi_pool when present)"
+    )
     parser.add_argument("--out-dir", type=Path, default=None, help="where report.md/json and chart.png go")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
     parser.add_argument("--title", default=None)
@@ -55,8 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     baseline = args.baseline or ("roi_pool" if "roi_pool" in variants else None)
     if baseline is not None and baseline not in variants:
         parser.error(f"--baseline {baseline!r} is not one of the variants: {', '.join(variants)}")
-    out = write_report(runs, out_dir=args.out_dir or args.directories[0], title=args.title, baseline=baseline,
-                       variants=variants, labels=labels, chart=not args.no_chart)
+    out = write_report(
+        runs,
+        out_dir=args.out_dir or args.directories[0],
+        title=args.title,
+        baseline=baseline,
+        variants=variants,
+        labels=labels,
+        chart=not args.no_chart,
+    )
     print(out["markdown"])
     for kind, path in out["paths"].items():
         print(f"{kind}: {path}")

@@ -36,7 +36,9 @@ class FullResolutionMasks(CocoDetection):
 
     def _load_masks(self, record):
         h, w = record["height"], record["width"]
-        rles = [s if isinstance(s, dict) else mask_utils.merge(mask_utils.frPyObjects(s, h, w)) for s in record["segms"]]
+        rles = [
+            s if isinstance(s, dict) else mask_utils.merge(mask_utils.frPyObjects(s, h, w)) for s in record["segms"]
+        ]
         return InstanceMasks.from_coco_segmentations(rles, height=h, width=w)
 
 
@@ -71,14 +73,19 @@ def main(argv=None) -> int:
     ann = root / "annotations" / "instances_train2017.json"
     if not ann.is_file():
         parser.error(f"no coco-mini at {root} (expected {ann}); pass --root")
-    kwargs = dict(image_dir=str(root / "train2017"), annotation_file=str(ann),
-                  transforms=build_transforms(min_size=args.min_size, max_size=args.max_size, flip_prob=0.5))
+    kwargs = dict(
+        image_dir=str(root / "train2017"),
+        annotation_file=str(ann),
+        transforms=build_transforms(min_size=args.min_size, max_size=args.max_size, flip_prob=0.5),
+    )
     datasets = {"ours": CocoDetection(**kwargs), "full_res_mask": FullResolutionMasks(**kwargs)}
 
     results = []
-    print(f"coco-mini training loader, {args.min_size} x {args.max_size}, batch {args.batch_size}, "
-          f"{args.images} images per run, median of {args.repeats}; torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} cpus")
+    print(
+        f"coco-mini training loader, {args.min_size} x {args.max_size}, batch {args.batch_size}, "
+        f"{args.images} images per run, median of {args.repeats}; torch threads {torch.get_num_threads()}, "
+        f"{os.cpu_count()} cpus"
+    )
     print(f"{'workers':>7} " + " ".join(f"{p + ' img/s':>20}" for p in args.pipelines) + "   ratio")
     # Repeats interleave the worker counts and pipelines, so that a change of the machine's load
     # during the benchmark (shared machines) shifts every row alike.
@@ -86,8 +93,9 @@ def main(argv=None) -> int:
     for r in range(args.repeats):
         for workers in args.workers:
             for p in args.pipelines:
-                runs[workers, p].append(measure(datasets[p], num_workers=workers, batch_size=args.batch_size,
-                                                images=args.images, seed=r))
+                runs[workers, p].append(
+                    measure(datasets[p], num_workers=workers, batch_size=args.batch_size, images=args.images, seed=r)
+                )
     for workers in args.workers:
         row = {"workers": workers}
         for p in args.pipelines:

@@ -48,9 +48,17 @@ def swap_roi_pools(model: MaskRCNN) -> MaskRCNN:
     for name in ("box_roi_pool", "mask_roi_pool"):
         old = getattr(model.roi_heads, name)
         if old is not None:
-            setattr(model.roi_heads, name, MultiScaleRoIAlign(
-                old.featmap_names, old.output_size, old.sampling_ratio, canonical_scale=old.canonical_scale,
-                canonical_level=old.canonical_level))
+            setattr(
+                model.roi_heads,
+                name,
+                MultiScaleRoIAlign(
+                    old.featmap_names,
+                    old.output_size,
+                    old.sampling_ratio,
+                    canonical_scale=old.canonical_scale,
+                    canonical_level=old.canonical_level,
+                ),
+            )
     return model
 
 
@@ -60,10 +68,16 @@ def build_models(*, size: int, max_size: int, num_classes: int, roi_backend: str
     tv = MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=num_classes + 1, min_size=size, max_size=max_size)
     overwrite_eps(tv, 0.0)
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose(overrides=["+model=mask_rcnn_r50_fpn_torchvision", "+roi_layer=roi_align",
-                                 f"model.transform.min_size_test={size}", f"model.transform.max_size_test={max_size}",
-                                 f"model.roi_heads.box_pooler.roi_layer.backend={roi_backend}",
-                                 f"model.roi_heads.mask_pooler.roi_layer.backend={roi_backend}"])
+        cfg = compose(
+            overrides=[
+                "+model=mask_rcnn_r50_fpn_torchvision",
+                "+roi_layer=roi_align",
+                f"model.transform.min_size_test={size}",
+                f"model.transform.max_size_test={max_size}",
+                f"model.roi_heads.box_pooler.roi_layer.backend={roi_backend}",
+                f"model.roi_heads.mask_pooler.roi_layer.backend={roi_backend}",
+            ]
+        )
     with open_dict(cfg):
         cfg.dataset = OmegaConf.create({"num_classes": num_classes})
     ours = instantiate(cfg.model)
@@ -88,8 +102,13 @@ def make_inputs(*, batch: int, h: int, w: int, num_classes: int, device: torch.d
         masks = torch.zeros(n, h, w, dtype=torch.uint8)
         for i, (x1, y1, x2, y2) in enumerate(boxes.round().int().tolist()):
             masks[i, y1:y2, x1:x2] = 1
-        targets.append({"boxes": boxes.to(device), "labels": torch.randint(1, num_classes + 1, (n,), generator=g).to(device),
-                        "masks": masks.to(device)})
+        targets.append(
+            {
+                "boxes": boxes.to(device),
+                "labels": torch.randint(1, num_classes + 1, (n,), generator=g).to(device),
+                "masks": masks.to(device),
+            }
+        )
     return images, targets
 
 
@@ -123,9 +142,12 @@ def main(argv=None) -> int:
     p.add_argument("--num-classes", type=int, default=80)
     p.add_argument("--roi-backend", default="ours", choices=["ours", "torchvision"])
     p.add_argument("--amp", default="none", choices=["none", "bf16"], help="bfloat16 autocast of the forward")
-    p.add_argument("--models", default=",".join(MODELS),
-                   help="comma-separated subset of torchvision (always run: the baseline), swap (torchvision's "
-                        "model with our MultiScaleRoIAlign), ours")
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="comma-separated subset of torchvision (always run: the baseline), swap (torchvision's "
+        "model with our MultiScaleRoIAlign), ours",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on cpu")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -140,8 +162,9 @@ def main(argv=None) -> int:
     max_size = args.max_size or int(size * 1333 / 800)
     iters = args.iters or (20 if device.type == "cuda" else 3)
     h, w = size, int(size * 4 / 3)
-    models = build_models(size=size, max_size=max_size, num_classes=args.num_classes,
-                          roi_backend=args.roi_backend, device=device)
+    models = build_models(
+        size=size, max_size=max_size, num_classes=args.num_classes, roi_backend=args.roi_backend, device=device
+    )
     images, targets = make_inputs(batch=args.batch, h=h, w=w, num_classes=args.num_classes, device=device)
 
     def autocast():
@@ -151,6 +174,7 @@ def main(argv=None) -> int:
         def infer():
             with torch.no_grad(), autocast():
                 return model(images)
+
         return infer
 
     def step_fn(model):
@@ -162,6 +186,7 @@ def main(argv=None) -> int:
             opt.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             opt.step()
+
         return step
 
     for name in names:
@@ -172,27 +197,47 @@ def main(argv=None) -> int:
     for name in names:
         models[name].train()
     train = timed({name: step_fn(models[name]) for name in names}, iters=iters, warmup=args.warmup, device=device)
-    results = {name: {"inference_ms": statistics.median(inf[name]), "train_step_ms": statistics.median(train[name]),
-                      "inference_all_ms": inf[name], "train_all_ms": train[name],
-                      "detections_per_image": [int(d["boxes"].shape[0]) for d in dets[name]]}
-               for name in names}
+    results = {
+        name: {
+            "inference_ms": statistics.median(inf[name]),
+            "train_step_ms": statistics.median(train[name]),
+            "inference_all_ms": inf[name],
+            "train_all_ms": train[name],
+            "detections_per_image": [int(d["boxes"].shape[0]) for d in dets[name]],
+        }
+        for name in names
+    }
     for name in names[1:]:
         for key in ("inference_ms", "train_step_ms"):
             prefix = "ratio_" if name == "ours" else f"ratio_{name}_"
             results[prefix + key] = results[name][key] / results["torchvision"][key]
-    report = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
-              "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "torchvision": torchvision.__version__, "batch": args.batch, "image_hw": [h, w],
-              "min_size": size, "max_size": max_size, "iters": iters, "roi_backend": args.roi_backend,
-              "amp": args.amp, "results": results}
+    report = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "batch": args.batch,
+        "image_hw": [h, w],
+        "min_size": size,
+        "max_size": max_size,
+        "iters": iters,
+        "roi_backend": args.roi_backend,
+        "amp": args.amp,
+        "results": results,
+    }
     print(f"{'':14s}{'torchvision ms':>16s}" + "".join(f"{n + ' ms':>12s}{n + '/tv':>10s}" for n in names[1:]))
     for key, label in (("inference_ms", "inference"), ("train_step_ms", "train step")):
-        row = "".join(f"{results[n][key]:12.1f}{results[n][key] / results['torchvision'][key]:10.3f}"
-                      for n in names[1:])
+        row = "".join(
+            f"{results[n][key]:12.1f}{results[n][key] / results['torchvision'][key]:10.3f}" for n in names[1:]
+        )
         print(f"{label:14s}{results['torchvision'][key]:16.1f}{row}")
-    print(f"(device {report['device_name']}, batch {args.batch} of {h}x{w}, medians of {iters}, "
-          f"RoI backend of ours {args.roi_backend}, amp {args.amp}; detections/image "
-          + ", ".join(f"{n} {results[n]['detections_per_image']}" for n in names) + ")")
+    print(
+        f"(device {report['device_name']}, batch {args.batch} of {h}x{w}, medians of {iters}, "
+        f"RoI backend of ours {args.roi_backend}, amp {args.amp}; detections/image "
+        + ", ".join(f"{n} {results[n]['detections_per_image']}" for n in names)
+        + ")"
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))

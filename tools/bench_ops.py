@@ -135,26 +135,38 @@ def bench_shape(shape: Shape, op: str, impls: dict, args, device) -> list[dict]:
         def run():
             with torch.no_grad():
                 fn(feature, rois, shape)
+
         return run
 
     def forward_backward(fn):
         def run():
             x.grad = None
             fn(x, rois, shape).backward(grad)
+
         return run
 
     records = []
     for direction, make in (("forward", forward), ("forward+backward", forward_backward)):
         timed = time_calls({name: make(fn) for name, fn in impls.items()}, device, args.repeats, args.warmup)
         for impl_name, (times, cpu) in timed.items():
-            records.append({
-                "shape": shape.name, "op": op, "direction": direction, "impl": impl_name,
-                "median_ms": statistics.median(times), "times_ms": times,
-                "median_cpu_ms": statistics.median(cpu), "cpu_ms": cpu,
-            })
-            print(f"  {shape.name:5s} {op:9s} {direction:16s} {impl_name:12s} "
-                  f"{statistics.median(times):10.2f} ms  (cpu {statistics.median(cpu):10.2f} ms)",
-                  file=sys.stderr, flush=True)
+            records.append(
+                {
+                    "shape": shape.name,
+                    "op": op,
+                    "direction": direction,
+                    "impl": impl_name,
+                    "median_ms": statistics.median(times),
+                    "times_ms": times,
+                    "median_cpu_ms": statistics.median(cpu),
+                    "cpu_ms": cpu,
+                }
+            )
+            print(
+                f"  {shape.name:5s} {op:9s} {direction:16s} {impl_name:12s} "
+                f"{statistics.median(times):10.2f} ms  (cpu {statistics.median(cpu):10.2f} ms)",
+                file=sys.stderr,
+                flush=True,
+            )
     return records
 
 
@@ -178,13 +190,17 @@ def summarize(records: list[dict]) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     nan = float("nan")
-    header = (f"{'shape':6s} {'op':10s} {'direction':17s} {'ours ms':>10s} {PEER + ' ms':>15s} {'ratio':>7s}"
-              f" {'cpu ratio':>10s}")
+    header = (
+        f"{'shape':6s} {'op':10s} {'direction':17s} {'ours ms':>10s} {PEER + ' ms':>15s} {'ratio':>7s}"
+        f" {'cpu ratio':>10s}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['shape']:6s} {r['op']:10s} {r['direction']:17s} {r.get('ours', nan):10.2f} "
-              f"{r.get(PEER, nan):15.2f} {r.get('ratio', nan):6.2f}x {r.get('cpu_ratio', nan):9.2f}x")
+        print(
+            f"{r['shape']:6s} {r['op']:10s} {r['direction']:17s} {r.get('ours', nan):10.2f} "
+            f"{r.get(PEER, nan):15.2f} {r.get('ratio', nan):6.2f}x {r.get('cpu_ratio', nan):9.2f}x"
+        )
 
 
 def main(argv=None) -> int:
@@ -210,9 +226,12 @@ def main(argv=None) -> int:
         if name not in IMPLS:
             parser.error(f"unknown op {name!r}; choose from {list(IMPLS)}")
 
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, device {device}, "
-          f"threads {torch.get_num_threads()}, {args.rois_per_image} RoIs/image, dtype {args.dtype}, "
-          f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.repeats}", file=sys.stderr)
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, device {device}, "
+        f"threads {torch.get_num_threads()}, {args.rois_per_image} RoIs/image, dtype {args.dtype}, "
+        f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.repeats}",
+        file=sys.stderr,
+    )
     records = []
     for shape in shapes:
         for op in op_names:
@@ -229,10 +248,18 @@ def main(argv=None) -> int:
         gpu_cases = run_gpu_cases(quick=args.quick_gpu)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "device": str(device),
-                "threads": torch.get_num_threads(), "rois_per_image": args.rois_per_image,
-                "repeats": args.repeats, "warmup": args.warmup, "dtype": args.dtype,
-                "channels_last": args.channels_last, "shapes": [asdict(s) for s in shapes]}
+        meta = {
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "rois_per_image": args.rois_per_image,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "dtype": args.dtype,
+            "channels_last": args.channels_last,
+            "shapes": [asdict(s) for s in shapes],
+        }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "summary": rows, "records": records, "gpu_cases": gpu_cases}, f, indent=2)
     return 0

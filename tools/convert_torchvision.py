@@ -35,8 +35,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {meta['arch']} (model={meta['model_config']}) with num_classes={meta['num_classes']}; "
-          f"tools/predict.py and tools/eval.py read both from the checkpoint")
+    print(
+        f"wrote {args.out}: {meta['arch']} (model={meta['model_config']}) with num_classes={meta['num_classes']}; "
+        f"tools/predict.py and tools/eval.py read both from the checkpoint"
+    )
     return 0
 
 

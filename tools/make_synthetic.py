@@ -30,26 +30,47 @@ def main(argv=None) -> int:
     parser.add_argument("--num-val", type=int, default=None, help="validation images (default num-images // 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=256, help="long side of the images in pixels")
-    parser.add_argument("--scene", choices=SCENES, default="standard",
-                        help="standard: rotated shapes, textured backgrounds, all sizes, occlusion; "
-                             "simple: upright shapes on plain backgrounds, medium/large, little occlusion")
+    parser.add_argument(
+        "--scene",
+        choices=SCENES,
+        default="standard",
+        help="standard: rotated shapes, textured backgrounds, all sizes, occlusion; "
+        "simple: upright shapes on plain backgrounds, medium/large, little occlusion",
+    )
     defaults = ", ".join(f"{k} {v[0]}" for k, v in SCENE_DEFAULTS.items())
-    parser.add_argument("--max-objects", type=int, default=None,
-                        help=f"shapes per image are drawn from 1..N (default by scene: {defaults})")
+    parser.add_argument(
+        "--max-objects",
+        type=int,
+        default=None,
+        help=f"shapes per image are drawn from 1..N (default by scene: {defaults})",
+    )
     defaults = ", ".join(f"{k} {v[1]}" for k, v in SCENE_DEFAULTS.items())
-    parser.add_argument("--min-visible", type=float, default=None,
-                        help=f"least fraction of an object left visible by the shapes drawn over it "
-                             f"(default by scene: {defaults})")
+    parser.add_argument(
+        "--min-visible",
+        type=float,
+        default=None,
+        help=f"least fraction of an object left visible by the shapes drawn over it (default by scene: {defaults})",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    result = make_synthetic(out=args.out, format=args.format, num_images=args.num_images, num_val=args.num_val,
-                            seed=args.seed, image_size=args.image_size, scene=args.scene, max_objects=args.max_objects,
-                            min_visible=args.min_visible)
+    result = make_synthetic(
+        out=args.out,
+        format=args.format,
+        num_images=args.num_images,
+        num_val=args.num_val,
+        seed=args.seed,
+        image_size=args.image_size,
+        scene=args.scene,
+        max_objects=args.max_objects,
+        min_visible=args.min_visible,
+    )
     for split, samples in result.items():
         counts = collections.Counter(CLASS_NAMES[int(label) - 1] for s in samples for label in s.labels)
         sizes = collections.Counter(area_bucket(m.sum()) for s in samples for m in s.masks)
-        print(f"{split}: {len(samples)} images, {sum(counts.values())} objects, classes {dict(counts)}, "
-              f"sizes {dict(sizes)}")
+        print(
+            f"{split}: {len(samples)} images, {sum(counts.values())} objects, classes {dict(counts)}, "
+            f"sizes {dict(sizes)}"
+        )
     print(f"wrote {args.format} dataset to {args.out} in {time.perf_counter() - start:.1f}s")
     return 0
 

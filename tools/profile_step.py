@@ -28,20 +28,27 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     parser.add_argument("--ops", type=int, default=0, help="also list the N most expensive operators")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: the config's device)")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="wall: elapsed time; cpu: this process's CPU time (steady on a loaded machine; "
-                             "use with OMP_NUM_THREADS=1)")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time (steady on a loaded machine; "
+        "use with OMP_NUM_THREADS=1)",
+    )
     parser.add_argument("--json", default=None, help="write the per-step times and medians here")
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.warmup < 0:
         parser.error("--steps must be > 0 and --warmup >= 0")
 
-    report = profile_config(args.overrides, steps=args.steps, warmup=args.warmup, ops=args.ops, device=args.device,
-                            clock=args.clock)
+    report = profile_config(
+        args.overrides, steps=args.steps, warmup=args.warmup, ops=args.ops, device=args.device, clock=args.clock
+    )
     c = report["context"]
-    print(f"training step of {' '.join(c['overrides'])}: {c['ims_per_batch']} images per step, "
-          f"{c['num_workers']} loader workers, {c['device']}, {c['threads']} threads; {c['clock']} time, "
-          f"median of {c['steps']} steps after {c['warmup']}")
+    print(
+        f"training step of {' '.join(c['overrides'])}: {c['ims_per_batch']} images per step, "
+        f"{c['num_workers']} loader workers, {c['device']}, {c['threads']} threads; {c['clock']} time, "
+        f"median of {c['steps']} steps after {c['warmup']}"
+    )
     print(format_report(report))
     if "ops_table" in report:
         print(report["ops_table"])

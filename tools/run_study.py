@@ -34,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     parser.add_argument("--dry-run", action="store_true", help="list the runs that would run")
     parser.add_argument("--report-only", action="store_true", help="write the reports without running")
-    parser.add_argument("--report-dir", type=Path, default=None,
-                        help="write each study's report into <report-dir>/<study>/ (default: its run folder)")
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="write each study's report into <report-dir>/<study>/ (default: its run folder)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     try:
@@ -54,9 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     for spec in specs:
         report_dir = (args.report_dir or args.root) / spec.name
         runs = plan_runs(spec, args.root)
-        out = write_report([r.directory for r in runs], out_dir=report_dir,
-                           title=spec.title, baseline=spec.baseline, variants=list(spec.variants),
-                           labels={r.directory: r.variant for r in runs}, seeds={r.directory: r.seed for r in runs})
+        out = write_report(
+            [r.directory for r in runs],
+            out_dir=report_dir,
+            title=spec.title,
+            baseline=spec.baseline,
+            variants=list(spec.variants),
+            labels={r.directory: r.variant for r in runs},
+            seeds={r.directory: r.seed for r in runs},
+        )
         print(out["markdown"])
     return 0
 

@@ -39,8 +39,12 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     with tool_run(output_dir, log_name=f"{hydra_cfg.job.name}.log"):
-        require_named_run(resume=cfg.resume, hydra_overrides=hydra_cfg.overrides.hydra,
-                          multirun=hydra_cfg.mode == RunMode.MULTIRUN, output_dir=output_dir)
+        require_named_run(
+            resume=cfg.resume,
+            hydra_overrides=hydra_cfg.overrides.hydra,
+            multirun=hydra_cfg.mode == RunMode.MULTIRUN,
+            output_dir=output_dir,
+        )
         results = train(cfg, output_dir)
     return sweep_objective(results)  # what a Hydra sweeper would optimize
 

@@ -2,11 +2,11 @@
 
 from . import transforms
 from .coco import CocoDetection
-from .voc import PASCAL_VOC_CLASSES, VOCDetection
 from .io import ImageReadError, read_image
 from .loader import TrainLoader, build_test_loader, build_train_loader, collate
 from .masks import InstanceMasks
 from .samplers import InferenceSampler, TrainingBatchSampler
+from .voc import PASCAL_VOC_CLASSES, VOCDetection
 
 __all__ = [
     "CocoDetection",

@@ -17,8 +17,9 @@ from .masks import InstanceMasks
 logger = logging.getLogger(__name__)
 
 
-def sanitize_boxes(boxes: np.ndarray, *, width: int, height: int, min_size: float,
-                   stats: collections.Counter) -> tuple[np.ndarray, np.ndarray]:
+def sanitize_boxes(
+    boxes: np.ndarray, *, width: int, height: int, min_size: float, stats: collections.Counter
+) -> tuple[np.ndarray, np.ndarray]:
     """Clip boxes to the image, drop the unusable ones, and count why.
 
     Args:
@@ -104,8 +105,10 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.stats["objects"] = sum(len(r["labels"]) for r in records)
         repaired = ", ".join(f"{self.stats[k]} {why} ({k})" for k, why in CLEANUP_WARNED.items() if self.stats[k])
         if repaired:
-            logger.warning(f"{source or type(self).__name__}: the annotation clean-up changed {repaired}; fix "
-                           f"those annotations to keep them as they are (python tools/check_dataset.py counts them)")
+            logger.warning(
+                f"{source or type(self).__name__}: the annotation clean-up changed {repaired}; fix "
+                f"those annotations to keep them as they are (python tools/check_dataset.py counts them)"
+            )
         return records
 
     def __getitem__(self, idx: int):
@@ -131,8 +134,10 @@ class DetectionDataset(torch.utils.data.Dataset):
                 break
             except ImageReadError as exc:
                 if not self.skip_corrupt:
-                    raise ImageReadError(f"{exc} (to skip unreadable training images and count them, set "
-                                         f"dataset.train.skip_corrupt=true)") from exc
+                    raise ImageReadError(
+                        f"{exc} (to skip unreadable training images and count them, set "
+                        f"dataset.train.skip_corrupt=true)"
+                    ) from exc
                 # Counted in the process that read it (a DataLoader worker counts its own).
                 self.stats["skipped_corrupt_image"] += 1
                 logger.warning("skipping unreadable image: %s", exc)
@@ -143,7 +148,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         if (h, w) != (record["height"], record["width"]):
             raise ValueError(
                 f"{record['file_name']}: the image is {w}x{h} but its annotation says "
-                f"{record['width']}x{record['height']}; fix the annotation file")
+                f"{record['width']}x{record['height']}; fix the annotation file"
+            )
         target = {"boxes": record["boxes"].copy(), "labels": record["labels"].copy()}
         if self.with_masks:
             target["masks"] = self._load_masks(record)
@@ -192,9 +198,9 @@ def to_chw_float(image: np.ndarray) -> np.ndarray:
 
 def area_bucket(area: float) -> str:
     """COCO's object size buckets: small < 32^2 <= medium < 96^2 <= large (area in pixels)."""
-    if area < 32 ** 2:
+    if area < 32**2:
         return "small"
-    if area < 96 ** 2:
+    if area < 96**2:
         return "medium"
     return "large"
 

@@ -45,11 +45,11 @@ class _Slot:
 
     def stored(self, buffer: torch.Tensor) -> torch.Tensor:
         """The slot's bytes as stored: the tensor's dtype, or the packed bits (1-D uint8)."""
-        data = buffer[self.offset: self.offset + self.nbytes]
+        data = buffer[self.offset : self.offset + self.nbytes]
         return data if self.bits else data.view(self.dtype).view(self.shape)
 
     def view(self, buffer: torch.Tensor) -> torch.Tensor:
-        data = buffer[self.offset: self.offset + self.nbytes]
+        data = buffer[self.offset : self.offset + self.nbytes]
         if self.bits:  # 0/1 uint8 packed 8 to a byte: unpacked into a new tensor
             return torch.from_numpy(np.unpackbits(data.numpy(), count=math.prod(self.shape)).reshape(self.shape))
         return data.view(self.dtype).view(self.shape)
@@ -76,8 +76,13 @@ def pack_batch(batch: list) -> tuple[torch.Tensor, list]:
         offset += -(-s.nbytes // _ALIGN) * _ALIGN
         return s
 
-    layout = [(place(image), {k: place(v, binary=k == "masks") if isinstance(v, torch.Tensor) else v
-                              for k, v in target.items()}) for image, target in batch]
+    layout = [
+        (
+            place(image),
+            {k: place(v, binary=k == "masks") if isinstance(v, torch.Tensor) else v for k, v in target.items()},
+        )
+        for image, target in batch
+    ]
     buffer = torch.empty(offset, dtype=torch.uint8)
     if torch.utils.data.get_worker_info() is not None:
         # In a worker: allocated in shared memory at once, so that sending it copies nothing.

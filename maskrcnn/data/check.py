@@ -12,9 +12,19 @@ from omegaconf import DictConfig
 from .base import area_bucket
 from .io import ImageReadError, read_image
 
-DROPPED = ("invalid_box", "box_outside_image", "degenerate_box", "no_valid_segmentation", "empty_mask",
-           "mask_class_mismatch", "mask_unmatched", "instance_without_object", "instance_without_class",
-           "no_segmentation", "empty_image_filtered")
+DROPPED = (
+    "invalid_box",
+    "box_outside_image",
+    "degenerate_box",
+    "no_valid_segmentation",
+    "empty_mask",
+    "mask_class_mismatch",
+    "mask_unmatched",
+    "instance_without_object",
+    "instance_without_class",
+    "no_segmentation",
+    "empty_image_filtered",
+)
 REPAIRED = ("box_clipped", "polygon_part_dropped")
 IGNORED = ("crowd_ignored", "difficult_ignored")
 
@@ -44,8 +54,11 @@ def summarize(dataset, *, check_images: bool, max_listed: int = 10) -> tuple[str
         sizes.update(area_bucket(a) for a in object_areas(r))
     n_obj = sum(classes.values())
 
-    lines = [f"dataset: {type(dataset).__name__}, {len(dataset.class_names)} classes",
-             f"images: {len(dataset)}", f"objects: {n_obj}"]
+    lines = [
+        f"dataset: {type(dataset).__name__}, {len(dataset.class_names)} classes",
+        f"images: {len(dataset)}",
+        f"objects: {n_obj}",
+    ]
     for title, keys in (("dropped", DROPPED), ("repaired", REPAIRED), ("ignored (kept for evaluation)", IGNORED)):
         lines.append(f"{title}:")
         lines += [f"  {k}: {stats[k]}" for k in keys]

@@ -27,8 +27,17 @@ class CocoDetection(DetectionDataset):
     ``empty_image_filtered``.
     """
 
-    def __init__(self, *, image_dir: str, annotation_file: str, transforms=None, with_masks: bool = True,
-                 filter_empty: bool = True, skip_corrupt: bool = False, min_box_size: float = 1.0):
+    def __init__(
+        self,
+        *,
+        image_dir: str,
+        annotation_file: str,
+        transforms=None,
+        with_masks: bool = True,
+        filter_empty: bool = True,
+        skip_corrupt: bool = False,
+        min_box_size: float = 1.0,
+    ):
         """
         Args:
             image_dir: folder of the image files named in the JSON.
@@ -40,8 +49,10 @@ class CocoDetection(DetectionDataset):
             min_box_size: boxes narrower or lower than this many pixels are dropped.
         """
         super().__init__(transforms=transforms, skip_corrupt=skip_corrupt, with_masks=with_masks)
-        where = ("point the dataset config (or paths.data_root) at your copy; maskrcnn/data/README.md lists "
-                 "the layouts and python tools/make_synthetic.py makes the synthetic sets")
+        where = (
+            "point the dataset config (or paths.data_root) at your copy; maskrcnn/data/README.md lists "
+            "the layouts and python tools/make_synthetic.py makes the synthetic sets"
+        )
         if not os.path.isfile(annotation_file):
             raise FileNotFoundError(f"COCO annotation file not found: {annotation_file} ({where})")
         if not os.path.isdir(image_dir):
@@ -52,8 +63,10 @@ class CocoDetection(DetectionDataset):
             try:
                 self.coco = COCO(annotation_file)
             except Exception as exc:
-                raise ValueError(f"cannot read COCO annotation file {annotation_file}: {exc} (it must be a COCO "
-                                 f"instances JSON: an object with 'images', 'annotations', 'categories')") from None
+                raise ValueError(
+                    f"cannot read COCO annotation file {annotation_file}: {exc} (it must be a COCO "
+                    f"instances JSON: an object with 'images', 'annotations', 'categories')"
+                ) from None
         _check_coco_layout(self.coco.dataset, annotation_file)
 
         cat_ids = sorted(self.coco.getCatIds())
@@ -72,8 +85,10 @@ class CocoDetection(DetectionDataset):
     def _make_record(self, info: dict, anns: list[dict], min_box_size: float) -> dict:
         absent = [k for k in ("id", "file_name", "height", "width") if k not in info]
         if absent:
-            raise ValueError(f"{self.annotation_file}: image entry {info.get('id', info)} has no {absent} "
-                             f"(a COCO image entry needs id, file_name, height, width)")
+            raise ValueError(
+                f"{self.annotation_file}: image entry {info.get('id', info)} has no {absent} "
+                f"(a COCO image entry needs id, file_name, height, width)"
+            )
         h, w = int(info["height"]), int(info["width"])
         boxes, labels, segms, areas = [], [], [], []
         for ann in anns:
@@ -81,9 +96,11 @@ class CocoDetection(DetectionDataset):
                 self.stats["crowd_ignored"] += 1
                 continue
             if ann["category_id"] not in self.category_id_to_label:
-                raise ValueError(f"{self.annotation_file}: annotation {ann.get('id')} has category_id "
-                                 f"{ann['category_id']} which is not in 'categories' (ids "
-                                 f"{sorted(self.category_id_to_label)}): add the category or fix the annotation")
+                raise ValueError(
+                    f"{self.annotation_file}: annotation {ann.get('id')} has category_id "
+                    f"{ann['category_id']} which is not in 'categories' (ids "
+                    f"{sorted(self.category_id_to_label)}): add the category or fix the annotation"
+                )
             bbox = ann.get("bbox")
             if bbox is None or len(bbox) != 4:
                 raise ValueError(f"{self.annotation_file}: annotation {ann.get('id')} has no 4-number 'bbox'")
@@ -98,8 +115,9 @@ class CocoDetection(DetectionDataset):
             labels.append(self.category_id_to_label[ann["category_id"]])
             segms.append(segm)
             areas.append(float(ann.get("area", bw * bh)))
-        keep, boxes = sanitize_boxes(np.array(boxes, dtype=np.float32).reshape(-1, 4), width=w, height=h,
-                                     min_size=min_box_size, stats=self.stats)
+        keep, boxes = sanitize_boxes(
+            np.array(boxes, dtype=np.float32).reshape(-1, 4), width=w, height=h, min_size=min_box_size, stats=self.stats
+        )
         return {
             "image_id": int(info["id"]),
             "file_name": os.path.join(self.image_dir, info["file_name"]),
@@ -119,8 +137,11 @@ class CocoDetection(DetectionDataset):
         if not isinstance(segm, list):
             return None
         # A NaN coordinate would make pycocotools rasterize an unbounded polygon (memory blow-up).
-        parts = [p for p in segm if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
-                 and all(is_finite_number(v) for v in p)]
+        parts = [
+            p
+            for p in segm
+            if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(is_finite_number(v) for v in p)
+        ]
         self.stats["polygon_part_dropped"] += len(segm) - len(parts)
         return parts or None
 
@@ -135,5 +156,7 @@ def _check_coco_layout(dataset, annotation_file) -> None:
     if "annotations" in dataset and not isinstance(dataset["annotations"], list):
         missing.append("annotations")
     if missing:
-        raise ValueError(f"{annotation_file} is not a COCO instances JSON: no list {missing} (found keys "
-                         f"{sorted(dataset)}); it needs 'images', 'annotations' and 'categories'")
+        raise ValueError(
+            f"{annotation_file} is not a COCO instances JSON: no list {missing} (found keys "
+            f"{sorted(dataset)}); it needs 'images', 'annotations' and 'categories'"
+        )

@@ -59,7 +59,9 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             if im.mode not in ("P", "L"):
-                raise ImageReadError(f"label PNG {path} has mode {im.mode!r}, expected a palette ('P') or 8-bit ('L') PNG")
+                raise ImageReadError(
+                    f"label PNG {path} has mode {im.mode!r}, expected a palette ('P') or 8-bit ('L') PNG"
+                )
             return np.array(im, dtype=np.uint8)
     except ImageReadError:
         raise

@@ -38,7 +38,7 @@ class _SeededSamples(Dataset):
 
 def _worker_init(worker_id: int) -> None:
     # torch seeds each worker from the loader's base seed; make numpy/random follow it too.
-    seed = torch.initial_seed() % 2 ** 32
+    seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
 
@@ -51,8 +51,16 @@ class TrainLoader:
     random transforms, that an uninterrupted run would have produced.
     """
 
-    def __init__(self, dataset, *, batch_size: int, num_workers: int, seed: int,
-                 aspect_ratio_grouping: bool = True, start_iter: int = 0):
+    def __init__(
+        self,
+        dataset,
+        *,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        aspect_ratio_grouping: bool = True,
+        start_iter: int = 0,
+    ):
         self.dataset = dataset
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.aspect_ratio_grouping = aspect_ratio_grouping
@@ -61,13 +69,21 @@ class TrainLoader:
         self.group_ids = None
         if aspect_ratio_grouping:
             if not hasattr(dataset, "aspect_ratios"):
-                raise ValueError(f"aspect_ratio_grouping needs dataset.aspect_ratios(); {type(dataset).__name__} has none")
+                raise ValueError(
+                    f"aspect_ratio_grouping needs dataset.aspect_ratios(); {type(dataset).__name__} has none"
+                )
             self.group_ids = aspect_ratio_group_ids(dataset.aspect_ratios())
 
     def batch_sampler(self) -> TrainingBatchSampler:
-        return TrainingBatchSampler(size=len(self.dataset), batch_size=self.batch_size, seed=self.seed,
-                                    group_ids=self.group_ids, rank=self.rank, world_size=self.world_size,
-                                    start_iter=self.iteration)
+        return TrainingBatchSampler(
+            size=len(self.dataset),
+            batch_size=self.batch_size,
+            seed=self.seed,
+            group_ids=self.group_ids,
+            rank=self.rank,
+            world_size=self.world_size,
+            start_iter=self.iteration,
+        )
 
     def __iter__(self):
         # With workers, a batch crosses to this process as one shared buffer (batch_transport.py).
@@ -86,28 +102,47 @@ class TrainLoader:
             yield unpack_batch(batch) if packed else batch
 
     def state_dict(self) -> dict:
-        return {"iteration": self.iteration, "seed": self.seed, "batch_size": self.batch_size,
-                "world_size": self.world_size, "aspect_ratio_grouping": self.aspect_ratio_grouping}
+        return {
+            "iteration": self.iteration,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "aspect_ratio_grouping": self.aspect_ratio_grouping,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "batch_size", "world_size", "aspect_ratio_grouping"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(f"TrainLoader.load_state_dict: saved {key}={state[key]!r} but this loader has "
-                                 f"{getattr(self, key)!r}; the batches would not continue the saved run")
+                raise ValueError(
+                    f"TrainLoader.load_state_dict: saved {key}={state[key]!r} but this loader has "
+                    f"{getattr(self, key)!r}; the batches would not continue the saved run"
+                )
         self.iteration = int(state["iteration"])
 
 
-def build_train_loader(dataset, *, batch_size: int, num_workers: int, seed: int,
-                       aspect_ratio_grouping: bool = True, start_iter: int = 0) -> TrainLoader:
+def build_train_loader(
+    dataset, *, batch_size: int, num_workers: int, seed: int, aspect_ratio_grouping: bool = True, start_iter: int = 0
+) -> TrainLoader:
     """Infinite, iteration-based, rank-sharded training loader (see :class:`TrainLoader`).
     ``batch_size`` is per process."""
-    return TrainLoader(dataset, batch_size=batch_size, num_workers=num_workers, seed=seed,
-                       aspect_ratio_grouping=aspect_ratio_grouping, start_iter=start_iter)
+    return TrainLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        seed=seed,
+        aspect_ratio_grouping=aspect_ratio_grouping,
+        start_iter=start_iter,
+    )
 
 
 def build_test_loader(dataset, *, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
     """Each image once, in order, sharded across ranks when torch.distributed is initialised."""
     rank, world_size = get_rank(), get_world_size()
-    return DataLoader(dataset, batch_size=batch_size, sampler=InferenceSampler(size=len(dataset), rank=rank,
-                      world_size=world_size), num_workers=num_workers, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=InferenceSampler(size=len(dataset), rank=rank, world_size=world_size),
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+    )

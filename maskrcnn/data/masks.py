@@ -51,7 +51,7 @@ class InstanceMasks:
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
-    def from_coco_segmentations(cls, segms: list, *, height: int, width: int) -> "InstanceMasks":
+    def from_coco_segmentations(cls, segms: list, *, height: int, width: int) -> InstanceMasks:
         """segms: per instance a list of polygons (each a flat list of xy) or an RLE dict."""
         entries = []
         for segm in segms:
@@ -62,13 +62,13 @@ class InstanceMasks:
         return cls(entries, height=height, width=width)
 
     @classmethod
-    def from_label_map(cls, label_map: np.ndarray, values: list[int]) -> "InstanceMasks":
+    def from_label_map(cls, label_map: np.ndarray, values: list[int]) -> InstanceMasks:
         """label_map: (H, W) uint8 where instance k has pixels == values[k] (VOC SegmentationObject)."""
         h, w = label_map.shape
         return cls([_Label(int(v)) for v in values], height=h, width=w, label_map=label_map)
 
     @classmethod
-    def from_bitmaps(cls, masks: np.ndarray) -> "InstanceMasks":
+    def from_bitmaps(cls, masks: np.ndarray) -> InstanceMasks:
         """masks: (N, H, W) uint8/bool bitmaps."""
         n, h, w = masks.shape
         entries = [_RLE(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))) for m in masks]
@@ -77,18 +77,19 @@ class InstanceMasks:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def select(self, keep) -> "InstanceMasks":
+    def select(self, keep) -> InstanceMasks:
         """Keep the instances at the given indices (or boolean mask), in that order."""
         keep = np.asarray(keep)
         if keep.dtype == bool:
             keep = np.nonzero(keep)[0]
-        out = InstanceMasks([self._entries[i] for i in keep], height=self.height, width=self.width,
-                            label_map=self._label_map)
+        out = InstanceMasks(
+            [self._entries[i] for i in keep], height=self.height, width=self.width, label_map=self._label_map
+        )
         out._flipped, out._transformed = self._flipped, self._transformed
         return out
 
     # --- geometry -------------------------------------------------------------------------------
-    def resize(self, new_height: int, new_width: int) -> "InstanceMasks":
+    def resize(self, new_height: int, new_width: int) -> InstanceMasks:
         """Scale to (new_height, new_width): polygons now, bitmaps when materialized."""
         sx, sy = new_width / self.width, new_height / self.height
 
@@ -98,7 +99,7 @@ class InstanceMasks:
 
         return self._with_polygons(scale, new_height, new_width, flipped=self._flipped)
 
-    def hflip(self) -> "InstanceMasks":
+    def hflip(self) -> InstanceMasks:
         """Mirror left-right: x -> width - x for polygon vertices (pixel-edge coordinates)."""
 
         def mirror(q: np.ndarray) -> None:
@@ -106,7 +107,7 @@ class InstanceMasks:
 
         return self._with_polygons(mirror, self.height, self.width, flipped=not self._flipped)
 
-    def _with_polygons(self, edit, height: int, width: int, *, flipped: bool) -> "InstanceMasks":
+    def _with_polygons(self, edit, height: int, width: int, *, flipped: bool) -> InstanceMasks:
         """A transformed copy: ``edit`` changes a copy of every polygon part in place; bitmap entries
         stay at the source size and are brought to (height, width, flipped) when materialized."""
         entries = []

@@ -29,8 +29,17 @@ class TrainingBatchSampler(Sampler):
     starting at ``start_iter`` skips that many batches, which is how training resumes.
     """
 
-    def __init__(self, *, size: int, batch_size: int, seed: int, group_ids: Sequence[int] | None = None,
-                 rank: int = 0, world_size: int = 1, start_iter: int = 0):
+    def __init__(
+        self,
+        *,
+        size: int,
+        batch_size: int,
+        seed: int,
+        group_ids: Sequence[int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        start_iter: int = 0,
+    ):
         if size <= 0:
             raise ValueError("TrainingBatchSampler: the dataset is empty")
         if batch_size <= 0:
@@ -47,7 +56,7 @@ class TrainingBatchSampler(Sampler):
         epoch = 0
         while True:
             perm = np.random.default_rng([self.seed, epoch]).permutation(self.size)
-            yield from perm[self.rank::self.world_size].tolist()
+            yield from perm[self.rank :: self.world_size].tolist()
             epoch += 1
 
     def _sample_seed(self, iteration: int, position: int) -> int:

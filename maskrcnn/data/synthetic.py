@@ -44,30 +44,32 @@ SCENE_DEFAULTS = {"standard": (6, 0.4), "simple": (4, 0.8)}
 class SyntheticSample:
     """One generated image and its exact ground truth."""
 
-    name: str                 # file stem, e.g. "train_000003"
-    image: np.ndarray         # (H, W, 3) uint8 RGB, before JPEG compression
-    masks: np.ndarray         # (N, H, W) uint8 visible pixels of each object
-    labels: np.ndarray        # (N,) int64 in 1..3 (index into CLASS_NAMES + 1)
-    boxes: np.ndarray         # (N, 4) float32 XYXY 0-based pixel edges, tight around the visible mask
+    name: str  # file stem, e.g. "train_000003"
+    image: np.ndarray  # (H, W, 3) uint8 RGB, before JPEG compression
+    masks: np.ndarray  # (N, H, W) uint8 visible pixels of each object
+    labels: np.ndarray  # (N,) int64 in 1..3 (index into CLASS_NAMES + 1)
+    boxes: np.ndarray  # (N, 4) float32 XYXY 0-based pixel edges, tight around the visible mask
     polygons: list = field(default_factory=list)  # per object: flat xy polygon if unoccluded, else None
 
 
 # --- shapes ------------------------------------------------------------------------------------
 
-def _shape_polygon(rng: np.random.Generator, kind: int, cx: float, cy: float, area: float,
-                   upright: bool = False) -> np.ndarray:
+
+def _shape_polygon(
+    rng: np.random.Generator, kind: int, cx: float, cy: float, area: float, upright: bool = False
+) -> np.ndarray:
     """(K, 2) vertices of a shape of about ``area`` pixels centred at (cx, cy); ``upright``: no
     rotation and an undisturbed apex-up triangle."""
     aspect = rng.uniform(0.6, 1.6)
     theta = 0.0 if upright else rng.uniform(0, np.pi)
-    if kind == 1:    # ellipse
+    if kind == 1:  # ellipse
         a, b = np.sqrt(area * aspect / np.pi), np.sqrt(area / (aspect * np.pi))
         t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
         pts = np.stack([a * np.cos(t), b * np.sin(t)], axis=1)
     elif kind == 2:  # rectangle
         w, h = np.sqrt(area * aspect), np.sqrt(area / aspect)
         pts = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) / 2
-    else:            # triangle, not too thin: vertex angles 120 degrees apart, jittered
+    else:  # triangle, not too thin: vertex angles 120 degrees apart, jittered
         r = np.sqrt(4 * area / (3 * np.sqrt(3)))
         t = np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
         # upright: apex up (image y grows downwards); otherwise jittered vertices, rotated below
@@ -87,11 +89,11 @@ def _sample_area(rng: np.random.Generator, height: int, width: int, scene: str =
     occlusion and the image border make the kept large ones fewer. simple: log-uniform from 40^2
     to a sixth of the image (medium and large)."""
     if scene == "simple":
-        lo, hi = 40 ** 2, max(60 ** 2, height * width / 6)
+        lo, hi = 40**2, max(60**2, height * width / 6)
     else:
         u = rng.random()
-        big = max(96 ** 2 * 1.2, 0.25 * height * width)
-        lo, hi = (200, 900) if u < 0.25 else (1300, 8500) if u < 0.65 else (96 ** 2 * 1.05, big)
+        big = max(96**2 * 1.2, 0.25 * height * width)
+        lo, hi = (200, 900) if u < 0.25 else (1300, 8500) if u < 0.65 else (96**2 * 1.05, big)
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
@@ -101,12 +103,17 @@ def _background(rng: np.random.Generator, height: int, width: int, scene: str = 
     base = rng.uniform(60, 190, size=3)
     if scene == "simple":
         return np.full((height, width, 3), base)
-    blotch = cv2.resize(rng.normal(0, 22, size=(height // 32 + 2, width // 32 + 2, 3)).astype(np.float32),
-                        (width, height), interpolation=cv2.INTER_CUBIC)
+    blotch = cv2.resize(
+        rng.normal(0, 22, size=(height // 32 + 2, width // 32 + 2, 3)).astype(np.float32),
+        (width, height),
+        interpolation=cv2.INTER_CUBIC,
+    )
     img = base + blotch
     for _ in range(rng.integers(0, 4)):
         p = rng.uniform(0, [width, height, width, height]).astype(int)
-        cv2.line(img, (int(p[0]), int(p[1])), (int(p[2]), int(p[3])), tuple(float(v) for v in base + rng.normal(0, 20, 3)), 1)
+        cv2.line(
+            img, (int(p[0]), int(p[1])), (int(p[2]), int(p[3])), tuple(float(v) for v in base + rng.normal(0, 20, 3)), 1
+        )
     return img
 
 
@@ -132,8 +139,16 @@ def _check_scene(scene: str, max_objects: int | None, min_visible: float | None)
     return max_objects, min_visible
 
 
-def generate_sample(rng: np.random.Generator, *, height: int, width: int, name: str, scene: str = "standard",
-                    max_objects: int | None = None, min_visible: float | None = None) -> SyntheticSample:
+def generate_sample(
+    rng: np.random.Generator,
+    *,
+    height: int,
+    width: int,
+    name: str,
+    scene: str = "standard",
+    max_objects: int | None = None,
+    min_visible: float | None = None,
+) -> SyntheticSample:
     """Draw one image with 1..max_objects shapes; later shapes occlude earlier ones, but every
     object keeps at least ``min_visible`` of its in-image area (otherwise the new shape is redrawn).
     ``max_objects`` / ``min_visible`` default to the scene's (SCENE_DEFAULTS)."""
@@ -173,12 +188,21 @@ def generate_sample(rng: np.random.Generator, *, height: int, width: int, name: 
         ys, xs = np.nonzero(v)
         boxes[i] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
     polygons = [p if np.array_equal(v, f) else None for p, v, f in zip(polys, visible, full)]
-    return SyntheticSample(name=name, image=image, masks=masks, labels=np.array(labels, dtype=np.int64),
-                           boxes=boxes, polygons=polygons)
+    return SyntheticSample(
+        name=name, image=image, masks=masks, labels=np.array(labels, dtype=np.int64), boxes=boxes, polygons=polygons
+    )
 
 
-def generate_split(*, split: str, num_images: int, seed: int, image_size: int = 256, scene: str = "standard",
-                   max_objects: int | None = None, min_visible: float | None = None) -> list[SyntheticSample]:
+def generate_split(
+    *,
+    split: str,
+    num_images: int,
+    seed: int,
+    image_size: int = 256,
+    scene: str = "standard",
+    max_objects: int | None = None,
+    min_visible: float | None = None,
+) -> list[SyntheticSample]:
     """``num_images`` samples; image i depends only on (seed, split, i), so a longer split extends
     a shorter one. Sizes vary: square, landscape (3:4) and portrait (4:3) of long side image_size."""
     split_id = SPLITS.index(split)
@@ -188,12 +212,22 @@ def generate_split(*, split: str, num_images: int, seed: int, image_size: int = 
     for i in range(num_images):
         rng = np.random.default_rng([seed, split_id, i])
         h, w = shapes[int(rng.integers(len(shapes)))]
-        samples.append(generate_sample(rng, height=h, width=w, name=f"{split}_{i:06d}", scene=scene,
-                                       max_objects=max_objects, min_visible=min_visible))
+        samples.append(
+            generate_sample(
+                rng,
+                height=h,
+                width=w,
+                name=f"{split}_{i:06d}",
+                scene=scene,
+                max_objects=max_objects,
+                min_visible=min_visible,
+            )
+        )
     return samples
 
 
 # --- writers -------------------------------------------------------------------------------------
+
 
 def _write_jpeg(path: str, image_rgb: np.ndarray) -> None:
     if not cv2.imwrite(path, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]):
@@ -232,14 +266,29 @@ def write_coco(samples: list[SyntheticSample], out_dir: str, split: str) -> str:
                 else:
                     segm = uncompressed_rle(m)
             x1, y1, x2, y2 = (float(v) for v in box)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                                "segmentation": segm, "area": float(m.sum()), "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "segmentation": segm,
+                    "area": float(m.sum()),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES)]
     path = os.path.join(out_dir, "annotations", f"instances_{split}.json")
     with open(path, "w") as f:
-        json.dump({"info": {"description": "maskrcnn synthetic shapes"}, "images": images,
-                   "annotations": annotations, "categories": categories}, f)
+        json.dump(
+            {
+                "info": {"description": "maskrcnn synthetic shapes"},
+                "images": images,
+                "annotations": annotations,
+                "categories": categories,
+            },
+            f,
+        )
     return path
 
 
@@ -269,8 +318,14 @@ def write_palette_png(path: str, indices: np.ndarray) -> None:
 def write_voc(samples: list[SyntheticSample], out_dir: str, split: str) -> None:
     """Write one split into the VOCdevkit-style folder ``out_dir`` (XML boxes are 1-based inclusive:
     xmin = x1 + 1, xmax = x2 for our 0-based pixel-edge box (x1, x2))."""
-    for sub in ("JPEGImages", "Annotations", "SegmentationObject", "SegmentationClass",
-                "ImageSets/Main", "ImageSets/Segmentation"):
+    for sub in (
+        "JPEGImages",
+        "Annotations",
+        "SegmentationObject",
+        "SegmentationClass",
+        "ImageSets/Main",
+        "ImageSets/Segmentation",
+    ):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     for s in samples:
         h, w = s.image.shape[:2]
@@ -304,9 +359,18 @@ def write_voc(samples: list[SyntheticSample], out_dir: str, split: str) -> None:
             f.writelines(f"{s.name}\n" for s in samples)
 
 
-def make_synthetic(*, out: str, format: str, num_images: int, num_val: int | None = None, seed: int = 0,
-                   image_size: int = 256, scene: str = "standard", max_objects: int | None = None,
-                   min_visible: float | None = None) -> dict[str, list[SyntheticSample]]:
+def make_synthetic(
+    *,
+    out: str,
+    format: str,
+    num_images: int,
+    num_val: int | None = None,
+    seed: int = 0,
+    image_size: int = 256,
+    scene: str = "standard",
+    max_objects: int | None = None,
+    min_visible: float | None = None,
+) -> dict[str, list[SyntheticSample]]:
     """Generate and write the train and val splits; returns the in-memory ground truth per split."""
     if format not in ("coco", "voc"):
         raise ValueError(f"format must be 'coco' or 'voc', got {format!r}")
@@ -317,8 +381,15 @@ def make_synthetic(*, out: str, format: str, num_images: int, num_val: int | Non
     num_val = max(1, num_images // 5) if num_val is None else num_val
     result = {}
     for split, n in (("train", num_images), ("val", num_val)):
-        samples = generate_split(split=split, num_images=n, seed=seed, image_size=image_size, scene=scene,
-                                 max_objects=max_objects, min_visible=min_visible)
+        samples = generate_split(
+            split=split,
+            num_images=n,
+            seed=seed,
+            image_size=image_size,
+            scene=scene,
+            max_objects=max_objects,
+            min_visible=min_visible,
+        )
         (write_coco if format == "coco" else write_voc)(samples, out, split)
         result[split] = samples
     if format == "voc":

@@ -134,8 +134,13 @@ class ColorJitter:
         return f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, saturation={self.saturation}, prob={self.prob})"
 
 
-def build_transforms(*, min_size: int | Sequence[int] | None = None, max_size: int | None = 1333,
-                     flip_prob: float = 0.5, jitter: bool = False) -> Compose:
+def build_transforms(
+    *,
+    min_size: int | Sequence[int] | None = None,
+    max_size: int | None = 1333,
+    flip_prob: float = 0.5,
+    jitter: bool = False,
+) -> Compose:
     """Training pipeline: optional jitter, resize of the short side (min_size None = keep the
     size), horizontal flip. Evaluation datasets use ``transforms: null`` (the model resizes)."""
     ts = []

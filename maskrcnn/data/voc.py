@@ -33,8 +33,26 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 SEGMENTATION_DIRS = (("SegmentationObject", "SegmentationClass"), ("SegmentationObjectPNG", "SegmentationClassPNG"))
 
 PASCAL_VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 
@@ -63,6 +81,7 @@ def _text(node, path: str, xml_path: str) -> str:
 
 def _layout(root: str) -> str:
     """'xml' (Annotations/) or 'masks' (segmentation PNGs only); otherwise an error saying what is needed."""
+
     def has(sub):
         return os.path.isdir(os.path.join(root, sub))
 
@@ -70,34 +89,46 @@ def _layout(root: str) -> str:
         return "xml"
     if has("JPEGImages") and any(has(obj) and has(cls) for obj, cls in SEGMENTATION_DIRS):
         return "masks"
-    found = sorted(os.listdir(root)) if os.path.isdir(root) else (
-        "the folder does not exist: point the dataset config's root (or paths.data_root) at your copy; "
-        "maskrcnn/data/README.md lists the layouts and python tools/make_synthetic.py makes the synthetic sets")
+    found = (
+        sorted(os.listdir(root))
+        if os.path.isdir(root)
+        else (
+            "the folder does not exist: point the dataset config's root (or paths.data_root) at your copy; "
+            "maskrcnn/data/README.md lists the layouts and python tools/make_synthetic.py makes the synthetic sets"
+        )
+    )
     raise FileNotFoundError(
         f"VOCDetection: {root} is not a VOC-layout folder: it needs JPEGImages/ and either Annotations/ "
         f"(VOC XML boxes) or SegmentationObject/ + SegmentationClass/ PNGs (masks only, e.g. a labelme export, "
-        f"with class_names.txt); found {found}")
+        f"with class_names.txt); found {found}"
+    )
 
 
 def _image_files(root: str) -> dict[str, str]:
     """file id -> image path of every image in ``<root>/JPEGImages``."""
     folder = os.path.join(root, "JPEGImages")
-    return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in sorted(os.listdir(folder))
-            if n.lower().endswith(IMAGE_EXTENSIONS)}
+    return {
+        os.path.splitext(n)[0]: os.path.join(folder, n)
+        for n in sorted(os.listdir(folder))
+        if n.lower().endswith(IMAGE_EXTENSIONS)
+    }
 
 
 def _split_ids(root: str, split: str, layout: str) -> list[str]:
     """The ids of ``ImageSets/{Main,Segmentation}/<split>.txt``; every image when there is no ImageSets/."""
     if not os.path.isdir(os.path.join(root, "ImageSets")):
         if layout == "xml":
-            return sorted(os.path.splitext(n)[0] for n in os.listdir(os.path.join(root, "Annotations"))
-                          if n.endswith(".xml"))
+            return sorted(
+                os.path.splitext(n)[0] for n in os.listdir(os.path.join(root, "Annotations")) if n.endswith(".xml")
+            )
         return list(_image_files(root))
     candidates = [os.path.join(root, "ImageSets", sub, f"{split}.txt") for sub in ("Main", "Segmentation")]
     list_file = next((f for f in candidates if os.path.isfile(f)), None)
     if list_file is None:
-        raise FileNotFoundError(f"VOC split file not found: {candidates[0]} (root={root}, split={split}; "
-                                f"a root without ImageSets/ uses every image)")
+        raise FileNotFoundError(
+            f"VOC split file not found: {candidates[0]} (root={root}, split={split}; "
+            f"a root without ImageSets/ uses every image)"
+        )
     with open(list_file) as f:
         return [line.split()[0] for line in f if line.strip()]
 
@@ -149,9 +180,18 @@ class VOCDetection(DetectionDataset):
     ``instance_without_class`` (masks only: no class pixels), ``empty_image_filtered``.
     """
 
-    def __init__(self, *, sets: Sequence, class_names: Sequence[str] | None = PASCAL_VOC_CLASSES, transforms=None,
-                 with_masks: bool = False, use_difficult: bool = False, filter_empty: bool = True,
-                 skip_corrupt: bool = False, min_box_size: float = 1.0):
+    def __init__(
+        self,
+        *,
+        sets: Sequence,
+        class_names: Sequence[str] | None = PASCAL_VOC_CLASSES,
+        transforms=None,
+        with_masks: bool = False,
+        use_difficult: bool = False,
+        filter_empty: bool = True,
+        skip_corrupt: bool = False,
+        min_box_size: float = 1.0,
+    ):
         """
         Args:
             sets: (root, split) pairs, as ``[{root: .../VOC2007, split: trainval}, ...]``.
@@ -166,8 +206,10 @@ class VOCDetection(DetectionDataset):
         if class_names is None:
             names = _read_class_names_file(self.sets[0][0])
             if names is None:
-                raise ValueError(f"VOCDetection: class_names is null but {self.sets[0][0]} has no class_names.txt; "
-                                 f"set the dataset's class_names")
+                raise ValueError(
+                    f"VOCDetection: class_names is null but {self.sets[0][0]} has no class_names.txt; "
+                    f"set the dataset's class_names"
+                )
             class_names = names[1:]
         self.class_names = [str(c) for c in class_names]
         if len(set(self.class_names)) != len(self.class_names) or not self.class_names:
@@ -185,16 +227,18 @@ class VOCDetection(DetectionDataset):
                 if layout == "xml":
                     record = self._parse(root, file_id, image_id=len(records), value_to_label=value_to_label)
                 else:
-                    record = self._parse_masks_only(root, file_id, images, image_id=len(records),
-                                                    value_to_label=value_to_label)
+                    record = self._parse_masks_only(
+                        root, file_id, images, image_id=len(records), value_to_label=value_to_label
+                    )
                 if record is not None:
                     records.append(record)
         self._all_records = records
         if with_masks:
             records = [r for r in records if r["mask_files"] is not None]
             self.stats["no_segmentation"] += len(self._all_records) - len(records)
-        self.records = self._finish_records(records, filter_empty=filter_empty,
-                                            source="VOCDetection " + ", ".join(f"{r} ({s})" for r, s in self.sets))
+        self.records = self._finish_records(
+            records, filter_empty=filter_empty, source="VOCDetection " + ", ".join(f"{r} ({s})" for r, s in self.sets)
+        )
 
     def _value_to_label(self, root: str) -> np.ndarray:
         """(256,) label of each SegmentationClass value of this root: by class_names.txt, else value = label."""
@@ -203,8 +247,10 @@ class VOCDetection(DetectionDataset):
             return label_lookup({v: v for v in range(1, len(self.class_names) + 1)})
         unknown = [n for n in names[1:] if n not in self._class_to_label]
         if unknown:
-            raise ValueError(f"{os.path.join(root, 'class_names.txt')}: classes {unknown} are not in class_names "
-                             f"{self.class_names}; set the dataset's class_names (or class_names: null to use the file)")
+            raise ValueError(
+                f"{os.path.join(root, 'class_names.txt')}: classes {unknown} are not in class_names "
+                f"{self.class_names}; set the dataset's class_names (or class_names: null to use the file)"
+            )
         return label_lookup({v: self._class_to_label[n] for v, n in enumerate(names) if v > 0})
 
     def _parse(self, root: str, file_id: str, *, image_id: int, value_to_label: np.ndarray) -> dict:
@@ -226,8 +272,10 @@ class VOCDetection(DetectionDataset):
         for obj in tree.findall("object"):
             name = _text(obj, "name", xml_path)
             if name not in self._class_to_label:
-                raise ValueError(f"{xml_path}: object class {name!r} is not in class_names {self.class_names}; "
-                                 f"set the dataset's class_names")
+                raise ValueError(
+                    f"{xml_path}: object class {name!r} is not in class_names {self.class_names}; "
+                    f"set the dataset's class_names"
+                )
             bb = obj.find("bndbox")
             if bb is None:
                 raise ValueError(f"{xml_path}: object {name!r} has no <bndbox>")
@@ -260,18 +308,27 @@ class VOCDetection(DetectionDataset):
             mask_values, kept = self._pair_masks(mask_files, boxes, labels, idx, (h, w), xml_path, value_to_label)
             idx, train_boxes = idx[kept], train_boxes[kept]
         return {
-            "image_id": image_id, "file_id": file_id, "file_name": image_path, "height": h, "width": w,
-            "boxes": train_boxes, "labels": labels[idx], "mask_values": mask_values,
+            "image_id": image_id,
+            "file_id": file_id,
+            "file_name": image_path,
+            "height": h,
+            "width": w,
+            "boxes": train_boxes,
+            "labels": labels[idx],
+            "mask_values": mask_values,
             "mask_files": mask_files,
-            "all_boxes": boxes, "all_labels": labels, "difficult": difficult,
+            "all_boxes": boxes,
+            "all_labels": labels,
+            "difficult": difficult,
         }
 
     def _read_pngs(self, mask_files, size, described_by: str):
         inst, cls = read_label_png(mask_files[0]), read_label_png(mask_files[1])
         for path, png in zip(mask_files, (inst, cls)):
             if size is not None and png.shape != size:
-                raise ValueError(f"{path}: segmentation PNG is {png.shape[::-1]} (w, h), {described_by} says "
-                                 f"{size[::-1]}")
+                raise ValueError(
+                    f"{path}: segmentation PNG is {png.shape[::-1]} (w, h), {described_by} says {size[::-1]}"
+                )
         if inst.shape != cls.shape:
             raise ValueError(f"{mask_files[1]}: is {cls.shape[::-1]} (w, h) but {mask_files[0]} is {inst.shape[::-1]}")
         return inst, cls
@@ -295,8 +352,9 @@ class VOCDetection(DetectionDataset):
     def _name(self, label: int) -> str:
         return self.class_names[label - 1] if 0 < label <= len(self.class_names) else "no class"
 
-    def _parse_masks_only(self, root: str, file_id: str, images: dict[str, str], *, image_id: int,
-                          value_to_label: np.ndarray) -> dict | None:
+    def _parse_masks_only(
+        self, root: str, file_id: str, images: dict[str, str], *, image_id: int, value_to_label: np.ndarray
+    ) -> dict | None:
         """A record whose objects are the instances of the segmentation PNGs (None: image without PNGs)."""
         if file_id not in images:
             raise FileNotFoundError(f"VOC image not found: {os.path.join(root, 'JPEGImages', file_id)}.jpg")
@@ -310,17 +368,29 @@ class VOCDetection(DetectionDataset):
         classless = [i for i in instances if i.label == 0]
         if classless:
             self.stats["instance_without_class"] += len(classless)
-            logger.warning("%s: left out %d instance(s): %s", mask_files[0], len(classless), "; ".join(
-                f"instance value {i.value}: no class pixels in {mask_files[1]}" for i in classless))
+            logger.warning(
+                "%s: left out %d instance(s): %s",
+                mask_files[0],
+                len(classless),
+                "; ".join(f"instance value {i.value}: no class pixels in {mask_files[1]}" for i in classless),
+            )
         instances = [i for i in instances if i.label > 0]
         boxes = np.array([i.box for i in instances], dtype=np.float32).reshape(-1, 4)
         labels = np.array([i.label for i in instances], dtype=np.int64)
         keep, clipped = sanitize_boxes(boxes, width=w, height=h, min_size=self.min_box_size, stats=self.stats)
         return {
-            "image_id": image_id, "file_id": file_id, "file_name": images[file_id], "height": h, "width": w,
-            "boxes": clipped[keep], "labels": labels[keep], "mask_values": [i.value for i, k in zip(instances, keep) if k],
+            "image_id": image_id,
+            "file_id": file_id,
+            "file_name": images[file_id],
+            "height": h,
+            "width": w,
+            "boxes": clipped[keep],
+            "labels": labels[keep],
+            "mask_values": [i.value for i, k in zip(instances, keep) if k],
             "mask_files": mask_files,
-            "all_boxes": boxes, "all_labels": labels, "difficult": np.zeros(len(boxes), dtype=bool),
+            "all_boxes": boxes,
+            "all_labels": labels,
+            "difficult": np.zeros(len(boxes), dtype=bool),
         }
 
     def _load_masks(self, record: dict) -> InstanceMasks:
@@ -334,5 +404,10 @@ class VOCDetection(DetectionDataset):
         XYXY in original pixels, ``labels`` (M,) int64, ``difficult`` (M,) bool.
         """
         r = self.records[idx]
-        return {"image_id": r["image_id"], "file_name": r["file_id"], "boxes": r["all_boxes"].copy(),
-                "labels": r["all_labels"].copy(), "difficult": r["difficult"].copy()}
+        return {
+            "image_id": r["image_id"],
+            "file_name": r["file_id"],
+            "boxes": r["all_boxes"].copy(),
+            "labels": r["all_labels"].copy(),
+            "difficult": r["difficult"].copy(),
+        }

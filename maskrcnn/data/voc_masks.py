@@ -60,8 +60,7 @@ class Pairing:
     unpaired: list[Instance]  # instances that no XML object took
 
 
-def pair_objects(boxes: np.ndarray, labels: np.ndarray, instances: list[Instance],
-                 class_names: list[str]) -> Pairing:
+def pair_objects(boxes: np.ndarray, labels: np.ndarray, instances: list[Instance], class_names: list[str]) -> Pairing:
     """Pair XML objects with instances: by value (VOC's convention) when the values allow it, else by IoU.
 
     Args:
@@ -79,8 +78,11 @@ def pair_objects(boxes: np.ndarray, labels: np.ndarray, instances: list[Instance
             if instance is None:
                 reasons[k] = ("empty_mask", f"object {k + 1} ({name(labels[k])}): no pixels of value {k + 1}")
             elif instance.label != labels[k]:
-                reasons[k] = ("mask_class_mismatch", f"object {k + 1} ({name(labels[k])}): its instance "
-                              f"(value {k + 1}) is {name(instance.label)} in SegmentationClass")
+                reasons[k] = (
+                    "mask_class_mismatch",
+                    f"object {k + 1} ({name(labels[k])}): its instance "
+                    f"(value {k + 1}) is {name(instance.label)} in SegmentationClass",
+                )
             else:
                 values[k] = k + 1
     else:
@@ -107,8 +109,10 @@ def _pair_by_iou(boxes, labels, instances, name):
                 values[k] = instances[j].value
                 used.add(j)
     for k in np.nonzero(values == 0)[0]:
-        reasons[int(k)] = ("mask_unmatched", f"object {k + 1} ({name(labels[k])}): no instance of its class "
-                           f"covers its box at IoU >= {MIN_MATCH_IOU}")
+        reasons[int(k)] = (
+            "mask_unmatched",
+            f"object {k + 1} ({name(labels[k])}): no instance of its class covers its box at IoU >= {MIN_MATCH_IOU}",
+        )
     return values, reasons
 
 

@@ -1,7 +1,5 @@
 """Training and evaluation machinery: solver, checkpoints, distributed helpers, metrics, the trainer."""
 
-from .checkpoint import CheckpointError, Checkpointer, OutputDirError, atomic_save, rng_state, set_rng_state
-from .config import ConfigError, validate_eval_config, validate_train_config
 from ..distributed import (
     all_gather_object,
     barrier,
@@ -12,6 +10,8 @@ from ..distributed import (
     is_main_process,
     resolve_device,
 )
+from .checkpoint import Checkpointer, CheckpointError, OutputDirError, atomic_save, rng_state, set_rng_state
+from .config import ConfigError, validate_eval_config, validate_train_config
 from .inference import draw_dataset_predictions, inference_on_dataset
 from .metrics import MetricsLogger
 from .solver import LRMultiplier, build_lr_scheduler, build_optimizer

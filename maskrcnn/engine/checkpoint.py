@@ -113,8 +113,9 @@ def verify_checksum(path: str | os.PathLike) -> bool:
         raise CheckpointError(f"the checksum file {target} of checkpoint {path} is unreadable ({e})") from None
     if file_sha256(path) != expected:
         size = path.stat().st_size
-        raise CheckpointError(f"checkpoint {path} does not match its checksum file {target.name} "
-                              f"({size} bytes: truncated or overwritten)")
+        raise CheckpointError(
+            f"checkpoint {path} does not match its checksum file {target.name} ({size} bytes: truncated or overwritten)"
+        )
     return True
 
 
@@ -219,21 +220,26 @@ class Checkpointer:
         """
         if not resumed and self.candidates():
             names = ", ".join(p.name for p in self.candidates()[:3])
-            raise OutputDirError(f"{self.directory} already holds another run's checkpoints ({names}): add "
-                                 f"resume=true to continue that run, or give this run its own hydra.run.dir")
+            raise OutputDirError(
+                f"{self.directory} already holds another run's checkpoints ({names}): add "
+                f"resume=true to continue that run, or give this run its own hydra.run.dir"
+            )
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=self.directory)
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
-            raise OutputDirError(f"the run directory {self.directory} is not writable ({e.strerror or e}): "
-                                 f"give a writable hydra.run.dir") from None
+            raise OutputDirError(
+                f"the run directory {self.directory} is not writable ({e.strerror or e}): give a writable hydra.run.dir"
+            ) from None
         free = shutil.disk_usage(self.directory).free
         if free < needed_bytes:
-            raise OutputDirError(f"the run directory {self.directory} has {free / 2**20:.0f} MiB free, a checkpoint "
-                                 f"needs about {needed_bytes / 2**20:.0f} MiB: free some space or give another "
-                                 f"hydra.run.dir")
+            raise OutputDirError(
+                f"the run directory {self.directory} has {free / 2**20:.0f} MiB free, a checkpoint "
+                f"needs about {needed_bytes / 2**20:.0f} MiB: free some space or give another "
+                f"hydra.run.dir"
+            )
 
     def candidates(self) -> list[Path]:
         """The checkpoints present, newest first: ``model_final.pt``, then by falling iteration."""
@@ -262,7 +268,8 @@ class Checkpointer:
         if failures:
             raise CheckpointError(
                 f"no readable checkpoint in {self.directory}: {', '.join(failures)} cannot be read; "
-                f"restore a good copy there, or delete them to train this run from scratch")
+                f"restore a good copy there, or delete them to train this run from scratch"
+            )
         return None
 
     @staticmethod
@@ -282,8 +289,7 @@ class Checkpointer:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # truncated zip, empty file, not a torch file: torch's messages vary
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"checkpoint {path} cannot be read ({path.stat().st_size} bytes: "
-                                  f"{reason})") from None
+            raise CheckpointError(f"checkpoint {path} cannot be read ({path.stat().st_size} bytes: {reason})") from None
         if not isinstance(state, dict) or "model" not in state:
             raise CheckpointError(f"checkpoint {path} is not a dict with a 'model' state_dict")
         return state

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -40,8 +40,8 @@ class SolverConfig:
     momentum: float
     nesterov: bool
     weight_decay: float
-    weight_decay_norm: Optional[float]
-    weight_decay_bias: Optional[float]
+    weight_decay_norm: float | None
+    weight_decay_bias: float | None
     max_iter: int
     scheduler: Schedule
     steps: list[int]
@@ -98,8 +98,8 @@ class TrainConfig(_RunGroups):
 
 @dataclass
 class EvalConfig(_RunGroups):
-    checkpoint: Optional[str] = None  # evaluate this checkpoint, or
-    results: Optional[str] = None  # score this COCO-format results file (no model)
+    checkpoint: str | None = None  # evaluate this checkpoint, or
+    results: str | None = None  # score this COCO-format results file (no model)
     split: str = "val"
     device: str = "auto"
     amp: Amp = Amp.none
@@ -129,15 +129,24 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 def _check_groups(cfg: DictConfig, needs_model: bool = True) -> None:
     if needs_model:
-        _require(isinstance(cfg.model, DictConfig) and "_target_" in cfg.model, "model",
-                 "pick a model config (model=<name> from configs/model/) with a _target_")
+        _require(
+            isinstance(cfg.model, DictConfig) and "_target_" in cfg.model,
+            "model",
+            "pick a model config (model=<name> from configs/model/) with a _target_",
+        )
     _require(isinstance(cfg.dataset, DictConfig), "dataset", "pick a dataset (dataset=<name> from configs/dataset/)")
     for key in ("name", "num_classes", "evaluator", "train", "val"):
         _require(key in cfg.dataset, f"dataset.{key}", "missing from the dataset config")
-    _require(isinstance(cfg.dataset.num_classes, int) and cfg.dataset.num_classes > 0, "dataset.num_classes",
-             f"must be a positive int, got {cfg.dataset.num_classes!r}")
-    _require(cfg.dataset.evaluator in ("coco", "voc"), "dataset.evaluator",
-             f"must be 'coco' or 'voc', got {cfg.dataset.evaluator!r}")
+    _require(
+        isinstance(cfg.dataset.num_classes, int) and cfg.dataset.num_classes > 0,
+        "dataset.num_classes",
+        f"must be a positive int, got {cfg.dataset.num_classes!r}",
+    )
+    _require(
+        cfg.dataset.evaluator in ("coco", "voc"),
+        "dataset.evaluator",
+        f"must be 'coco' or 'voc', got {cfg.dataset.evaluator!r}",
+    )
 
 
 def _repo_relative(path: str) -> str:
@@ -167,8 +176,10 @@ def _check_masks_available(cfg: DictConfig) -> None:
 
     has_mask_branch = cfg.model.get("roi_heads") is not None and cfg.model.roi_heads.get("mask_predictor") is not None
     if has_mask_branch and cfg.dataset.train.get("with_masks") is False:
-        raise ConfigError(f"dataset {cfg.dataset.name} trains without masks (dataset.train.with_masks=false) but the "
-                          f"model has a mask branch (model.roi_heads.mask_predictor): {BOX_ONLY_REMEDY}")
+        raise ConfigError(
+            f"dataset {cfg.dataset.name} trains without masks (dataset.train.with_masks=false) but the "
+            f"model has a mask branch (model.roi_heads.mask_predictor): {BOX_ONLY_REMEDY}"
+        )
 
 
 def resolve_data_root(cfg: DictConfig) -> None:
@@ -207,13 +218,19 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     _require(0 <= s.warmup_factor <= 1, "solver.warmup_factor", f"must be in [0, 1], got {s.warmup_factor}")
     _require(s.warmup_iters >= 0, "solver.warmup_iters", f"must be >= 0, got {s.warmup_iters}")
     # A warmup longer than the run would train at a fraction of base_lr throughout.
-    _require(s.warmup_iters <= s.max_iter, "solver.warmup_iters",
-             f"{s.warmup_iters} is longer than solver.max_iter={s.max_iter}: the run would never reach "
-             f"base_lr; set solver.warmup_iters <= solver.max_iter")
+    _require(
+        s.warmup_iters <= s.max_iter,
+        "solver.warmup_iters",
+        f"{s.warmup_iters} is longer than solver.max_iter={s.max_iter}: the run would never reach "
+        f"base_lr; set solver.warmup_iters <= solver.max_iter",
+    )
     _check_masks_available(merged)
     init = merged.model.get("init")
-    _require(init is None or isinstance(init, str), "model.init",
-             f"must be a torchvision weights name (MaskRCNN_ResNet50_FPN_Weights.COCO_V1) or a file path, got {init!r}")
+    _require(
+        init is None or isinstance(init, str),
+        "model.init",
+        f"must be a torchvision weights name (MaskRCNN_ResNet50_FPN_Weights.COCO_V1) or a file path, got {init!r}",
+    )
     _require(t.log_period > 0, "trainer.log_period", f"must be > 0, got {t.log_period}")
     _require(t.num_workers >= 0, "trainer.num_workers", f"must be >= 0, got {t.num_workers}")
     _require(t.eval_batch_size > 0, "trainer.eval_batch_size", f"must be > 0, got {t.eval_batch_size}")
@@ -232,10 +249,16 @@ def validate_eval_config(cfg: DictConfig) -> DictConfig:
     if from_run:
         cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key not in TRAIN_ONLY_KEYS])
     merged = _merge(EvalConfig, cfg)
-    _require((merged.checkpoint is None) != (merged.results is None), "checkpoint/results",
-             "give exactly one of checkpoint=PATH (evaluate a model) or results=PATH (score a results file)"
-             + ("; with a training run's config (--config-name config) add +checkpoint=<run>/model_final.pt"
-                if from_run and merged.checkpoint is None and merged.results is None else ""))
+    _require(
+        (merged.checkpoint is None) != (merged.results is None),
+        "checkpoint/results",
+        "give exactly one of checkpoint=PATH (evaluate a model) or results=PATH (score a results file)"
+        + (
+            "; with a training run's config (--config-name config) add +checkpoint=<run>/model_final.pt"
+            if from_run and merged.checkpoint is None and merged.results is None
+            else ""
+        ),
+    )
     _check_groups(merged, needs_model=merged.checkpoint is not None)
     _require(merged.split in merged.dataset, "split", f"the dataset config has no split {merged.split!r}")
     _require(merged.batch_size > 0, "batch_size", f"must be > 0, got {merged.batch_size}")

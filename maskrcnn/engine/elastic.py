@@ -77,7 +77,10 @@ def attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
             logger.warning(
                 "elastic restart %d on %s nodes shares torchrun's store with the attempts before it; if the "
                 "process group fails to connect, launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
-                "in its environment (a fresh store per attempt)", restart_count(), os.environ["GROUP_WORLD_SIZE"])
+                "in its environment (a fresh store per attempt)",
+                restart_count(),
+                os.environ["GROUP_WORLD_SIZE"],
+            )
         return None
     store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
     return dist.PrefixStore(f"maskrcnn/attempt_{restart_count()}/", store)

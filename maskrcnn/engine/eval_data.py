@@ -26,8 +26,11 @@ def build_eval_dataset(split_cfg: DictConfig, *, name: str = "dataset split"):
         name: how the log names the split (``dataset.train``).
     """
     if split_cfg.get("transforms") is not None:
-        logger.info("%s: its transforms (training augmentation) are not used for evaluation; the model's "
-                    "test-time resize applies", name)
+        logger.info(
+            "%s: its transforms (training augmentation) are not used for evaluation; the model's "
+            "test-time resize applies",
+            name,
+        )
     if "transforms" not in split_cfg:  # the datasets of maskrcnn.data default to no transforms
         return instantiate(split_cfg)
     return instantiate(split_cfg, transforms=None)

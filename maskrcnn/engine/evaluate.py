@@ -31,8 +31,10 @@ def score_results(cfg: DictConfig) -> dict:
     """COCOeval of ``cfg.results`` against the annotation file of the dataset split."""
     split_cfg = cfg.dataset[cfg.split]
     if "annotation_file" not in split_cfg:
-        raise ConfigError(f"results=PATH scores COCO-format results against a COCO annotation file, but "
-                          f"dataset.{cfg.split} ({cfg.dataset.name}) has no annotation_file")
+        raise ConfigError(
+            f"results=PATH scores COCO-format results against a COCO annotation file, but "
+            f"dataset.{cfg.split} ({cfg.dataset.name}) has no annotation_file"
+        )
     return score_coco_results(split_cfg.annotation_file, cfg.results)
 
 
@@ -60,17 +62,41 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path, state: dict, meta: di
     dataset = build_eval_dataset(cfg.dataset[cfg.split], name=f"dataset.{cfg.split}")
     names = getattr(dataset, "class_names", None)
     if meta.get("class_names") and names is not None and list(names) != list(meta["class_names"]):
-        logger.warning("the checkpoint's classes %s differ from dataset %s's %s", meta["class_names"],
-                       cfg.dataset.name, list(names))
+        logger.warning(
+            "the checkpoint's classes %s differ from dataset %s's %s",
+            meta["class_names"],
+            cfg.dataset.name,
+            list(names),
+        )
     model = build_model_from_checkpoint(cfg, state, meta=meta, device=device)
-    logger.info("evaluating %s (iteration %s) on %s/%s (%d images)", cfg.checkpoint, state.get("iteration"),
-                cfg.dataset.name, cfg.split, len(dataset))
-    results = evaluate_dataset(model, dataset, evaluator=cfg.dataset.evaluator, batch_size=cfg.batch_size,
-                               num_workers=cfg.num_workers, device=device, amp=cfg.amp.name)
+    logger.info(
+        "evaluating %s (iteration %s) on %s/%s (%d images)",
+        cfg.checkpoint,
+        state.get("iteration"),
+        cfg.dataset.name,
+        cfg.split,
+        len(dataset),
+    )
+    results = evaluate_dataset(
+        model,
+        dataset,
+        evaluator=cfg.dataset.evaluator,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        device=device,
+        amp=cfg.amp.name,
+    )
     n = min(cfg.vis_images, len(dataset))
     if is_main_process() and n > 0:
-        draw_dataset_predictions(model, dataset, indices=range(n), device=device, out_dir=output_dir / "predictions",
-                                 score_threshold=cfg.vis_score_threshold, amp=cfg.amp.name)
+        draw_dataset_predictions(
+            model,
+            dataset,
+            indices=range(n),
+            device=device,
+            out_dir=output_dir / "predictions",
+            score_threshold=cfg.vis_score_threshold,
+            amp=cfg.amp.name,
+        )
         logger.info("prediction images: %s", output_dir / "predictions")
     return results
 

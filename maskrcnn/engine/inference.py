@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
 from ..distributed import get_world_size, is_main_process
@@ -42,8 +43,9 @@ def _to_cpu(output: dict) -> dict:
 
 
 @torch.no_grad()
-def inference_on_dataset(model, loader, evaluator, *, device: torch.device, amp: str = "none",
-                         log_period: int = 50) -> dict[str, float]:
+def inference_on_dataset(
+    model, loader, evaluator, *, device: torch.device, amp: str = "none", log_period: int = 50
+) -> dict[str, float]:
     """Predict every image of ``loader`` (sharded by rank) and return ``evaluator.evaluate()``.
 
     The model is put in eval mode and restored to its previous mode afterwards. Outputs are moved
@@ -63,16 +65,26 @@ def inference_on_dataset(model, loader, evaluator, *, device: torch.device, amp:
             done = index + 1
             if is_main_process() and (done % log_period == 0 or done == total):
                 per_batch = (time.perf_counter() - start) / done
-                logger.info(f"inference {done}/{total} batches (x{get_world_size()} ranks)  "
-                            f"{per_batch:.3f}s/batch  eta {format_eta(per_batch * (total - done))}")
+                logger.info(
+                    f"inference {done}/{total} batches (x{get_world_size()} ranks)  "
+                    f"{per_batch:.3f}s/batch  eta {format_eta(per_batch * (total - done))}"
+                )
     finally:
         model.train(was_training)
     return evaluator.evaluate()
 
 
 @torch.no_grad()
-def draw_dataset_predictions(model, dataset, *, indices, device: torch.device, out_dir: str | Path | None,
-                             score_threshold: float = 0.5, amp: str = "none") -> list[tuple[str, "np.ndarray"]]:
+def draw_dataset_predictions(
+    model,
+    dataset,
+    *,
+    indices,
+    device: torch.device,
+    out_dir: str | Path | None,
+    score_threshold: float = 0.5,
+    amp: str = "none",
+) -> list[tuple[str, np.ndarray]]:
     """Predictions of ``model`` drawn on ``dataset[i]`` for i in ``indices``.
 
     Returns ``[(tag, HWC uint8 RGB image), ...]`` and, when ``out_dir`` is given, writes
@@ -86,8 +98,12 @@ def draw_dataset_predictions(model, dataset, *, indices, device: torch.device, o
             image, target = dataset[i]
             with autocast(device, amp):
                 (output,) = model([image.to(device)])
-            canvas = draw_predictions(image, _to_cpu(output), class_names=getattr(dataset, "class_names", None),
-                                      score_threshold=score_threshold)
+            canvas = draw_predictions(
+                image,
+                _to_cpu(output),
+                class_names=getattr(dataset, "class_names", None),
+                score_threshold=score_threshold,
+            )
             tag = f"image_{target.get('image_id', i)}"
             drawn.append((tag, canvas))
             if out_dir is not None:

@@ -80,8 +80,9 @@ def tool_run(output_dir: str | Path, *, log_name: str):
             raise
 
 
-def load_checkpoint_config(cfg: DictConfig, overrides: Sequence[str], *,
-                           dataset_from_meta: bool) -> tuple[DictConfig, dict, RunConfig]:
+def load_checkpoint_config(
+    cfg: DictConfig, overrides: Sequence[str], *, dataset_from_meta: bool
+) -> tuple[DictConfig, dict, RunConfig]:
     """Load ``cfg.checkpoint`` and put its run's config under the command line's ``overrides``
     (see :func:`maskrcnn.engine.run_config.apply_run_config`). Returns (config, checkpoint state, run)."""
     state = Checkpointer.load(cfg.checkpoint)
@@ -90,8 +91,7 @@ def load_checkpoint_config(cfg: DictConfig, overrides: Sequence[str], *,
     return cfg, state, run
 
 
-def build_model_from_checkpoint(cfg: DictConfig, state: dict, *, meta: dict,
-                                device: torch.device) -> torch.nn.Module:
+def build_model_from_checkpoint(cfg: DictConfig, state: dict, *, meta: dict, device: torch.device) -> torch.nn.Module:
     """``cfg.model`` with the weights of ``state`` (the checkpoint ``cfg.checkpoint``), on
     ``device``, in eval mode. ``model.init`` / ``model.backbone.weights`` are not read: the
     checkpoint replaces them. A checkpoint that does not fit stops with one line (wrong model or
@@ -101,8 +101,16 @@ def build_model_from_checkpoint(cfg: DictConfig, state: dict, *, meta: dict,
     return model.to(device).eval()
 
 
-def evaluate_dataset(model: torch.nn.Module, dataset, *, evaluator: str, batch_size: int, num_workers: int,
-                     device: torch.device, amp: str = "none") -> dict:
+def evaluate_dataset(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    evaluator: str,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    amp: str = "none",
+) -> dict:
     """COCO or VOC metrics (``evaluator``: ``dataset.evaluator``) of ``model`` on ``dataset``, its
     images sharded across ranks; the per-category table goes to the log. Every rank gets the metrics."""
     scorer = build_evaluator(dataset, evaluator)

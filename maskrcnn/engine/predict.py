@@ -63,8 +63,12 @@ def load_split(cfg: DictConfig):
     try:
         return build_eval_dataset(cfg.dataset[cfg.split], name=f"dataset.{cfg.split}")
     except Exception as e:  # a missing dataset only costs the image ids and category mapping, say so
-        logger.warning("dataset %s/%s not loadable (%s): image ids are input indices, category_id = label",
-                       cfg.dataset.get("name"), cfg.split, e)
+        logger.warning(
+            "dataset %s/%s not loadable (%s): image ids are input indices, category_id = label",
+            cfg.dataset.get("name"),
+            cfg.split,
+            e,
+        )
         return None
 
 
@@ -96,8 +100,12 @@ def image_ids(files: list[Path], dataset) -> list:
     numeric = [i for i in known.values() if isinstance(i, int)]
     next_id = max(numeric, default=-1) + 1
     if found < len(files):
-        logger.warning("%d of %d inputs are not images of the dataset split: their image ids start at %d",
-                       len(files) - found, len(files), next_id)
+        logger.warning(
+            "%d of %d inputs are not images of the dataset split: their image ids start at %d",
+            len(files) - found,
+            len(files),
+            next_id,
+        )
     out = []
     for i in ids:
         if i is None:
@@ -106,8 +114,15 @@ def image_ids(files: list[Path], dataset) -> list:
     return out
 
 
-def to_coco_results(file_name: str, image_id, det: dict, *, label_to_category_id: dict[int, int] | None,
-                    score_threshold: float, mask_threshold: float) -> list[dict]:
+def to_coco_results(
+    file_name: str,
+    image_id,
+    det: dict,
+    *,
+    label_to_category_id: dict[int, int] | None,
+    score_threshold: float,
+    mask_threshold: float,
+) -> list[dict]:
     """One COCO result dict per detection with score >= ``score_threshold``: the evaluator's own
     conversion (:func:`maskrcnn.evaluation.coco_results`: bbox [x, y, w, h] in image pixels, RLE
     of the pixels with probability > ``mask_threshold``) plus ``file_name``; a label without a
@@ -133,8 +148,11 @@ def predict(cfg: DictConfig, overrides: Sequence[str] | None = None) -> list[dic
     model = build_model_from_checkpoint(cfg, checkpoint, meta=run.meta, device=device)
     # A dataset the run or the command line names gives image ids (and categories, names); the
     # tool's default dataset does not when the checkpoint already knows its classes.
-    dataset_named = ("dataset" in chosen_groups(overrides) or (run.config is not None and "dataset" in run.config)
-                     or run.meta.get("num_classes") is None)
+    dataset_named = (
+        "dataset" in chosen_groups(overrides)
+        or (run.config is not None and "dataset" in run.config)
+        or run.meta.get("num_classes") is None
+    )
     dataset = load_split(cfg) if dataset_named else None
     mapping, class_names = dataset_metadata(run.meta, dataset)
     ids = image_ids(files, dataset)
@@ -148,16 +166,35 @@ def predict(cfg: DictConfig, overrides: Sequence[str] | None = None) -> list[dic
         image = torch.from_numpy(to_chw_float(read_image(path)))
         with torch.no_grad():
             det = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
-        results.extend(to_coco_results(path.name, image_id, det, label_to_category_id=mapping,
-                                       score_threshold=cfg.score_threshold, mask_threshold=cfg.mask_threshold))
+        results.extend(
+            to_coco_results(
+                path.name,
+                image_id,
+                det,
+                label_to_category_id=mapping,
+                score_threshold=cfg.score_threshold,
+                mask_threshold=cfg.mask_threshold,
+            )
+        )
         if cfg.visualize:
-            canvas = draw_predictions(image, det, class_names=class_names, score_threshold=cfg.vis_score_threshold,
-                                      mask_threshold=cfg.mask_threshold)
+            canvas = draw_predictions(
+                image,
+                det,
+                class_names=class_names,
+                score_threshold=cfg.vis_score_threshold,
+                mask_threshold=cfg.mask_threshold,
+            )
             cv2.imwrite(str(vis_dir / f"image_{image_id}_{path.stem}.png"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-        logger.info("%s (image id %s): %d detections", path, image_id,
-                    int((det["scores"] >= cfg.score_threshold).sum()))
+        logger.info(
+            "%s (image id %s): %d detections", path, image_id, int((det["scores"] >= cfg.score_threshold).sum())
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results))
-    logger.info("wrote %d results for %d images to %s%s", len(results), len(files), output,
-                f" and drawings to {vis_dir}" if cfg.visualize else "")
+    logger.info(
+        "wrote %d results for %d images to %s%s",
+        len(results),
+        len(files),
+        output,
+        f" and drawings to {vis_dir}" if cfg.visualize else "",
+    )
     return results

@@ -93,8 +93,9 @@ def load_run_config(checkpoint: str | Path, state: dict) -> RunConfig:
     if isinstance(config, str):  # older converted checkpoints: the model config's name only
         meta.setdefault("model_config", config)
         config = None
-    meta = {key: meta.get(key) for key in ("model_config", "dataset", "num_classes", "class_names",
-                                           "label_to_category_id")}
+    meta = {
+        key: meta.get(key) for key in ("model_config", "dataset", "num_classes", "class_names", "label_to_category_id")
+    }
     if isinstance(config, dict) and "model" in config:
         return RunConfig(upgrade_legacy_config(OmegaConf.create(config)), meta, f"the checkpoint {checkpoint}")
     hydra_dir = Path(checkpoint).resolve().parent / ".hydra"
@@ -155,18 +156,21 @@ def _roi_layer_nodes(config: DictConfig) -> list[DictConfig]:
 def _parse(overrides: Sequence[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    return [o for o in OverridesParser.create().parse_overrides(list(overrides))
-            if not o.key_or_group.startswith("hydra.") and o.key_or_group != "hydra"]
+    return [
+        o
+        for o in OverridesParser.create().parse_overrides(list(overrides))
+        if not o.key_or_group.startswith("hydra.") and o.key_or_group != "hydra"
+    ]
 
 
 def chosen_groups(overrides: Sequence[str]) -> dict[str, str]:
     """``{group: option}`` of the config groups chosen on the command line (``model=<name>``)."""
-    return {o.key_or_group: str(o.value()) for o in _parse(overrides)
-            if o.key_or_group in GROUPS and not o.is_delete()}
+    return {o.key_or_group: str(o.value()) for o in _parse(overrides) if o.key_or_group in GROUPS and not o.is_delete()}
 
 
-def apply_run_config(cfg: DictConfig, run: RunConfig, overrides: Sequence[str], *, checkpoint: str | Path,
-                     dataset_from_meta: bool) -> DictConfig:
+def apply_run_config(
+    cfg: DictConfig, run: RunConfig, overrides: Sequence[str], *, checkpoint: str | Path, dataset_from_meta: bool
+) -> DictConfig:
     """``cfg`` (composed from the tool's config and the command line) with the run's config
     underneath the command line.
 
@@ -187,9 +191,11 @@ def apply_run_config(cfg: DictConfig, run: RunConfig, overrides: Sequence[str], 
     meta = run.meta
     name = meta.get("model_config")
     if "model" in chosen and name is not None and chosen["model"] != name:
-        raise ConfigError(f"checkpoint {checkpoint} was trained with model={name} but the command line says "
-                          f"model={chosen['model']}: drop model={chosen['model']} (the model is rebuilt from the "
-                          f"checkpoint; model.<key>=... overrides still apply on top)")
+        raise ConfigError(
+            f"checkpoint {checkpoint} was trained with model={name} but the command line says "
+            f"model={chosen['model']}: drop model={chosen['model']} (the model is rebuilt from the "
+            f"checkpoint; model.<key>=... overrides still apply on top)"
+        )
     # Naming the run's own choice again (model=<as trained>) still takes the run's version of it,
     # with whatever the run changed in it (an experiment's test size, a dataset root).
     chosen = {group: option for group, option in chosen.items() if option != _run_choice(run, group)}
@@ -202,8 +208,11 @@ def apply_run_config(cfg: DictConfig, run: RunConfig, overrides: Sequence[str], 
                     cfg[key] = run.config[key]
                     taken.append(key)
         _reapply(cfg, overrides, taken)
-        logger.info("model%s rebuilt from %s; command-line overrides on top", ", dataset" if "dataset" in taken
-                    else "", run.source)
+        logger.info(
+            "model%s rebuilt from %s; command-line overrides on top",
+            ", dataset" if "dataset" in taken else "",
+            run.source,
+        )
     else:
         logger.info("config from %s", run.source)
     if "dataset" not in taken and "dataset" not in chosen and dataset_from_meta and meta.get("num_classes"):
@@ -251,10 +260,12 @@ def _check_num_classes(cfg: DictConfig, meta: dict, checkpoint) -> None:
     actual = cfg.dataset.num_classes
     if actual != expected:
         trained_on = f", trained on dataset {meta['dataset']}" if meta.get("dataset") else ""
-        raise ConfigError(f"checkpoint {checkpoint} predicts num_classes={expected}{trained_on}, but "
-                          f"dataset.num_classes={actual} (dataset {cfg.dataset.get('name')}): add "
-                          f"dataset.num_classes={expected} to use the checkpoint's classifier as it is, or pick a "
-                          f"dataset with its {expected} classes")
+        raise ConfigError(
+            f"checkpoint {checkpoint} predicts num_classes={expected}{trained_on}, but "
+            f"dataset.num_classes={actual} (dataset {cfg.dataset.get('name')}): add "
+            f"dataset.num_classes={expected} to use the checkpoint's classifier as it is, or pick a "
+            f"dataset with its {expected} classes"
+        )
 
 
 def load_model_weights(model: torch.nn.Module, state: dict, *, checkpoint, meta: dict | None = None) -> None:
@@ -262,8 +273,11 @@ def load_model_weights(model: torch.nn.Module, state: dict, *, checkpoint, meta:
     config or class count) instead of torch's list of size mismatches."""
     weights = state["model"]
     own = model.state_dict()
-    wrong = [f"{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
-             for k, v in weights.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
+        for k, v in weights.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     if not (wrong or missing or unexpected):
@@ -274,14 +288,22 @@ def load_model_weights(model: torch.nn.Module, state: dict, *, checkpoint, meta:
     if name:
         hint = f"; the checkpoint was made for model={name}"
     cls = weights.get("roi_heads.box_predictor.cls_score.weight")
-    if cls is not None and any(k.startswith("roi_heads.box_predictor.cls_score") for k in
-                               (w.split(":")[0] for w in wrong)):
+    if cls is not None and any(
+        k.startswith("roi_heads.box_predictor.cls_score") for k in (w.split(":")[0] for w in wrong)
+    ):
         hint += f"; its classifier has {cls.shape[0] - 1} classes: add dataset.num_classes={cls.shape[0] - 1}"
-    details = "; ".join(filter(None, [
-        f"size mismatch for {wrong[0]}" + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else "") if wrong else "",
-        f"missing {missing[:3]}" + ("..." if len(missing) > 3 else "") if missing else "",
-        f"unexpected {unexpected[:3]}" + ("..." if len(unexpected) > 3 else "") if unexpected else "",
-    ]))
+    details = "; ".join(
+        filter(
+            None,
+            [
+                f"size mismatch for {wrong[0]}" + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else "")
+                if wrong
+                else "",
+                f"missing {missing[:3]}" + ("..." if len(missing) > 3 else "") if missing else "",
+                f"unexpected {unexpected[:3]}" + ("..." if len(unexpected) > 3 else "") if unexpected else "",
+            ],
+        )
+    )
     raise ConfigError(f"checkpoint {checkpoint} does not fit the model config: {details}{hint or ' (wrong model=?)'}")
 
 

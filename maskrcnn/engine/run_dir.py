@@ -27,9 +27,11 @@ def require_named_run(*, resume: bool, hydra_overrides: Sequence[str], multirun:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if any(o.lstrip("+").split("=", 1)[0] == key for o in hydra_overrides):
         return
-    raise ConfigError(f"resume=true continues a run in the folder named by {key}, but the command line names "
-                      f"none (this run would start from scratch in the new folder {output_dir}): add "
-                      f"{key}=<the run's folder>, e.g. {key}=outputs/2026-01-31/12-00-00")
+    raise ConfigError(
+        f"resume=true continues a run in the folder named by {key}, but the command line names "
+        f"none (this run would start from scratch in the new folder {output_dir}): add "
+        f"{key}=<the run's folder>, e.g. {key}=outputs/2026-01-31/12-00-00"
+    )
 
 
 def remove_empty_run_dir(run_dir: str | Path, *, log_name: str) -> bool:

@@ -78,8 +78,9 @@ def build_optimizer(
     return torch.optim.SGD(param_groups, lr=base_lr, momentum=momentum, nesterov=nesterov)
 
 
-def check_solver_values(*, base_lr: float | None = None, max_iter: int | None = None,
-                        steps: Sequence[int] | None = None) -> None:
+def check_solver_values(
+    *, base_lr: float | None = None, max_iter: int | None = None, steps: Sequence[int] | None = None
+) -> None:
     """ValueError ``solver.<key>: ...`` for a learning rate, run length or step list the solver
     cannot use (the config validation reports the same message as a config error)."""
     if base_lr is not None and not base_lr > 0:
@@ -115,8 +116,11 @@ class LRMultiplier:
         steps = [int(s) for s in steps]
         check_solver_values(max_iter=max_iter, steps=steps)
         if warmup_iters > max_iter:
-            logger.warning("solver.warmup_iters=%d > solver.max_iter=%d: the whole run is in warmup and never "
-                           "reaches base_lr", warmup_iters, max_iter)
+            logger.warning(
+                "solver.warmup_iters=%d > solver.max_iter=%d: the whole run is in warmup and never reaches base_lr",
+                warmup_iters,
+                max_iter,
+            )
         self.max_iter = int(max_iter)
         self.name = name
         self.steps = steps

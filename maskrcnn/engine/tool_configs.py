@@ -10,7 +10,7 @@ an edited yaml file) or a wrong type (``score_threshold=high``) stops the tool w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
@@ -30,7 +30,7 @@ class PredictConfig:
     inputs: Any = MISSING  # an image file or folder, or a list of them
     output: str = "results.json"
     visualize: bool = False
-    vis_dir: Optional[str] = None
+    vis_dir: str | None = None
     vis_score_threshold: float = 0.5
     score_threshold: float = 0.0
     mask_threshold: float = 0.5
@@ -56,8 +56,11 @@ def validate_predict_config(cfg: DictConfig) -> DictConfig:
     checkpoint's run config replaces ``model`` ... ``paths`` in it afterwards, with its own keys;
     paths are resolved once that is done."""
     merged = _merge(PredictConfig, cfg)
-    _require(isinstance(merged.inputs, (str, ListConfig)), "inputs",
-             f"must be an image file or folder or a list of them (inputs=[a.jpg,b.jpg]), got {merged.inputs!r}")
+    _require(
+        isinstance(merged.inputs, (str, ListConfig)),
+        "inputs",
+        f"must be an image file or folder or a list of them (inputs=[a.jpg,b.jpg]), got {merged.inputs!r}",
+    )
     for key in ("mask_threshold", "score_threshold", "vis_score_threshold"):
         _require(0.0 <= merged[key] <= 1.0, key, f"must be in [0, 1], got {merged[key]}")
     plain = OmegaConf.create(OmegaConf.to_container(merged, resolve=False))
@@ -69,10 +72,16 @@ def validate_check_dataset_config(cfg: DictConfig) -> DictConfig:
     """Typed, checked copy of a composed check_dataset config, its data paths made absolute
     (relative to the repository root)."""
     merged = _merge(CheckDatasetConfig, cfg)
-    _require(isinstance(merged.dataset, DictConfig) and "name" in merged.dataset, "dataset",
-             "pick a dataset (dataset=<name> from configs/dataset/)")
-    _require(merged.split in merged.dataset and isinstance(merged.dataset[merged.split], DictConfig), "split",
-             f"dataset {merged.dataset.name!r} has no split {merged.split!r}")
+    _require(
+        isinstance(merged.dataset, DictConfig) and "name" in merged.dataset,
+        "dataset",
+        "pick a dataset (dataset=<name> from configs/dataset/)",
+    )
+    _require(
+        merged.split in merged.dataset and isinstance(merged.dataset[merged.split], DictConfig),
+        "split",
+        f"dataset {merged.dataset.name!r} has no split {merged.split!r}",
+    )
     _require(merged.max_listed >= 0, "max_listed", f"must be >= 0, got {merged.max_listed}")
     resolve_data_root(merged)
     return merged

@@ -12,8 +12,12 @@ import torchvision
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ..modeling.torchvision_compat import (COCO_CATEGORY_IDS, convert_torchvision_state_dict, select_classes,
-                                           torchvision_num_classes)
+from ..modeling.torchvision_compat import (
+    COCO_CATEGORY_IDS,
+    convert_torchvision_state_dict,
+    select_classes,
+    torchvision_num_classes,
+)
 from .config import REPO_ROOT
 
 
@@ -48,15 +52,22 @@ def convert(arch: str, weights: Path, out: Path, coco80: bool = False) -> dict:
     converted = convert_torchvision_state_dict(state, arch=arch)
     if coco80:
         if num_classes != 90:
-            raise ValueError(f"--coco80 needs torchvision's 91-way COCO classifier, the weights have "
-                             f"{num_classes + 1} classes")
+            raise ValueError(
+                f"--coco80 needs torchvision's 91-way COCO classifier, the weights have {num_classes + 1} classes"
+            )
         converted = select_classes(converted, COCO_CATEGORY_IDS)
         num_classes = 80
     name = "mask_rcnn_r50_fpn_torchvision" if arch.startswith("mask") else "faster_rcnn_r50_fpn_torchvision"
-    meta = {"source": str(weights), "arch": arch, "config": model_config(name), "model_config": name,
-            "dataset": "coco", "num_classes": num_classes,
-            "class_names": coco_class_names(num_classes) if num_classes in (80, 90) else None,
-            "label_to_category_id": ({i + 1: c for i, c in enumerate(COCO_CATEGORY_IDS)} if coco80 else None)}
+    meta = {
+        "source": str(weights),
+        "arch": arch,
+        "config": model_config(name),
+        "model_config": name,
+        "dataset": "coco",
+        "num_classes": num_classes,
+        "class_names": coco_class_names(num_classes) if num_classes in (80, 90) else None,
+        "label_to_category_id": ({i + 1: c for i, c in enumerate(COCO_CATEGORY_IDS)} if coco80 else None),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": converted, "meta": meta}, out)
     return meta

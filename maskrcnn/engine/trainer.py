@@ -26,7 +26,6 @@ from .metrics import MetricsLogger
 logger = logging.getLogger(__name__)
 
 
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel (or the model itself)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -172,8 +171,10 @@ class Trainer:
         if self.skipped_steps:
             logger.warning(f"{self.skipped_steps} steps were skipped because of non-finite losses")
         if self.amp_skipped_steps:
-            logger.info(f"{self.amp_skipped_steps} fp16 steps were skipped by the GradScaler (inf/NaN gradients); "
-                        f"final loss scale {self.scaler.get_scale():g}")
+            logger.info(
+                f"{self.amp_skipped_steps} fp16 steps were skipped by the GradScaler (inf/NaN gradients); "
+                f"final loss scale {self.scaler.get_scale():g}"
+            )
         return self.last_eval
 
     def run_step(self, data_iter) -> None:
@@ -188,7 +189,9 @@ class Trainer:
         with recording() as events, autocast(self.device, self.amp):
             loss_dict = self.model(images, targets)
         if not isinstance(loss_dict, dict) or not loss_dict:
-            raise TypeError(f"the model returned {type(loss_dict).__name__} in training mode; expected a dict of losses")
+            raise TypeError(
+                f"the model returned {type(loss_dict).__name__} in training mode; expected a dict of losses"
+            )
         loss_dict = {k: v.float() for k, v in loss_dict.items()}
         total = sum(loss_dict.values())
         # Reduced over ranks so every rank takes the same decision on a non-finite loss.
@@ -222,8 +225,10 @@ class Trainer:
             if self.scaler.is_enabled() and self.scaler.get_scale() < scale:
                 self.amp_skipped_steps += 1
                 values.pop("grad_norm", None)  # the norm of overflowed gradients means nothing
-                logger.info(f"iteration {step_index}: fp16 gradients overflowed, the GradScaler skipped "
-                            f"the step and lowered the loss scale to {self.scaler.get_scale():g}")
+                logger.info(
+                    f"iteration {step_index}: fp16 gradients overflowed, the GradScaler skipped "
+                    f"the step and lowered the loss scale to {self.scaler.get_scale():g}"
+                )
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.iteration += 1

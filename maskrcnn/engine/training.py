@@ -35,15 +35,20 @@ from .trainer import Trainer, unwrap
 logger = logging.getLogger("train")
 
 
-def make_evaluate_fn(cfg: DictConfig, model, val_set, device: torch.device, output_dir: Path,
-                     metrics: MetricsLogger):
+def make_evaluate_fn(cfg: DictConfig, model, val_set, device: torch.device, output_dir: Path, metrics: MetricsLogger):
     """The periodic / final evaluation: COCO or VOC metrics, metrics.json, drawn predictions."""
 
     def evaluate(iteration: int) -> dict:
         start = time.perf_counter()
-        results = evaluate_dataset(unwrap(model), val_set, evaluator=cfg.dataset.evaluator,
-                                   batch_size=cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers,
-                                   device=device, amp=cfg.trainer.amp.name)
+        results = evaluate_dataset(
+            unwrap(model),
+            val_set,
+            evaluator=cfg.dataset.evaluator,
+            batch_size=cfg.trainer.eval_batch_size,
+            num_workers=cfg.trainer.num_workers,
+            device=device,
+            amp=cfg.trainer.amp.name,
+        )
         if is_main_process():
             history = metrics.history
             summary = {
@@ -57,9 +62,15 @@ def make_evaluate_fn(cfg: DictConfig, model, val_set, device: torch.device, outp
             n = min(cfg.trainer.vis_images, len(val_set))
             if n > 0:
                 out_dir = output_dir / "predictions" / f"iter_{iteration:07d}"
-                drawn = draw_dataset_predictions(unwrap(model), val_set, indices=range(n), device=device,
-                                                 out_dir=out_dir, score_threshold=cfg.trainer.vis_score_threshold,
-                                                 amp=cfg.trainer.amp.name)
+                drawn = draw_dataset_predictions(
+                    unwrap(model),
+                    val_set,
+                    indices=range(n),
+                    device=device,
+                    out_dir=out_dir,
+                    score_threshold=cfg.trainer.vis_score_threshold,
+                    amp=cfg.trainer.amp.name,
+                )
                 for tag, image in drawn:
                     metrics.log_image(f"predictions/{tag}", image, iteration)
             logger.info("evaluation at iteration %d: %s", iteration, overall_metrics(results))
@@ -78,8 +89,9 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
     device = setup_process(device=cfg.device, deterministic=cfg.trainer.deterministic)
     world_size = get_world_size()
     if cfg.solver.ims_per_batch % world_size:
-        raise ValueError(f"solver.ims_per_batch={cfg.solver.ims_per_batch} is not divisible by the "
-                         f"{world_size} processes")
+        raise ValueError(
+            f"solver.ims_per_batch={cfg.solver.ims_per_batch} is not divisible by the {world_size} processes"
+        )
     seed_all(cfg.seed)  # same initial weights on every rank
     if is_main_process():
         logger.info("output directory: %s", output_dir)
@@ -91,27 +103,57 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
     initialize_detector(model, cfg.model.get("init"))  # model.init: the weights to fine-tune from
     model = model.to(device)
     s = cfg.solver
-    optimizer = build_optimizer(model, base_lr=s.base_lr, momentum=s.momentum, nesterov=s.nesterov,
-                                weight_decay=s.weight_decay, weight_decay_norm=s.weight_decay_norm,
-                                weight_decay_bias=s.weight_decay_bias)
-    scheduler = build_lr_scheduler(optimizer, max_iter=s.max_iter, name=s.scheduler.name, steps=list(s.steps),
-                                   gamma=s.gamma, warmup_iters=s.warmup_iters, warmup_factor=s.warmup_factor,
-                                   warmup_method=s.warmup_method.name, cosine_end_factor=s.cosine_end_factor)
+    optimizer = build_optimizer(
+        model,
+        base_lr=s.base_lr,
+        momentum=s.momentum,
+        nesterov=s.nesterov,
+        weight_decay=s.weight_decay,
+        weight_decay_norm=s.weight_decay_norm,
+        weight_decay_bias=s.weight_decay_bias,
+    )
+    scheduler = build_lr_scheduler(
+        optimizer,
+        max_iter=s.max_iter,
+        name=s.scheduler.name,
+        steps=list(s.steps),
+        gamma=s.gamma,
+        warmup_iters=s.warmup_iters,
+        warmup_factor=s.warmup_factor,
+        warmup_method=s.warmup_method.name,
+        cosine_end_factor=s.cosine_end_factor,
+    )
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.trainer.find_unused_parameters)
-    train_loader = build_train_loader(train_set, batch_size=s.ims_per_batch // world_size,
-                                      num_workers=cfg.trainer.num_workers, seed=cfg.seed,
-                                      aspect_ratio_grouping=cfg.trainer.aspect_ratio_grouping)
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.trainer.find_unused_parameters,
+        )
+    train_loader = build_train_loader(
+        train_set,
+        batch_size=s.ims_per_batch // world_size,
+        num_workers=cfg.trainer.num_workers,
+        seed=cfg.seed,
+        aspect_ratio_grouping=cfg.trainer.aspect_ratio_grouping,
+    )
     meta = checkpoint_meta(run_cfg, dataset=val_set, model_config=hydra_choice("model"))
     checkpointer = Checkpointer(directory=output_dir, keep_last=cfg.trainer.keep_last, meta=meta)
     metrics = MetricsLogger(directory=output_dir, enabled=is_main_process())
     trainer = Trainer(
-        model=model, optimizer=optimizer, scheduler=scheduler, train_loader=train_loader, max_iter=s.max_iter,
-        device=device, checkpointer=checkpointer, metrics=metrics, amp=cfg.trainer.amp.name,
-        clip_grad_norm=cfg.trainer.clip_grad_norm, nonfinite=cfg.trainer.nonfinite.name,
-        log_period=cfg.trainer.log_period, checkpoint_period=s.checkpoint_period, eval_period=s.eval_period,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        max_iter=s.max_iter,
+        device=device,
+        checkpointer=checkpointer,
+        metrics=metrics,
+        amp=cfg.trainer.amp.name,
+        clip_grad_norm=cfg.trainer.clip_grad_norm,
+        nonfinite=cfg.trainer.nonfinite.name,
+        log_period=cfg.trainer.log_period,
+        checkpoint_period=s.checkpoint_period,
+        eval_period=s.eval_period,
         evaluate_fn=make_evaluate_fn(cfg, model, val_set, device, output_dir, metrics),
     )
     # Seeds differ per rank from here on (RPN / RoI sampling draws), identical for a given rank.
@@ -120,8 +162,11 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
     if cfg.resume or restarts:
         latest = broadcast_object(checkpointer.latest())
         if latest is None:
-            logger.warning("%s %s holds no checkpoint: training from scratch",
-                           f"elastic restart {restarts}:" if restarts else "resume=true but", output_dir)
+            logger.warning(
+                "%s %s holds no checkpoint: training from scratch",
+                f"elastic restart {restarts}:" if restarts else "resume=true but",
+                output_dir,
+            )
         else:
             logger.info("%sresuming from %s", f"elastic restart {restarts}: " if restarts else "", latest)
             trainer.load_state_dict(Checkpointer.load(latest))
@@ -142,8 +187,14 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict:
 
 def report(output_dir: Path, results: dict) -> None:
     """The final metrics and where the run's files are, to the log."""
-    names = [("bbox/AP", "box AP"), ("bbox/AP50", "box AP50"), ("segm/AP", "mask AP"), ("segm/AP50", "mask AP50"),
-             ("voc/mAP50_07", "VOC07 mAP50"), ("voc/mAP50", "VOC mAP50")]
+    names = [
+        ("bbox/AP", "box AP"),
+        ("bbox/AP50", "box AP50"),
+        ("segm/AP", "mask AP"),
+        ("segm/AP50", "mask AP50"),
+        ("voc/mAP50_07", "VOC07 mAP50"),
+        ("voc/mAP50", "VOC mAP50"),
+    ]
     shown = ", ".join(f"{label} {results[key]:.3f}" for key, label in names if key in results)
     predictions = sorted((output_dir / "predictions").glob("iter_*"))
     logger.info("final evaluation: %s", shown or results)

@@ -62,8 +62,16 @@ def draw_predictions(
         color = _color(int(label))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 1)
         name = class_names[int(label) - 1] if class_names and 0 < int(label) <= len(class_names) else str(int(label))
-        cv2.putText(canvas, f"{name} {float(score):.2f}", (x1, max(y1 - 2, 8)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.3, color, 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"{name} {float(score):.2f}",
+            (x1, max(y1 - 2, 8)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.3,
+            color,
+            1,
+            cv2.LINE_AA,
+        )
     return canvas
 
 
@@ -72,8 +80,10 @@ def _say_nothing_drawn(canvas: np.ndarray, scores: torch.Tensor, score_threshold
     if scores.numel() == 0:
         text = "no detections"
     else:
-        text = (f"{scores.numel()} detections, none >= score threshold {score_threshold:.2f} "
-                f"(best {float(scores.max()):.2f})")
+        text = (
+            f"{scores.numel()} detections, none >= score threshold {score_threshold:.2f} "
+            f"(best {float(scores.max()):.2f})"
+        )
     logger.info("nothing drawn: %s", text)
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.35
     (w, h), base = cv2.getTextSize(text, font, scale, 1)

@@ -10,8 +10,8 @@ import pycocotools.mask as mask_util
 import torch
 from pycocotools.coco import COCO
 
-from .coco_scoring import IOU_TYPES, coco_metrics
 from ..distributed import is_main_process
+from .coco_scoring import IOU_TYPES, coco_metrics
 from .gather import gather_predictions
 from .table import format_per_category_table
 
@@ -60,8 +60,9 @@ def encode_masks(masks: torch.Tensor, *, threshold: float = MASK_THRESHOLD) -> l
     return list(rles)
 
 
-def coco_results(image_id, output: Mapping, *, label_to_category_id: Mapping[int, int],
-                 mask_threshold: float = MASK_THRESHOLD) -> list[dict]:
+def coco_results(
+    image_id, output: Mapping, *, label_to_category_id: Mapping[int, int], mask_threshold: float = MASK_THRESHOLD
+) -> list[dict]:
     """One COCO result dict per detection of ``output``, as the evaluator scores it and as
     ``tools/predict.py`` writes it (so a results file scores what an in-process evaluation does).
 
@@ -130,7 +131,9 @@ class COCOEvaluator:
                 raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {list(iou_types)}")
         unknown_ids = {c for c in label_to_category_id.values() if c not in coco_gt.cats}
         if unknown_ids:
-            raise ValueError(f"label_to_category_id maps to category ids absent from the ground truth: {sorted(unknown_ids)}")
+            raise ValueError(
+                f"label_to_category_id maps to category ids absent from the ground truth: {sorted(unknown_ids)}"
+            )
         self.coco_gt = coco_gt
         self.label_to_category_id = {int(k): int(v) for k, v in label_to_category_id.items()}
         self.iou_types = tuple(iou_types) if iou_types is not None else None
@@ -174,7 +177,7 @@ class COCOEvaluator:
                 f"image {image_id}: expected boxes (D, 4), scores (D,), labels (D,), got "
                 f"{tuple(boxes.shape)}, {tuple(scores.shape)}, {tuple(labels.shape)}"
             )
-        unknown = sorted({int(l) for l in labels.tolist()} - set(self.label_to_category_id))
+        unknown = sorted({int(label) for label in labels.tolist()} - set(self.label_to_category_id))
         if unknown:
             raise ValueError(f"image {image_id}: labels {unknown} have no COCO category (label_to_category_id)")
 

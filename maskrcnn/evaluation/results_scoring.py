@@ -39,13 +39,16 @@ def to_rle(segmentation, *, height: int, width: int, where: str) -> dict:
         rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
     elif isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         if list(segmentation["size"]) != [height, width]:
-            raise ValueError(f"{where}: segmentation size {segmentation['size']} is not the image's [{height}, {width}]")
+            raise ValueError(
+                f"{where}: segmentation size {segmentation['size']} is not the image's [{height}, {width}]"
+            )
         if not isinstance(segmentation["counts"], list):
             return segmentation
         rle = mask_util.frPyObjects(segmentation, height, width)
     else:
-        raise ValueError(f"{where}: segmentation must be polygons or RLE {{size, counts}}, got "
-                         f"{type(segmentation).__name__}")
+        raise ValueError(
+            f"{where}: segmentation must be polygons or RLE {{size, counts}}, got {type(segmentation).__name__}"
+        )
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
 
@@ -76,13 +79,16 @@ def read_results(results_json: str | PathLike, coco_gt: COCO) -> list[dict]:
             raise ValueError(f"{path}: entry {i} has bbox {result['bbox']!r}; expected [x, y, w, h]")
     unknown = sorted({r["image_id"] for r in results} - set(coco_gt.imgs), key=str)
     if unknown:
-        raise ValueError(f"{path}: image ids {unknown[:10]} are not in the ground truth (tools/predict.py writes "
-                         f"the dataset's image ids when its dataset= and split= hold the input files)")
+        raise ValueError(
+            f"{path}: image ids {unknown[:10]} are not in the ground truth (tools/predict.py writes "
+            f"the dataset's image ids when its dataset= and split= hold the input files)"
+        )
     for i, result in enumerate(results):
         if "segmentation" in result:
             info = coco_gt.imgs[result["image_id"]]
-            result["segmentation"] = to_rle(result["segmentation"], height=info["height"], width=info["width"],
-                                            where=f"{path}: entry {i}")
+            result["segmentation"] = to_rle(
+                result["segmentation"], height=info["height"], width=info["width"], where=f"{path}: entry {i}"
+            )
     return results
 
 

@@ -280,16 +280,26 @@ class VOCEvaluator:
             gt_boxes, gt_labels, difficult = self._ground_truth[image_id]
             for box, label, is_difficult in zip(gt_boxes, gt_labels, difficult):
                 w, h = float(box[2] - box[0]), float(box[3] - box[1])
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": number[image_id], "category_id": int(label),
-                    "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h, "iscrowd": int(is_difficult),
-                })
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": number[image_id],
+                        "category_id": int(label),
+                        "bbox": [float(box[0]), float(box[1]), w, h],
+                        "area": w * h,
+                        "iscrowd": int(is_difficult),
+                    }
+                )
             boxes, scores, labels = predictions[image_id]
             for box, score, label in zip(boxes, scores, labels):
-                results.append({
-                    "image_id": number[image_id], "category_id": int(label), "score": float(score),
-                    "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
-                })
+                results.append(
+                    {
+                        "image_id": number[image_id],
+                        "category_id": int(label),
+                        "score": float(score),
+                        "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                    }
+                )
         coco_gt = COCO()
         coco_gt.dataset = {
             "images": images,

@@ -46,8 +46,14 @@ class AnchorGenerator(nn.Module):
     def num_anchors_per_location(self) -> list[int]:
         return [len(s) * len(a) for s, a in zip(self.sizes, self.aspect_ratios)]
 
-    def forward(self, image_size: tuple[int, int], feature_shapes: list[tuple[int, int]],
-                *, dtype: torch.dtype, device: torch.device) -> list[Tensor]:
+    def forward(
+        self,
+        image_size: tuple[int, int],
+        feature_shapes: list[tuple[int, int]],
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> list[Tensor]:
         """
         Args:
             image_size: (H, W) of the padded batch tensor.
@@ -56,8 +62,9 @@ class AnchorGenerator(nn.Module):
             per level, (h * w * A, 4) XYXY anchors in input pixels.
         """
         if len(feature_shapes) != len(self.cell_anchors):
-            raise ValueError(f"AnchorGenerator has {len(self.cell_anchors)} levels but got "
-                             f"{len(feature_shapes)} feature maps")
+            raise ValueError(
+                f"AnchorGenerator has {len(self.cell_anchors)} levels but got {len(feature_shapes)} feature maps"
+            )
         key = (tuple(image_size), tuple(tuple(s) for s in feature_shapes), dtype, device)
         if key in self._cache:
             return self._cache[key]

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
-from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
@@ -62,8 +60,10 @@ def load_imagenet_weights(model: nn.Module, weights: str, *, norm: str, depth: i
     from .pretrained import imagenet_state_dict
 
     if norm == "gn":
-        raise ValueError("backbone.weights are ImageNet BatchNorm weights and cannot initialise a GroupNorm "
-                         "backbone; use backbone.norm=frozen_bn or bn, or weights=null")
+        raise ValueError(
+            "backbone.weights are ImageNet BatchNorm weights and cannot initialise a GroupNorm "
+            "backbone; use backbone.norm=frozen_bn or bn, or weights=null"
+        )
     state = imagenet_state_dict(str(weights), depth=depth)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
@@ -72,8 +72,9 @@ def load_imagenet_weights(model: nn.Module, weights: str, *, norm: str, depth: i
         raise ValueError(f"backbone.weights {weights} does not match the ResNet: {str(e)[:300]}") from None
     missing = [k for k in missing if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"backbone.weights {weights} does not match the ResNet: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"backbone.weights {weights} does not match the ResNet: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
 
 
 def freeze_stages(resnet: nn.Module, freeze_at: int) -> None:
@@ -122,9 +123,17 @@ class ResNetFPN(nn.Module):
     The top-down path upsamples by nearest neighbour to the lateral's size (odd sizes allowed).
     """
 
-    def __init__(self, *, depth: int = 50, norm: str = "frozen_bn", freeze_at: int = 2,
-                 weights: str | None = None, out_channels: int = 256, fpn_norm: str | None = None,
-                 bn_eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        *,
+        depth: int = 50,
+        norm: str = "frozen_bn",
+        freeze_at: int = 2,
+        weights: str | None = None,
+        out_channels: int = 256,
+        fpn_norm: str | None = None,
+        bn_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         self.body = build_resnet(depth=depth, norm=norm, weights=weights, bn_eps=bn_eps)
         freeze_stages(self.body, freeze_at)
@@ -136,7 +145,7 @@ class ResNetFPN(nn.Module):
         self.strides = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
         self.size_divisibility = 32
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         feats = _stem_and_stages(self.body, x, ["layer1", "layer2", "layer3", "layer4"])
         last = self.inner_blocks[-1](feats[-1])
         results = [self.layer_blocks[-1](last)]
@@ -157,8 +166,15 @@ class ResNetC4(nn.Module):
     definition and, with ``weights``, the same ImageNet file.
     """
 
-    def __init__(self, *, depth: int = 50, norm: str = "frozen_bn", freeze_at: int = 2,
-                 weights: str | None = None, bn_eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        *,
+        depth: int = 50,
+        norm: str = "frozen_bn",
+        freeze_at: int = 2,
+        weights: str | None = None,
+        bn_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         self.body = build_resnet(depth=depth, norm=norm, weights=weights, bn_eps=bn_eps)
         del self.body.layer4
@@ -167,5 +183,5 @@ class ResNetC4(nn.Module):
         self.strides = {"res4": 16}
         self.size_divisibility = 32
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         return OrderedDict(res4=_stem_and_stages(self.body, x, ["layer1", "layer2", "layer3"])[-1])

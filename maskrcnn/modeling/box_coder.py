@@ -21,8 +21,9 @@ class BoxCoder:
     ``scale_clamp`` bounds dw / dh before ``exp`` so that a wild prediction cannot overflow.
     """
 
-    def __init__(self, *, weights: tuple[float, float, float, float],
-                 scale_clamp: float = math.log(1000.0 / 16)) -> None:
+    def __init__(
+        self, *, weights: tuple[float, float, float, float], scale_clamp: float = math.log(1000.0 / 16)
+    ) -> None:
         if len(weights) != 4:
             raise ValueError(f"BoxCoder weights must have 4 values (wx, wy, ww, wh), got {weights}")
         self.weights = tuple(float(w) for w in weights)
@@ -79,6 +80,5 @@ class BoxCoder:
         pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
         half_w = 0.5 * (torch.exp(dw) * widths[:, None])
         half_h = 0.5 * (torch.exp(dh) * heights[:, None])
-        out = torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h,
-                           pred_ctr_x + half_w, pred_ctr_y + half_h), dim=2)
+        out = torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=2)
         return out.flatten(1)

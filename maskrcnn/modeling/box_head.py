@@ -37,8 +37,15 @@ class Res5Head(nn.Module):
     experiments fit a CPU (256 channels cost about a quarter of the multiply-adds of 512).
     """
 
-    def __init__(self, *, depth: int = 50, norm: str = "frozen_bn", weights: str | None = None,
-                 bn_eps: float = 1e-5, channels: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        depth: int = 50,
+        norm: str = "frozen_bn",
+        weights: str | None = None,
+        bn_eps: float = 1e-5,
+        channels: int | None = None,
+    ) -> None:
         super().__init__()
         resnet = build_resnet(depth=depth, norm=norm, weights=weights, bn_eps=bn_eps)
         full_channels = (64 if depth < 50 else 256) * 8
@@ -47,9 +54,11 @@ class Res5Head(nn.Module):
             self.out_channels = full_channels
             return
         if weights is not None:
-            raise ValueError(f"box_head.channels={channels} builds a narrower res5 than the ResNet's "
-                             f"({full_channels}), which ImageNet weights cannot initialise; "
-                             "use box_head.channels=null or backbone.weights=null")
+            raise ValueError(
+                f"box_head.channels={channels} builds a narrower res5 than the ResNet's "
+                f"({full_channels}), which ImageNet weights cannot initialise; "
+                "use box_head.channels=null or backbone.weights=null"
+            )
         self.layer4 = _narrow_res5(resnet, channels=channels, norm=norm, bn_eps=bn_eps)
         self.out_channels = channels
 
@@ -68,8 +77,10 @@ def _narrow_res5(resnet: nn.Module, *, channels: int, norm: str, bn_eps: float) 
     block_type = type(blocks[0])
     expansion = block_type.expansion
     if channels % expansion or (norm == "gn" and (channels // expansion) % 32):
-        raise ValueError(f"box_head.channels={channels} must be a multiple of {expansion} (block expansion)"
-                         + (" with a multiple of 32 per block for GroupNorm" if norm == "gn" else ""))
+        raise ValueError(
+            f"box_head.channels={channels} must be a multiple of {expansion} (block expansion)"
+            + (" with a multiple of 32 per block for GroupNorm" if norm == "gn" else "")
+        )
     in_channels = blocks[0].conv1.in_channels
     norm_layer = make_norm(norm, eps=bn_eps)
     downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride=2, bias=False), norm_layer(channels))

@@ -13,8 +13,10 @@ from .transform import ImageTransform, resize_boxes
 __all__ = ["GeneralizedRCNN"]
 
 # How to train on box-only data (named by the errors of a mask model given no masks).
-BOX_ONLY_REMEDY = ("train a box-only model: model=faster_rcnn_r18_fpn_small or faster_rcnn_r18_c4_small "
-                   "(faster_rcnn_r50_fpn / faster_rcnn_r50_c4 at full size), or give the data masks")
+BOX_ONLY_REMEDY = (
+    "train a box-only model: model=faster_rcnn_r18_fpn_small or faster_rcnn_r18_c4_small "
+    "(faster_rcnn_r50_fpn / faster_rcnn_r50_c4 at full size), or give the data masks"
+)
 
 
 class GeneralizedRCNN(nn.Module):
@@ -36,8 +38,9 @@ class GeneralizedRCNN(nn.Module):
     records the name, so that building a model to evaluate a checkpoint never fetches them.
     """
 
-    def __init__(self, *, transform: ImageTransform, backbone: nn.Module, rpn: RPN, roi_heads: RoIHeads,
-                 init: str | None = None) -> None:
+    def __init__(
+        self, *, transform: ImageTransform, backbone: nn.Module, rpn: RPN, roi_heads: RoIHeads, init: str | None = None
+    ) -> None:
         super().__init__()
         self.init = init
         self.transform = transform
@@ -57,20 +60,25 @@ class GeneralizedRCNN(nn.Module):
                 if key not in t:
                     raise ValueError(f"target {i} has no {key!r} (keys: {sorted(t)})")
             if self.mask_on and "masks" not in t:
-                raise ValueError(f"target {i} has no 'masks' but the model has a mask branch (box-only data, "
-                                 f"or dataset.train.with_masks=false): {BOX_ONLY_REMEDY}")
+                raise ValueError(
+                    f"target {i} has no 'masks' but the model has a mask branch (box-only data, "
+                    f"or dataset.train.with_masks=false): {BOX_ONLY_REMEDY}"
+                )
             boxes = t["boxes"]
             if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
                 raise ValueError(f"target {i}: boxes must be float (N, 4), got {boxes.dtype} {tuple(boxes.shape)}")
             if t["labels"].dtype != torch.int64 or t["labels"].shape != boxes.shape[:1]:
-                raise ValueError(f"target {i}: labels must be int64 (N,), got {t['labels'].dtype} "
-                                 f"{tuple(t['labels'].shape)} for {boxes.shape[0]} boxes")
+                raise ValueError(
+                    f"target {i}: labels must be int64 (N,), got {t['labels'].dtype} "
+                    f"{tuple(t['labels'].shape)} for {boxes.shape[0]} boxes"
+                )
             if boxes.numel() and (boxes[:, 2:] <= boxes[:, :2]).any():
                 bad = boxes[(boxes[:, 2:] <= boxes[:, :2]).any(1)][0].tolist()
                 raise ValueError(f"target {i}: boxes need positive width and height, found {bad}")
             if self.mask_on and tuple(t["masks"].shape[-2:]) != tuple(img.shape[-2:]):
-                raise ValueError(f"target {i}: masks {tuple(t['masks'].shape)} do not match the image "
-                                 f"{tuple(img.shape)}")
+                raise ValueError(
+                    f"target {i}: masks {tuple(t['masks'].shape)} do not match the image {tuple(img.shape)}"
+                )
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if self.training:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import make_norm
-from .poolers import RoILayerSpec, boxes_to_rois, roi_align_op
+from .poolers import RoILayerSpec, roi_align_op
 
 __all__ = ["MaskRCNNConvHead", "MaskPredictor", "mask_targets", "mask_loss", "select_class_masks"]
 
@@ -52,8 +52,9 @@ class MaskPredictor(nn.Module):
         return self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
 
 
-def mask_targets(gt_masks: list[Tensor], boxes: list[Tensor], matched_idxs: list[Tensor], size: int,
-                 *, backend: str = "ours") -> Tensor:
+def mask_targets(
+    gt_masks: list[Tensor], boxes: list[Tensor], matched_idxs: list[Tensor], size: int, *, backend: str = "ours"
+) -> Tensor:
     """Crops each positive RoI's GT mask and resizes it to (size, size), as torchvision does.
 
     The GT bitmaps are pooled with RoI Align (aligned=False, adaptive sampling, scale 1), so the

@@ -57,8 +57,9 @@ def _resize_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) 
     return w
 
 
-def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, padding: int = 1,
-                         chunk: int = 64) -> Tensor:
+def paste_masks_in_image(
+    masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, padding: int = 1, chunk: int = 64
+) -> Tensor:
     """
     Args:
         masks: (K, 1, M, M) probabilities of each detection's class.

@@ -53,9 +53,11 @@ class RoILayerSpec:
     def __post_init__(self) -> None:
         ratio = self.sampling_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio == 0 or ratio < -1:
-            raise ValueError(f"roi_layer.sampling_ratio must be -1 (adaptive) or a positive number of samples per "
-                             f"bin side, got {ratio!r}" + ("; adaptive sampling is spelled -1 here: set "
-                                                           "roi_layer.sampling_ratio=-1" if ratio == 0 else ""))
+            raise ValueError(
+                f"roi_layer.sampling_ratio must be -1 (adaptive) or a positive number of samples per "
+                f"bin side, got {ratio!r}"
+                + ("; adaptive sampling is spelled -1 here: set roi_layer.sampling_ratio=-1" if ratio == 0 else "")
+            )
         if self.op not in _OPS:
             raise ValueError(f"roi_layer.op must be one of {_OPS}, got {self.op!r}")
         if self.backend not in _BACKENDS:
@@ -73,8 +75,7 @@ def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
     if len(boxes) == 0:
         raise ValueError("boxes_to_rois needs at least one image")
     cat = torch.cat(boxes, dim=0)
-    idx = torch.cat([torch.full((b.shape[0], 1), i, dtype=cat.dtype, device=cat.device)
-                     for i, b in enumerate(boxes)])
+    idx = torch.cat([torch.full((b.shape[0], 1), i, dtype=cat.dtype, device=cat.device) for i, b in enumerate(boxes)])
     return torch.cat([idx, cat], dim=1)
 
 
@@ -88,13 +89,15 @@ def roi_align_op(spec: RoILayerSpec):
         if spec.op == "roi_pool":
             return lambda x, rois, size, scale: torchvision.ops.roi_pool(x, rois, size, scale)
         return lambda x, rois, size, scale: torchvision.ops.roi_align(
-            x, rois, size, scale, sampling_ratio=spec.sampling_ratio, aligned=spec.aligned)
+            x, rois, size, scale, sampling_ratio=spec.sampling_ratio, aligned=spec.aligned
+        )
     from maskrcnn import ops  # deferred: loads the native extension
 
     if spec.op == "roi_pool":
         return lambda x, rois, size, scale: ops.roi_pool(x, rois, size, scale)
     return lambda x, rois, size, scale: ops.roi_align(
-        x, rois, size, scale, sampling_ratio=spec.sampling_ratio, aligned=spec.aligned, mode=spec.mode)
+        x, rois, size, scale, sampling_ratio=spec.sampling_ratio, aligned=spec.aligned, mode=spec.mode
+    )
 
 
 class MultiLevelRoIPooler(nn.Module):
@@ -108,12 +111,22 @@ class MultiLevelRoIPooler(nn.Module):
         canonical_level, canonical_size: k0 = 4 and 224 of Eqn. 1 of the FPN paper.
     """
 
-    def __init__(self, *, output_size: int, in_features: list[str], strides: list[int], roi_layer: RoILayerSpec,
-                 canonical_level: int = 4, canonical_size: float = 224.0) -> None:
+    def __init__(
+        self,
+        *,
+        output_size: int,
+        in_features: list[str],
+        strides: list[int],
+        roi_layer: RoILayerSpec,
+        canonical_level: int = 4,
+        canonical_size: float = 224.0,
+    ) -> None:
         super().__init__()
         if not isinstance(roi_layer, RoILayerSpec):
-            raise TypeError(f"pooler: roi_layer must be a RoILayerSpec (a configs/roi_layer/ config, instantiated), "
-                            f"got {type(roi_layer).__name__}")
+            raise TypeError(
+                f"pooler: roi_layer must be a RoILayerSpec (a configs/roi_layer/ config, instantiated), "
+                f"got {type(roi_layer).__name__}"
+            )
         if len(in_features) != len(strides) or len(strides) == 0:
             raise ValueError(f"pooler: in_features {list(in_features)} and strides {list(strides)} must match")
         levels = [math.log2(s) for s in strides]
@@ -146,14 +159,26 @@ class MultiLevelRoIPooler(nn.Module):
         spec = self.roi_layer
         if len(feats) == 1:
             return self._single(feats[0], rois, self.output_size, self.scales[0])
-        levels = assign_fpn_levels(rois[:, 1:], min_level=self.min_level, max_level=self.max_level,
-                                   canonical_level=self.canonical_level, canonical_size=self.canonical_size)
+        levels = assign_fpn_levels(
+            rois[:, 1:],
+            min_level=self.min_level,
+            max_level=self.max_level,
+            canonical_level=self.canonical_level,
+            canonical_size=self.canonical_size,
+        )
         if spec.backend == "ours" and spec.op == "roi_align":
             from maskrcnn import ops
 
-            return ops.multilevel_roi_align(feats, rois, levels, self.scales, self.output_size,
-                                            sampling_ratio=spec.sampling_ratio, aligned=spec.aligned,
-                                            mode=spec.mode)
+            return ops.multilevel_roi_align(
+                feats,
+                rois,
+                levels,
+                self.scales,
+                self.output_size,
+                sampling_ratio=spec.sampling_ratio,
+                aligned=spec.aligned,
+                mode=spec.mode,
+            )
         out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + self.output_size)
         for level, (x, scale) in enumerate(zip(feats, self.scales)):
             idx = torch.where(levels == level)[0]

@@ -34,8 +34,15 @@ from torch import Tensor, nn
 
 from .torchvision_compat import COCO_CATEGORY_IDS, convert_torchvision_state_dict, select_classes
 
-__all__ = ["InitReport", "cached_weights_file", "detector_init_state", "fetch_weights", "imagenet_state_dict",
-           "initialize_detector", "is_weights_name"]
+__all__ = [
+    "InitReport",
+    "cached_weights_file",
+    "detector_init_state",
+    "fetch_weights",
+    "imagenet_state_dict",
+    "initialize_detector",
+    "is_weights_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +52,20 @@ DETECTOR_WEIGHTS = {
     "FasterRCNN_ResNet50_FPN_Weights": "fasterrcnn_resnet50_fpn",
 }
 # torchvision detection weights of other architectures, named so that the error can say why.
-_OTHER_DETECTORS = ("MaskRCNN_ResNet50_FPN_V2_Weights", "FasterRCNN_ResNet50_FPN_V2_Weights",
-                    "FasterRCNN_MobileNet_V3_Large_FPN_Weights", "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights")
+_OTHER_DETECTORS = (
+    "MaskRCNN_ResNet50_FPN_V2_Weights",
+    "FasterRCNN_ResNet50_FPN_V2_Weights",
+    "FasterRCNN_MobileNet_V3_Large_FPN_Weights",
+    "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights",
+)
 # Tensors whose shape follows the class count: re-initialised when it differs (fine-tuning).
 PREDICTOR_KEYS = (
-    "roi_heads.box_predictor.cls_score.weight", "roi_heads.box_predictor.cls_score.bias",
-    "roi_heads.box_predictor.bbox_pred.weight", "roi_heads.box_predictor.bbox_pred.bias",
-    "roi_heads.mask_predictor.mask_fcn_logits.weight", "roi_heads.mask_predictor.mask_fcn_logits.bias",
+    "roi_heads.box_predictor.cls_score.weight",
+    "roi_heads.box_predictor.cls_score.bias",
+    "roi_heads.box_predictor.bbox_pred.weight",
+    "roi_heads.box_predictor.bbox_pred.bias",
+    "roi_heads.mask_predictor.mask_fcn_logits.weight",
+    "roi_heads.mask_predictor.mask_fcn_logits.bias",
 )
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?$")
 _FILE_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt", ".tar")
@@ -93,15 +107,18 @@ def fetch_weights(weights, *, key: str) -> dict[str, Tensor]:
         raise PretrainedError(
             f"{key}={label}: {file.name} is not in the torch hub cache and the download failed ({reason}); "
             f"download {weights.url} and put it at {file} (the cache is $TORCH_HOME/hub/checkpoints, "
-            f"torch.hub.get_dir()/checkpoints), or set {key} to the path of a local file") from None
+            f"torch.hub.get_dir()/checkpoints), or set {key} to the path of a local file"
+        ) from None
 
 
 def _load_file(path: str | Path, *, key: str) -> dict:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise WeightsFileNotFound(f"{key}: file {file} does not exist (give the path of a weights file, or a "
-                                  f"torchvision weights name such as IMAGENET1K_V1 / "
-                                  f"MaskRCNN_ResNet50_FPN_Weights.COCO_V1)")
+        raise WeightsFileNotFound(
+            f"{key}: file {file} does not exist (give the path of a weights file, or a "
+            f"torchvision weights name such as IMAGENET1K_V1 / "
+            f"MaskRCNN_ResNet50_FPN_Weights.COCO_V1)"
+        )
     # Our checkpoints hold python objects besides tensors; state dicts of torchvision do not.
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
@@ -122,27 +139,34 @@ def imagenet_state_dict(spec: str, *, depth: int) -> dict[str, Tensor]:
     enum = getattr(torchvision.models, f"ResNet{depth}_Weights")
     owner, _, name = spec.rpartition(".")
     if owner and owner != enum.__name__:
-        raise PretrainedError(f"{key}={spec} is for another network; the backbone is a ResNet-{depth}: "
-                              f"use {key}={enum.__name__}.<name> with one of {[w.name for w in enum]}")
+        raise PretrainedError(
+            f"{key}={spec} is for another network; the backbone is a ResNet-{depth}: "
+            f"use {key}={enum.__name__}.<name> with one of {[w.name for w in enum]}"
+        )
     try:
         weights = enum[name]
     except KeyError:
-        raise PretrainedError(f"{key}={spec}: torchvision's ResNet-{depth} has no weights {name!r}; "
-                              f"choose one of {[w.name for w in enum]} (or DEFAULT), or a file path") from None
+        raise PretrainedError(
+            f"{key}={spec}: torchvision's ResNet-{depth} has no weights {name!r}; "
+            f"choose one of {[w.name for w in enum]} (or DEFAULT), or a file path"
+        ) from None
     return fetch_weights(weights, key=key)
 
 
 def _detector_weights(spec: str):
     owner, _, name = spec.rpartition(".")
-    supported = [f"{cls}.{w.name}" for cls in DETECTOR_WEIGHTS
-                 for w in getattr(torchvision.models.detection, cls)]
+    supported = [f"{cls}.{w.name}" for cls in DETECTOR_WEIGHTS for w in getattr(torchvision.models.detection, cls)]
     if owner in _OTHER_DETECTORS:
-        raise PretrainedError(f"model.init={spec}: that torchvision model has another architecture than ours "
-                              f"(configs/model/*_torchvision.yaml reproduce the v1 ResNet-50 FPN models); "
-                              f"use one of {supported} or a file path")
+        raise PretrainedError(
+            f"model.init={spec}: that torchvision model has another architecture than ours "
+            f"(configs/model/*_torchvision.yaml reproduce the v1 ResNet-50 FPN models); "
+            f"use one of {supported} or a file path"
+        )
     if owner not in DETECTOR_WEIGHTS:
-        raise PretrainedError(f"model.init={spec} is not a torchvision detection weights name we support; "
-                              f"use one of {supported}, or the path of a checkpoint / torchvision state dict")
+        raise PretrainedError(
+            f"model.init={spec} is not a torchvision detection weights name we support; "
+            f"use one of {supported}, or the path of a checkpoint / torchvision state dict"
+        )
     enum = getattr(torchvision.models.detection, owner)
     try:
         return enum[name]
@@ -197,8 +221,13 @@ def initialize_detector(model: nn.Module, spec: str | None) -> InitReport | None
     source, from_torchvision = detector_init_state(spec)
     own = model.state_dict()
     cls_key = "roi_heads.box_predictor.cls_score.weight"
-    if (from_torchvision and cls_key in source and cls_key in own
-            and source[cls_key].shape[0] == 91 and own[cls_key].shape[0] == 81):
+    if (
+        from_torchvision
+        and cls_key in source
+        and cls_key in own
+        and source[cls_key].shape[0] == 91
+        and own[cls_key].shape[0] == 81
+    ):
         source = select_classes(source, COCO_CATEGORY_IDS)
         logger.info("model.init: 80 classes, keeping the classifier rows of the 80 COCO categories")
     report = InitReport()
@@ -217,14 +246,20 @@ def initialize_detector(model: nn.Module, spec: str | None) -> InitReport | None
     report.unused = [k for k in source if k not in own and not k.endswith("num_batches_tracked")]
     if mismatched or not report.kept:
         detail = mismatched[0] if mismatched else "no tensor name in common"
-        raise PretrainedError(f"model.init={spec} does not fit this model ({detail}); torchvision's weights need "
-                              f"model=mask_rcnn_r50_fpn_torchvision or faster_rcnn_r50_fpn_torchvision")
+        raise PretrainedError(
+            f"model.init={spec} does not fit this model ({detail}); torchvision's weights need "
+            f"model=mask_rcnn_r50_fpn_torchvision or faster_rcnn_r50_fpn_torchvision"
+        )
     model.load_state_dict(load, strict=False)
     _log(spec, report, source, own)
     stem_norm = getattr(getattr(getattr(model, "backbone", None), "body", None), "bn1", None)
     if from_torchvision and getattr(stem_norm, "eps", 0.0) != 0.0:
-        logger.warning("model.init=%s: torchvision's detection weights were trained with FrozenBatchNorm eps 0.0, "
-                       "this backbone uses %g (model=*_torchvision configs match them)", spec, stem_norm.eps)
+        logger.warning(
+            "model.init=%s: torchvision's detection weights were trained with FrozenBatchNorm eps 0.0, "
+            "this backbone uses %g (model=*_torchvision configs match them)",
+            spec,
+            stem_norm.eps,
+        )
     return report
 
 
@@ -238,10 +273,16 @@ def _log(spec: str, report: InitReport, source: dict, own: dict) -> None:
 
     logger.info("model.init=%s: kept %d tensors: %s", spec, len(report.kept), groups(report.kept))
     if report.new:
-        shown = [f"{k} {_shape(own[k])}" + (f" (source {_shape(source[k])})" if k in source else "")
-                 for k in report.new]
-        logger.info("model.init=%s: %d new tensors (initialised here, not from the source): %s", spec,
-                    len(report.new), "; ".join(shown))
+        shown = [
+            f"{k} {_shape(own[k])}" + (f" (source {_shape(source[k])})" if k in source else "") for k in report.new
+        ]
+        logger.info(
+            "model.init=%s: %d new tensors (initialised here, not from the source): %s",
+            spec,
+            len(report.new),
+            "; ".join(shown),
+        )
     if report.unused:
-        logger.info("model.init=%s: %d source tensors unused by this model: %s", spec, len(report.unused),
-                    groups(report.unused))
+        logger.info(
+            "model.init=%s: %d source tensors unused by this model: %s", spec, len(report.unused), groups(report.unused)
+        )

@@ -10,8 +10,8 @@ from torchvision.ops import boxes as box_ops
 from maskrcnn.events import put_scalar
 
 from .box_coder import BoxCoder
-from .matcher import Matcher, sample_balanced
 from .mask_head import mask_loss, mask_targets, select_class_masks
+from .matcher import Matcher, sample_balanced
 from .poolers import MultiLevelRoIPooler
 
 __all__ = ["Res5RoIHeads", "RoIHeads", "StandardRoIHeads"]
@@ -39,11 +39,23 @@ class RoIHeads(nn.Module):
     the ``detections_per_img`` best. The mask branch runs on the final boxes.
     """
 
-    def __init__(self, *, box_pooler: MultiLevelRoIPooler, box_head: nn.Module, box_predictor: nn.Module,
-                 fg_iou: float = 0.5, bg_iou: float = 0.5, batch_size_per_image: int = 512,
-                 positive_fraction: float = 0.25, bbox_reg_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0),
-                 smooth_l1_beta: float = 1.0 / 9, score_thresh: float = 0.05, nms_thresh: float = 0.5,
-                 detections_per_img: int = 100, mask_target_backend: str = "ours") -> None:
+    def __init__(
+        self,
+        *,
+        box_pooler: MultiLevelRoIPooler,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        fg_iou: float = 0.5,
+        bg_iou: float = 0.5,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        bbox_reg_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0),
+        smooth_l1_beta: float = 1.0 / 9,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        mask_target_backend: str = "ours",
+    ) -> None:
         super().__init__()
         self.box_pooler = box_pooler
         self.box_head = box_head
@@ -57,7 +69,9 @@ class RoIHeads(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         if mask_target_backend not in ("ours", "torchvision"):
-            raise ValueError(f"roi_heads.mask_target_backend must be 'ours' or 'torchvision', got {mask_target_backend!r}")
+            raise ValueError(
+                f"roi_heads.mask_target_backend must be 'ours' or 'torchvision', got {mask_target_backend!r}"
+            )
         self.mask_target_backend = mask_target_backend
         self.mask_predictor: nn.Module | None = None  # set by the subclasses, after their mask modules
 
@@ -92,8 +106,9 @@ class RoIHeads(nn.Module):
                 lab = gt_labels[idx].to(torch.int64)
                 lab[m == Matcher.BELOW_LOW] = 0
                 lab[m == Matcher.BETWEEN] = -1
-            pos, neg = sample_balanced(lab, batch_size=self.batch_size_per_image,
-                                       positive_fraction=self.positive_fraction)
+            pos, neg = sample_balanced(
+                lab, batch_size=self.batch_size_per_image, positive_fraction=self.positive_fraction
+            )
             # Sorted order, as torchvision's mask -> where, so that sampling is the only randomness.
             keep = torch.sort(torch.cat([pos, neg])).values
             props, lab, idx = props[keep], lab[keep], idx[keep]
@@ -108,8 +123,9 @@ class RoIHeads(nn.Module):
         loss_cls = F.cross_entropy(logits, labels)
         fg = torch.where(labels > 0)[0]
         deltas = deltas.reshape(deltas.shape[0], -1, 4)
-        loss_box = F.smooth_l1_loss(deltas[fg, labels[fg]], reg_targets[fg], beta=self.smooth_l1_beta,
-                                    reduction="sum") / max(labels.numel(), 1)
+        loss_box = F.smooth_l1_loss(
+            deltas[fg, labels[fg]], reg_targets[fg], beta=self.smooth_l1_beta, reduction="sum"
+        ) / max(labels.numel(), 1)
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean().item() if labels.numel() else 0.0
             fg_acc = (logits[fg].argmax(1) == labels[fg]).float().mean().item() if fg.numel() else 0.0
@@ -122,8 +138,9 @@ class RoIHeads(nn.Module):
     # ---------------------------------------------------------------------------------------
     # inference
     # ---------------------------------------------------------------------------------------
-    def _postprocess(self, logits: Tensor, deltas: Tensor, proposals: list[Tensor],
-                     image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+    def _postprocess(
+        self, logits: Tensor, deltas: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
         num_classes = logits.shape[-1]
         counts = [p.shape[0] for p in proposals]
         boxes_all = self.box_coder.decode(deltas, torch.cat(proposals)).reshape(-1, num_classes, 4)
@@ -142,8 +159,13 @@ class RoIHeads(nn.Module):
         return results
 
     # ---------------------------------------------------------------------------------------
-    def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]],
-                targets: list[dict[str, Tensor]] | None = None):
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]] | None = None,
+    ):
         """
         Args:
             features: name -> (N, C, h, w).
@@ -171,13 +193,17 @@ class RoIHeads(nn.Module):
                 fg = [torch.where(lab > 0)[0] for lab in labels]
                 fg_boxes = [p[i] for p, i in zip(proposals, fg)]
                 fg_cat = torch.where(labels_cat > 0)[0]
-                mask_logits = self._mask_logits(features, fg_boxes,
-                                                box_maps[fg_cat] if box_maps is not None else None)
+                mask_logits = self._mask_logits(features, fg_boxes, box_maps[fg_cat] if box_maps is not None else None)
                 gt_masks = [t["masks"] for t in targets]
                 if any(m.shape[0] != t["boxes"].shape[0] for m, t in zip(gt_masks, targets)):
                     raise ValueError("targets: masks and boxes must have the same number of objects")
-                mt = mask_targets(gt_masks, fg_boxes, [m[i] for m, i in zip(matched, fg)],
-                                  mask_logits.shape[-1], backend=self.mask_target_backend)
+                mt = mask_targets(
+                    gt_masks,
+                    fg_boxes,
+                    [m[i] for m, i in zip(matched, fg)],
+                    mask_logits.shape[-1],
+                    backend=self.mask_target_backend,
+                )
                 losses["loss_mask"] = mask_loss(mask_logits.float(), labels_cat[fg_cat], mt)
             return [], losses
 
@@ -204,12 +230,20 @@ class StandardRoIHeads(RoIHeads):
         **common: the arguments of :class:`RoIHeads`.
     """
 
-    def __init__(self, *, mask_pooler: MultiLevelRoIPooler | None = None, mask_head: nn.Module | None = None,
-                 mask_predictor: nn.Module | None = None, **common) -> None:
+    def __init__(
+        self,
+        *,
+        mask_pooler: MultiLevelRoIPooler | None = None,
+        mask_head: nn.Module | None = None,
+        mask_predictor: nn.Module | None = None,
+        **common,
+    ) -> None:
         super().__init__(**common)
         if (mask_pooler is None) != (mask_predictor is None):
-            raise ValueError("StandardRoIHeads: give both mask_pooler and mask_predictor (Mask R-CNN) or neither "
-                             "(Faster R-CNN); masks from the res5 maps of a C4 box head are Res5RoIHeads")
+            raise ValueError(
+                "StandardRoIHeads: give both mask_pooler and mask_predictor (Mask R-CNN) or neither "
+                "(Faster R-CNN); masks from the res5 maps of a C4 box head are Res5RoIHeads"
+            )
         self.mask_pooler = mask_pooler
         self.mask_head = mask_head
         self.mask_predictor = mask_predictor
@@ -237,8 +271,10 @@ class Res5RoIHeads(RoIHeads):
     def __init__(self, *, mask_predictor: nn.Module | None = None, **common) -> None:
         super().__init__(**common)
         if not callable(getattr(self.box_head, "trunk", None)):
-            raise ValueError(f"Res5RoIHeads: box_head must be a Res5Head (a module with trunk()), got "
-                            f"{type(self.box_head).__name__}; a pooled-feature box head is StandardRoIHeads")
+            raise ValueError(
+                f"Res5RoIHeads: box_head must be a Res5Head (a module with trunk()), got "
+                f"{type(self.box_head).__name__}; a pooled-feature box head is StandardRoIHeads"
+            )
         self.mask_predictor = mask_predictor
 
     def _box_features(self, features, proposals):

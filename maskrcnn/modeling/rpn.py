@@ -58,18 +58,31 @@ class RPN(nn.Module):
     summed over positives, divided by the number sampled) on the deltas.
     """
 
-    def __init__(self, *, anchor_generator: AnchorGenerator, head: RPNHead,
-                 fg_iou: float = 0.7, bg_iou: float = 0.3,
-                 batch_size_per_image: int = 256, positive_fraction: float = 0.5,
-                 pre_nms_topk_train: int = 2000, pre_nms_topk_test: int = 1000,
-                 post_nms_topk_train: int = 2000, post_nms_topk_test: int = 1000,
-                 nms_thresh: float = 0.7, score_thresh: float = 0.0, min_box_size: float = 1e-3,
-                 smooth_l1_beta: float = 1.0 / 9) -> None:
+    def __init__(
+        self,
+        *,
+        anchor_generator: AnchorGenerator,
+        head: RPNHead,
+        fg_iou: float = 0.7,
+        bg_iou: float = 0.3,
+        batch_size_per_image: int = 256,
+        positive_fraction: float = 0.5,
+        pre_nms_topk_train: int = 2000,
+        pre_nms_topk_test: int = 1000,
+        post_nms_topk_train: int = 2000,
+        post_nms_topk_test: int = 1000,
+        nms_thresh: float = 0.7,
+        score_thresh: float = 0.0,
+        min_box_size: float = 1e-3,
+        smooth_l1_beta: float = 1.0 / 9,
+    ) -> None:
         super().__init__()
         per_loc = anchor_generator.num_anchors_per_location()
         if any(a != head.num_anchors for a in per_loc):
-            raise ValueError(f"RPN head predicts {head.num_anchors} anchors per location but the anchor "
-                             f"generator makes {per_loc} (sizes x aspect_ratios per level)")
+            raise ValueError(
+                f"RPN head predicts {head.num_anchors} anchors per location but the anchor "
+                f"generator makes {per_loc} (sizes x aspect_ratios per level)"
+            )
         self.anchor_generator = anchor_generator
         self.head = head
         self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
@@ -83,8 +96,13 @@ class RPN(nn.Module):
         self.min_box_size = min_box_size
         self.smooth_l1_beta = smooth_l1_beta
 
-    def forward(self, features: list[Tensor], image_sizes: list[tuple[int, int]], padded_size: tuple[int, int],
-                targets: list[dict[str, Tensor]] | None = None) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def forward(
+        self,
+        features: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        padded_size: tuple[int, int],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[Tensor], dict[str, Tensor]]:
         """
         Args:
             features: per level (N, C, h, w).
@@ -95,8 +113,9 @@ class RPN(nn.Module):
             proposals per image (P_i, 4) XYXY pixels (detached), and the RPN losses in training.
         """
         logits, deltas = self.head(features)
-        anchors = self.anchor_generator(padded_size, [f.shape[-2:] for f in features],
-                                        dtype=torch.float32, device=features[0].device)
+        anchors = self.anchor_generator(
+            padded_size, [f.shape[-2:] for f in features], dtype=torch.float32, device=features[0].device
+        )
         num_per_level = [a.shape[0] for a in anchors]
         anchors = torch.cat(anchors)
         # float32 for decoding, top-k and the losses, also under autocast.
@@ -116,8 +135,9 @@ class RPN(nn.Module):
             losses = self._losses(anchors, objectness, pred_deltas, targets)
         return boxes, losses
 
-    def _select_proposals(self, proposals: Tensor, objectness: Tensor, image_sizes: list[tuple[int, int]],
-                          num_per_level: list[int]) -> list[Tensor]:
+    def _select_proposals(
+        self, proposals: Tensor, objectness: Tensor, image_sizes: list[tuple[int, int]], num_per_level: list[int]
+    ) -> list[Tensor]:
         n = proposals.shape[0]
         device = proposals.device
         pre_k = self.pre_nms_topk[self.training]
@@ -126,8 +146,7 @@ class RPN(nn.Module):
             k = min(pre_k, ob.shape[1])
             top_idx.append(ob.topk(k, dim=1).indices + offset)
             offset += ob.shape[1]
-        levels = torch.cat([torch.full((m,), i, dtype=torch.int64, device=device)
-                            for i, m in enumerate(num_per_level)])
+        levels = torch.cat([torch.full((m,), i, dtype=torch.int64, device=device) for i, m in enumerate(num_per_level)])
         top_idx = torch.cat(top_idx, dim=1)
         batch = torch.arange(n, device=device)[:, None]
         scores = torch.sigmoid(objectness[batch, top_idx])
@@ -145,8 +164,9 @@ class RPN(nn.Module):
             out.append(boxes[keep])
         return out
 
-    def _losses(self, anchors: Tensor, objectness: Tensor, pred_deltas: Tensor,
-                targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def _losses(
+        self, anchors: Tensor, objectness: Tensor, pred_deltas: Tensor, targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
         labels, reg_targets = [], []
         for t in targets:
             gt = t["boxes"].to(anchors.dtype)
@@ -164,8 +184,9 @@ class RPN(nn.Module):
         pos_all, neg_all = [], []
         total = anchors.shape[0]
         for i, lab in enumerate(labels):
-            pos, neg = sample_balanced(lab, batch_size=self.batch_size_per_image,
-                                       positive_fraction=self.positive_fraction)
+            pos, neg = sample_balanced(
+                lab, batch_size=self.batch_size_per_image, positive_fraction=self.positive_fraction
+            )
             pos_all.append(pos + i * total)
             neg_all.append(neg + i * total)
         pos = torch.cat(pos_all)
@@ -175,8 +196,9 @@ class RPN(nn.Module):
         reg_targets = torch.cat(reg_targets)
         objectness = objectness.reshape(-1)
         pred_deltas = pred_deltas.reshape(-1, 4)
-        box_loss = F.smooth_l1_loss(pred_deltas[pos], reg_targets[pos], beta=self.smooth_l1_beta,
-                                    reduction="sum") / max(sampled.numel(), 1)
+        box_loss = F.smooth_l1_loss(
+            pred_deltas[pos], reg_targets[pos], beta=self.smooth_l1_beta, reduction="sum"
+        ) / max(sampled.numel(), 1)
         obj_loss = F.binary_cross_entropy_with_logits(objectness[sampled], labels[sampled])
         put_scalar("rpn/num_pos", pos.numel() / len(targets))
         put_scalar("rpn/num_neg", (sampled.numel() - pos.numel()) / len(targets))

@@ -18,8 +18,14 @@ __all__ = ["ARCHS", "COCO_CATEGORY_IDS", "convert_torchvision_state_dict", "sele
 # The 80 category ids of COCO 2017 in ascending order; torchvision's COCO models use them as labels
 # (the other ids up to 90 are unused rows of its 91-way classifier).
 COCO_CATEGORY_IDS = (
-    list(range(1, 12)) + list(range(13, 26)) + [27, 28] + list(range(31, 45)) + list(range(46, 66))
-    + [67, 70] + list(range(72, 83)) + list(range(84, 91))
+    list(range(1, 12))
+    + list(range(13, 26))
+    + [27, 28]
+    + list(range(31, 45))
+    + list(range(46, 66))
+    + [67, 70]
+    + list(range(72, 83))
+    + list(range(84, 91))
 )
 
 ARCHS = ("maskrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn")
@@ -72,11 +78,13 @@ def convert_torchvision_state_dict(state: dict[str, Tensor], *, arch: str) -> di
         state = state["model"]
     has_mask = any(k.startswith("roi_heads.mask_") for k in state)
     if arch.startswith("maskrcnn") and not has_mask:
-        raise ValueError("--arch maskrcnn_resnet50_fpn but the weights have no mask head "
-                         "(use --arch fasterrcnn_resnet50_fpn)")
+        raise ValueError(
+            "--arch maskrcnn_resnet50_fpn but the weights have no mask head (use --arch fasterrcnn_resnet50_fpn)"
+        )
     if arch.startswith("fasterrcnn") and has_mask:
-        raise ValueError("--arch fasterrcnn_resnet50_fpn but the weights have a mask head "
-                         "(use --arch maskrcnn_resnet50_fpn)")
+        raise ValueError(
+            "--arch fasterrcnn_resnet50_fpn but the weights have a mask head (use --arch maskrcnn_resnet50_fpn)"
+        )
     out: dict[str, Tensor] = {}
     unknown = []
     for key, value in state.items():
@@ -101,8 +109,12 @@ def select_classes(state: dict[str, Tensor], labels: list[int]) -> dict[str, Ten
     """
     rows = torch.tensor([0] + list(labels))
     out = dict(state)
-    for key in ("roi_heads.box_predictor.cls_score.weight", "roi_heads.box_predictor.cls_score.bias",
-                "roi_heads.mask_predictor.mask_fcn_logits.weight", "roi_heads.mask_predictor.mask_fcn_logits.bias"):
+    for key in (
+        "roi_heads.box_predictor.cls_score.weight",
+        "roi_heads.box_predictor.cls_score.bias",
+        "roi_heads.mask_predictor.mask_fcn_logits.weight",
+        "roi_heads.mask_predictor.mask_fcn_logits.bias",
+    ):
         if key in out:
             out[key] = out[key][rows].clone()
     box_rows = (rows[:, None] * 4 + torch.arange(4)[None]).reshape(-1)

@@ -28,9 +28,11 @@ def to_float_image(image: Tensor, *, dtype: torch.dtype = torch.float32, index: 
 def resize_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
     """Rescales (K, 4) XYXY boxes from an (H, W) image to another (H', W') image."""
     ratio_h = torch.tensor(to_size[0], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        from_size[0], dtype=torch.float32, device=boxes.device)
+        from_size[0], dtype=torch.float32, device=boxes.device
+    )
     ratio_w = torch.tensor(to_size[1], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        from_size[1], dtype=torch.float32, device=boxes.device)
+        from_size[1], dtype=torch.float32, device=boxes.device
+    )
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
 
@@ -54,10 +56,15 @@ class ImageTransform(nn.Module):
         size_divisibility: the batch is zero-padded to a multiple of this (32 for FPN's P5/P6).
     """
 
-    def __init__(self, *, min_size_test: int = 800, max_size_test: int = 1333,
-                 pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-                 pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225),
-                 size_divisibility: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        min_size_test: int = 800,
+        max_size_test: int = 1333,
+        pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+        pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+        size_divisibility: int = 32,
+    ) -> None:
         super().__init__()
         if min_size_test <= 0 or max_size_test <= 0:
             raise ValueError(f"min_size_test / max_size_test must be positive, got {min_size_test}, {max_size_test}")
@@ -70,8 +77,9 @@ class ImageTransform(nn.Module):
     def resize(self, image: Tensor) -> Tensor:
         h, w = image.shape[-2:]
         scale = min(self.min_size_test / min(h, w), self.max_size_test / max(h, w))
-        return F.interpolate(image[None], scale_factor=scale, mode="bilinear",
-                             recompute_scale_factor=True, align_corners=False)[0]
+        return F.interpolate(
+            image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+        )[0]
 
     def forward(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         """

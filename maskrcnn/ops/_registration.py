@@ -23,8 +23,7 @@ def memory_format_of(t: Tensor) -> torch.memory_format:
 
 
 def _empty_like_layout(shape, like: Tensor, dtype=None) -> Tensor:
-    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device,
-                       memory_format=memory_format_of(like))
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format_of(like))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,8 +37,9 @@ def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sam
 
 
 @torch.library.register_fake("maskrcnn::_roi_align_backward")
-def _roi_align_backward_fake(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
-                             aligned, mode):
+def _roi_align_backward_fake(
+    grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, mode
+):
     return _empty_like_layout(input.shape, input)
 
 
@@ -55,14 +55,16 @@ def _roi_pool_backward_fake(grad, input, rois, argmax, spatial_scale, pooled_hei
 
 
 @torch.library.register_fake("maskrcnn::multilevel_roi_align")
-def _multilevel_roi_align_fake(features, rois, levels, spatial_scales, pooled_height, pooled_width,
-                               sampling_ratio, aligned, mode):
+def _multilevel_roi_align_fake(
+    features, rois, levels, spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned, mode
+):
     return _empty_like_layout((rois.shape[0], features[0].shape[1], pooled_height, pooled_width), features[0])
 
 
 @torch.library.register_fake("maskrcnn::_multilevel_roi_align_backward")
-def _multilevel_roi_align_backward_fake(grad, features, rois, levels, spatial_scales, pooled_height,
-                                        pooled_width, sampling_ratio, aligned, mode):
+def _multilevel_roi_align_backward_fake(
+    grad, features, rois, levels, spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned, mode
+):
     return [_empty_like_layout(f.shape, f) for f in features]
 
 
@@ -83,9 +85,7 @@ def _roi_align_backward(ctx, grad):
     return (grad_input,) + (None,) * 7
 
 
-torch.library.register_autograd(
-    "maskrcnn::roi_align", _roi_align_backward, setup_context=_roi_align_setup_context
-)
+torch.library.register_autograd("maskrcnn::roi_align", _roi_align_backward, setup_context=_roi_align_setup_context)
 
 
 def _roi_pool_setup_context(ctx, inputs, output):
@@ -102,9 +102,7 @@ def _roi_pool_backward(ctx, grad, grad_argmax):
     return (grad_input,) + (None,) * 4
 
 
-torch.library.register_autograd(
-    "maskrcnn::roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup_context
-)
+torch.library.register_autograd("maskrcnn::roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup_context)
 
 
 def _multilevel_setup_context(ctx, inputs, output):
@@ -116,8 +114,7 @@ def _multilevel_setup_context(ctx, inputs, output):
 
 def _multilevel_backward(ctx, grad):
     rois, levels, *features = ctx.saved_tensors
-    grads = torch.ops.maskrcnn._multilevel_roi_align_backward(grad, features, rois, levels,
-                                                             *ctx.params)
+    grads = torch.ops.maskrcnn._multilevel_roi_align_backward(grad, features, rois, levels, *ctx.params)
     return (list(grads),) + (None,) * 8
 
 
@@ -166,8 +163,9 @@ def _autocast_kernels(key: str):
         with torch._C._ExcludeDispatchKeyGuard(exclude):
             if _native(features[0], rois):
                 return torch.ops.maskrcnn.multilevel_roi_align(features, rois, levels, *params)
-            out = torch.ops.maskrcnn.multilevel_roi_align([_to_float32(f) for f in features], _to_float32(rois),
-                                                         levels, *params)
+            out = torch.ops.maskrcnn.multilevel_roi_align(
+                [_to_float32(f) for f in features], _to_float32(rois), levels, *params
+            )
         return out.to(features[0].dtype)
 
     return {"roi_align": roi_align, "roi_pool": roi_pool, "multilevel_roi_align": multilevel_roi_align}

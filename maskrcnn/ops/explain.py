@@ -78,15 +78,17 @@ class Axis:
         """Bin [start, end) on the common grid for method "pool", "aligned" or "unaligned"."""
         if method == "pool":
             return [(float(b), float(e)) for b, e in self.pool_bins]
-        start, size = ((self.align_start, self.align_bin) if method == "aligned"
-                       else (self.unaligned_start, self.unaligned_bin))
+        start, size = (
+            (self.align_start, self.align_bin) if method == "aligned" else (self.unaligned_start, self.unaligned_bin)
+        )
         # + 0.5: from sample coordinates back to the grid (cell i's value sits at i + 0.5).
         return [(start + 0.5 + b * size, start + 0.5 + (b + 1) * size) for b in range(len(self.pool_bins))]
 
     def errors(self, method: str) -> list[float]:
         """Signed error (cells) of every bin's start and end edge against the exact position."""
-        return [edge - true for got, want in zip(self.bin_edges(method), self.exact_bins)
-                for edge, true in zip(got, want)]
+        return [
+            edge - true for got, want in zip(self.bin_edges(method), self.exact_bins) for edge, true in zip(got, want)
+        ]
 
 
 def explain(setup: Setup) -> tuple[Axis, Axis]:
@@ -119,10 +121,34 @@ def explain(setup: Setup) -> tuple[Axis, Axis]:
             unaligned_samples=R.align_sample_coords(u_start, u_bin, pooled, grid_u).tolist(),
         )
 
-    x = axis("x", 0, pool.start_w, pool.roi_w, ow, width, aligned.start_w, aligned.bin_w,
-             unaligned.start_w, unaligned.bin_w, aligned.grid_w, unaligned.grid_w)
-    y = axis("y", 1, pool.start_h, pool.roi_h, oh, height, aligned.start_h, aligned.bin_h,
-             unaligned.start_h, unaligned.bin_h, aligned.grid_h, unaligned.grid_h)
+    x = axis(
+        "x",
+        0,
+        pool.start_w,
+        pool.roi_w,
+        ow,
+        width,
+        aligned.start_w,
+        aligned.bin_w,
+        unaligned.start_w,
+        unaligned.bin_w,
+        aligned.grid_w,
+        unaligned.grid_w,
+    )
+    y = axis(
+        "y",
+        1,
+        pool.start_h,
+        pool.roi_h,
+        oh,
+        height,
+        aligned.start_h,
+        aligned.bin_h,
+        unaligned.start_h,
+        unaligned.bin_h,
+        aligned.grid_h,
+        unaligned.grid_h,
+    )
     return x, y
 
 
@@ -151,8 +177,9 @@ def reference_ops():
     return R.roi_pool_reference, R.roi_align_reference
 
 
-def gradient_weights(setup: Setup, feature: torch.Tensor, bin_rc: tuple[int, int], ops=None
-                     ) -> dict[str, list[tuple[int, int, float]]]:
+def gradient_weights(
+    setup: Setup, feature: torch.Tensor, bin_rc: tuple[int, int], ops=None
+) -> dict[str, list[tuple[int, int, float]]]:
     """Input cells (row, col, weight) that output bin ``bin_rc`` sends gradient to, for RoI Pool,
     RoI Align (average) and RoI Align (max), both aligned: the backward of the ops on a one-hot
     output gradient. ``feature``: (1, 1, H, W); ``ops``: (roi_pool, roi_align), default the real ops."""
@@ -208,8 +235,10 @@ def report(setup: Setup, axes: tuple[Axis, Axis]) -> str:
         "Box on the feature map",
     ]
     for a in axes:
-        lines.append(f"  {a.name}: {a.box_px[0]:g} / {s} = {a.exact[0]:.3f} .. {a.box_px[1]:g} / {s} = {a.exact[1]:.3f}"
-                     f"  -> {a.exact[1] - a.exact[0]:.3f} cells ({a.box_px[1] - a.box_px[0]:g} px)")
+        lines.append(
+            f"  {a.name}: {a.box_px[0]:g} / {s} = {a.exact[0]:.3f} .. {a.box_px[1]:g} / {s} = {a.exact[1]:.3f}"
+            f"  -> {a.exact[1] - a.exact[0]:.3f} cells ({a.box_px[1] - a.box_px[0]:g} px)"
+        )
     lines += ["", "RoI Pooling (Fast R-CNN; our op and torchvision compute exactly this)"]
     for a in axes:
         (r0, r1), n = a.pool_round, len(a.pool_bins)
@@ -219,7 +248,8 @@ def report(setup: Setup, axes: tuple[Axis, Axis]) -> str:
             f"round({a.exact[1]:.3f}) = {r1}; size = end - start + 1 = {a.pool_size} cells",
             f"     quantization 2, bin = {a.pool_size} / {n} = {a.pool_bin:.3f} cells; bin b covers cells "
             f"[floor(b * {a.pool_bin:.3f}), ceil((b + 1) * {a.pool_bin:.3f})) + {r0}:",
-            "     " + " ".join(f"[{b},{e})" for b, e in a.pool_bins)
+            "     "
+            + " ".join(f"[{b},{e})" for b, e in a.pool_bins)
             + f"  ({', '.join(sorted({str(e - b) for b, e in a.pool_bins}))} cells each)",
             f"     the bins pool cells {covered[0]}..{covered[1] - 1} = image px [{covered[0] * s}, {covered[1] * s})"
             f" for a box of [{a.box_px[0]:g}, {a.box_px[1]:g}]",
@@ -230,9 +260,9 @@ def report(setup: Setup, axes: tuple[Axis, Axis]) -> str:
         lines += [
             f"  {a.name}: aligned=True : start {a.exact[0]:.3f} - 0.5 = {a.align_start:.3f} (sample coords), "
             f"bin = {a.exact[1] - a.exact[0]:.3f} / {len(a.pool_bins)} = {a.align_bin:.3f} cells, {grid} samples per bin",
-            "     bin edges on the grid: " + _f([a.bin_edges("aligned")[0][0]] + [e for _, e in a.bin_edges("aligned")]),
-            "     sample points (sample coords; + 0.5 on the grid): "
-            + " | ".join(_f(p) for p in a.align_samples),
+            "     bin edges on the grid: "
+            + _f([a.bin_edges("aligned")[0][0]] + [e for _, e in a.bin_edges("aligned")]),
+            "     sample points (sample coords; + 0.5 on the grid): " + " | ".join(_f(p) for p in a.align_samples),
             f"     aligned=False: start {a.unaligned_start:.3f}, bin {a.unaligned_bin:.3f} (size clamped to >= 1 cell); "
             f"samples " + " | ".join(_f(p) for p in a.unaligned_samples),
         ]
@@ -241,13 +271,17 @@ def report(setup: Setup, axes: tuple[Axis, Axis]) -> str:
         lines.append(f"  {a.name}: bin   exact [start, end)    RoI Pool [start, end)   error start      error end")
         for b, ((t0, t1), (p0, p1)) in enumerate(zip(a.exact_bins, a.bin_edges("pool"))):
             e0, e1 = p0 - t0, p1 - t1
-            lines.append(f"     {b:>4}   {t0:8.3f} {t1:8.3f}      {p0:5.0f} {p1:5.0f}         "
-                         f"{e0:+.3f} ({e0 * s:+5.1f})  {e1:+.3f} ({e1 * s:+5.1f})")
+            lines.append(
+                f"     {b:>4}   {t0:8.3f} {t1:8.3f}      {p0:5.0f} {p1:5.0f}         "
+                f"{e0:+.3f} ({e0 * s:+5.1f})  {e1:+.3f} ({e1 * s:+5.1f})"
+            )
     names = {"pool": "RoI Pool", "unaligned": "RoI Align aligned=False", "aligned": "RoI Align aligned=True"}
     for method, (largest, mean) in error_summary((x, y)).items():
         name = names[method]
-        lines.append(f"  {name:<24} largest |error| {largest:.3f} cells = {largest * s:5.1f} px, "
-                     f"mean {mean:.3f} cells = {mean * s:5.1f} px")
+        lines.append(
+            f"  {name:<24} largest |error| {largest:.3f} cells = {largest * s:5.1f} px, "
+            f"mean {mean:.3f} cells = {mean * s:5.1f} px"
+        )
     lines += ["", *popular_account(setup, x)]
     return "\n".join(lines)
 
@@ -277,13 +311,16 @@ def popular_account(setup: Setup, a: Axis) -> list[str]:
 
 
 def backward_report(weights: dict[str, list[tuple[int, int, float]]], bin_rc, seed: int) -> str:
-    lines = [f"Backward of output bin (row {bin_rc[0]}, col {bin_rc[1]}): input cells (row, col) and the gradient "
-             f"they receive from a one-hot output gradient",
-             f"  feature map: smooth random field (6 x 6 standard normals, seed {seed}, bicubic upsampling), float64"]
+    lines = [
+        f"Backward of output bin (row {bin_rc[0]}, col {bin_rc[1]}): input cells (row, col) and the gradient "
+        f"they receive from a one-hot output gradient",
+        f"  feature map: smooth random field (6 x 6 standard normals, seed {seed}, bicubic upsampling), float64",
+    ]
     for name, cells in weights.items():
         total = sum(w for _, _, w in cells)
-        lines.append(f"  {name:<14} {len(cells)} cells, sum {total:.6f}: "
-                     + ", ".join(f"({r},{c}) {w:.4f}" for r, c, w in cells))
+        lines.append(
+            f"  {name:<14} {len(cells)} cells, sum {total:.6f}: " + ", ".join(f"({r},{c}) {w:.4f}" for r, c, w in cells)
+        )
     return "\n".join(lines)
 
 
@@ -304,8 +341,19 @@ def _panel_grid(ax, setup: Setup, view, title: str, axes: tuple[Axis, Axis]):
         ax.axhline(i, color="0.85", lw=0.6, zorder=0)
     ax.add_patch(Rectangle((0, 0), width, height, fill=False, ec="0.3", lw=1.2, zorder=1))
     x, y = axes
-    ax.add_patch(Rectangle((x.exact[0], y.exact[0]), x.exact[1] - x.exact[0], y.exact[1] - y.exact[0],
-                           fill=False, ec="red", ls="--", lw=2, zorder=5, label="box (exact)"))
+    ax.add_patch(
+        Rectangle(
+            (x.exact[0], y.exact[0]),
+            x.exact[1] - x.exact[0],
+            y.exact[1] - y.exact[0],
+            fill=False,
+            ec="red",
+            ls="--",
+            lw=2,
+            zorder=5,
+            label="box (exact)",
+        )
+    )
     ax.set_xlim(x0, x1)
     ax.set_ylim(y1, y0)  # image convention: y grows downwards
     ax.set_aspect("equal")
@@ -325,8 +373,19 @@ def _draw_pool_bins(ax, axes: tuple[Axis, Axis], only=None):
             color = ("tab:blue", "tab:orange")[(r + c) % 2]
             label = "RoI Pool bins (cells shared by two bins darker)" if (r, c) == (only or (0, 0)) else None
             # A small inset keeps the outlines of neighbouring (possibly overlapping) bins apart.
-            ax.add_patch(Rectangle((xb + 0.06, yb + 0.06), xe - xb - 0.12, ye - yb - 0.12, fc=color, alpha=0.18,
-                                   ec=color, lw=1.2, zorder=2, label=label))
+            ax.add_patch(
+                Rectangle(
+                    (xb + 0.06, yb + 0.06),
+                    xe - xb - 0.12,
+                    ye - yb - 0.12,
+                    fc=color,
+                    alpha=0.18,
+                    ec=color,
+                    lw=1.2,
+                    zorder=2,
+                    label=label,
+                )
+            )
 
 
 def _draw_align_bins(ax, axes: tuple[Axis, Axis], method: str, only=None):
@@ -340,8 +399,18 @@ def _draw_align_bins(ax, axes: tuple[Axis, Axis], method: str, only=None):
             if only is not None and (r, c) != only:
                 continue
             first = (r, c) == (only or (0, 0))
-            ax.add_patch(Rectangle((xb, yb), xe - xb, ye - yb, fill=False, ec="tab:green", lw=1.0, zorder=3,
-                                   label="RoI Align bins" if first else None))
+            ax.add_patch(
+                Rectangle(
+                    (xb, yb),
+                    xe - xb,
+                    ye - yb,
+                    fill=False,
+                    ec="tab:green",
+                    lw=1.0,
+                    zorder=3,
+                    label="RoI Align bins" if first else None,
+                )
+            )
             # + 0.5: a sample at p reads the feature at grid position p + 0.5 (the cell centre convention).
             px = [p + 0.5 for p in xs[c] for _ in ys[r]]
             py = [p + 0.5 for _ in xs[c] for p in ys[r]]
@@ -352,8 +421,13 @@ def _view(setup: Setup, axes: tuple[Axis, Axis], margin: float = 1.0):
     height, width = setup.feature_size
     view = []
     for a, size in zip(axes, (width, height)):
-        points = [a.exact[0], a.exact[1], a.pool_bins[0][0], a.pool_bins[-1][1],
-                  *(e for pair in a.bin_edges("unaligned") for e in pair)]
+        points = [
+            a.exact[0],
+            a.exact[1],
+            a.pool_bins[0][0],
+            a.pool_bins[-1][1],
+            *(e for pair in a.bin_edges("unaligned") for e in pair),
+        ]
         view.append((max(min(points) - margin, -1.0), min(max(points) + margin, size + 1.0)))
     return view
 
@@ -372,13 +446,25 @@ def draw_figure(setup: Setup, axes: tuple[Axis, Axis], path: str, feature=None, 
     fig, grid = plt.subplots(rows, 3, figsize=(16, 5.6 * rows), squeeze=False)
     view = _view(setup, axes)
     ax = grid[0][0]
-    _panel_grid(ax, setup, view, f"RoI Pooling: corners rounded to cells, {x.pool_size} x {y.pool_size} cells,\n"
-                f"bins of {x.pool_bin:.2f} x {y.pool_bin:.2f} cells snapped to whole cells (floor / ceil)", axes)
+    _panel_grid(
+        ax,
+        setup,
+        view,
+        f"RoI Pooling: corners rounded to cells, {x.pool_size} x {y.pool_size} cells,\n"
+        f"bins of {x.pool_bin:.2f} x {y.pool_bin:.2f} cells snapped to whole cells (floor / ceil)",
+        axes,
+    )
     _draw_pool_bins(ax, axes)
     for method, ax in (("aligned", grid[0][1]), ("unaligned", grid[0][2])):
-        _panel_grid(ax, setup, view, f"RoI Align, aligned={method == 'aligned'}: bins of {x.align_bin:.2f} x "
-                    f"{y.align_bin:.2f} cells,\n{len(x.align_samples[0])} x {len(y.align_samples[0])} bilinear samples "
-                    f"per bin" + ("" if method == "aligned" else f" (read {setup.stride / 2:g} px right/below)"), axes)
+        _panel_grid(
+            ax,
+            setup,
+            view,
+            f"RoI Align, aligned={method == 'aligned'}: bins of {x.align_bin:.2f} x "
+            f"{y.align_bin:.2f} cells,\n{len(x.align_samples[0])} x {len(y.align_samples[0])} bilinear samples "
+            f"per bin" + ("" if method == "aligned" else f" (read {setup.stride / 2:g} px right/below)"),
+            axes,
+        )
         _draw_align_bins(ax, axes, method)
     for ax in grid[0]:
         ax.legend(loc="lower left", fontsize=7, framealpha=0.9)
@@ -388,9 +474,11 @@ def draw_figure(setup: Setup, axes: tuple[Axis, Axis], path: str, feature=None, 
         (xb, xe), (yb, ye) = x.pool_bins[c], y.pool_bins[r]
         (ab, ae), (bb, be) = x.bin_edges("aligned")[c], y.bin_edges("aligned")[r]
         zoom = [(min(xb, ab) - 1.5, max(xe, ae) + 1.5), (min(yb, bb) - 1.5, max(ye, be) + 1.5)]
-        titles = {"roi_pool": "RoI Pool: gradient to the argmax cell",
-                  "roi_align_avg": "RoI Align avg: bilinear weights / samples",
-                  "roi_align_max": "RoI Align max: neighbours of the winning sample"}
+        titles = {
+            "roi_pool": "RoI Pool: gradient to the argmax cell",
+            "roi_align_avg": "RoI Align avg: bilinear weights / samples",
+            "roi_align_max": "RoI Align max: neighbours of the winning sample",
+        }
         for ax, (name, cells) in zip(grid[1], weights.items()):
             _panel_grid(ax, setup, zoom, f"{titles[name]}, output bin ({r}, {c})", axes)
             ax.imshow(feature[0, 0].numpy(), cmap="gray", extent=(0, width, height, 0), alpha=0.45, zorder=0)
@@ -403,8 +491,11 @@ def draw_figure(setup: Setup, axes: tuple[Axis, Axis], path: str, feature=None, 
                 ax.add_patch(Rectangle((col, row), 1, 1, fc=plt.cm.Reds(0.25 + 0.75 * w / top), alpha=0.8, zorder=1))
                 ax.text(col + 0.5, row + 0.5, f"{w:.3f}", ha="center", va="center", fontsize=7, zorder=6)
             ax.legend(loc="lower left", fontsize=7, framealpha=0.9)
-    fig.suptitle(f"Box {tuple(round(v, 1) for v in setup.box)} px on a stride-{setup.stride} feature map, "
-                 f"output {setup.output[0]} x {setup.output[1]}", fontsize=11)
+    fig.suptitle(
+        f"Box {tuple(round(v, 1) for v in setup.box)} px on a stride-{setup.stride} feature map, "
+        f"output {setup.output[0]} x {setup.output[1]}",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

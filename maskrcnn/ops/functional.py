@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import List, Union
 
 import torch
 import torch.fx
@@ -43,7 +42,7 @@ _AUTOCAST_DEVICES = ("cpu", "cuda")
 @torch.fx.wrap
 def roi_align(
     input: Tensor,
-    boxes: Union[Tensor, List[Tensor]],
+    boxes: Tensor | list[Tensor],
     output_size: BroadcastingList2[int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
@@ -77,14 +76,15 @@ def roi_align(
         _check_mode(mode)
         return torch.ops.maskrcnn.roi_align(input, rois, scale, oh, ow, ratio, bool(aligned), mode)
     size = _pair(output_size)
-    return torch.ops.maskrcnn.roi_align(input, _rois_tensor(boxes), spatial_scale, size[0], size[1],
-                                        sampling_ratio, aligned, mode)
+    return torch.ops.maskrcnn.roi_align(
+        input, _rois_tensor(boxes), spatial_scale, size[0], size[1], sampling_ratio, aligned, mode
+    )
 
 
 @torch.fx.wrap
 def roi_pool(
     input: Tensor,
-    boxes: Union[Tensor, List[Tensor]],
+    boxes: Tensor | list[Tensor],
     output_size: BroadcastingList2[int],
     spatial_scale: float = 1.0,
 ) -> Tensor:
@@ -106,10 +106,10 @@ def roi_pool(
 
 @torch.fx.wrap
 def multilevel_roi_align(
-    features: List[Tensor],
+    features: list[Tensor],
     rois: Tensor,
     levels: Tensor,
-    spatial_scales: List[float],
+    spatial_scales: list[float],
     output_size: BroadcastingList2[int],
     sampling_ratio: int = -1,
     aligned: bool = False,
@@ -133,11 +133,12 @@ def multilevel_roi_align(
     if not torch.jit.is_scripting():
         return _multilevel_eager(features, rois, levels, spatial_scales, output_size, sampling_ratio, aligned, mode)
     size = _pair(output_size)
-    return torch.ops.maskrcnn.multilevel_roi_align(features, rois, levels, spatial_scales, size[0], size[1],
-                                                   sampling_ratio, aligned, mode)
+    return torch.ops.maskrcnn.multilevel_roi_align(
+        features, rois, levels, spatial_scales, size[0], size[1], sampling_ratio, aligned, mode
+    )
 
 
-def _rois_tensor(boxes: Union[Tensor, List[Tensor]]) -> Tensor:
+def _rois_tensor(boxes: Tensor | list[Tensor]) -> Tensor:
     """TorchScript's conversion of ``boxes`` to (K, 5) rois (torchvision's convert_boxes_to_roi_format);
     the kernels check the result."""
     if isinstance(boxes, Tensor):
@@ -164,8 +165,11 @@ def _multilevel_eager(features, rois, levels, spatial_scales, output_size, sampl
         raise TypeError(f"levels must be int64, got {levels.dtype}")
     if levels.device != rois.device:
         raise ValueError(f"levels must be on the device of rois ({rois.device}), got {levels.device}")
-    if isinstance(spatial_scales, (str, Tensor)) or not isinstance(spatial_scales, Sequence) \
-            or len(spatial_scales) != len(features):
+    if (
+        isinstance(spatial_scales, (str, Tensor))
+        or not isinstance(spatial_scales, Sequence)
+        or len(spatial_scales) != len(features)
+    ):
         raise ValueError(f"spatial_scales must be a list of {len(features)} scales, one per feature level")
     scales = [_spatial_scale(s, f"spatial_scales[{i}]") for i, s in enumerate(spatial_scales)]
     oh, ow = _output_size(output_size)
@@ -204,8 +208,9 @@ def convert_rois(rois: Tensor | Sequence[Tensor], input: Tensor) -> Tensor:
     if not isinstance(rois, (list, tuple)):
         raise TypeError(f"rois must be a (K, 5) tensor or a list of (K_i, 4) tensors, got {type(rois).__name__}")
     if len(rois) != input.shape[0]:
-        raise ValueError(f"rois as a list needs one (K_i, 4) tensor per image: {input.shape[0]} images, "
-                         f"got {len(rois)} tensors")
+        raise ValueError(
+            f"rois as a list needs one (K_i, 4) tensor per image: {input.shape[0]} images, got {len(rois)} tensors"
+        )
     rows = []
     for i, boxes in enumerate(rois):
         name = f"rois[{i}]"
@@ -254,8 +259,11 @@ def _check_input(input: Tensor, name: str = "input") -> None:
 def _output_size(output_size) -> tuple[int, int]:
     if isinstance(output_size, numbers.Integral) and not isinstance(output_size, bool):
         size = (int(output_size), int(output_size))
-    elif (isinstance(output_size, (tuple, list)) and len(output_size) == 2
-          and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in output_size)):
+    elif (
+        isinstance(output_size, (tuple, list))
+        and len(output_size) == 2
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in output_size)
+    ):
         size = (int(output_size[0]), int(output_size[1]))
     else:
         raise TypeError(f"output_size must be an int or a pair of ints (oh, ow), got {output_size!r}")

@@ -8,8 +8,6 @@ and ``MultiLevelRoIPooler`` calls the functional ops."""
 
 from __future__ import annotations
 
-from typing import List, Union
-
 import torch.fx
 from torch import Tensor, nn
 
@@ -37,8 +35,15 @@ class RoIAlign(nn.Module):
     -> (K, C, oh, ow).
     """
 
-    def __init__(self, output_size: int | tuple[int, int], spatial_scale: float, sampling_ratio: int = -1,
-                 aligned: bool = False, *, mode: str = "avg"):
+    def __init__(
+        self,
+        output_size: int | tuple[int, int],
+        spatial_scale: float,
+        sampling_ratio: int = -1,
+        aligned: bool = False,
+        *,
+        mode: str = "avg",
+    ):
         super().__init__()
         _output_size(output_size)  # our clearer error for a bad size, at construction
         self.output_size = output_size
@@ -48,13 +53,16 @@ class RoIAlign(nn.Module):
         _check_mode(mode)
         self.mode = mode
 
-    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
-        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned,
-                         self.mode)
+    def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
+        return roi_align(
+            input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned, self.mode
+        )
 
     def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}")
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}"
+        )
 
 
 class RoIPool(nn.Module):
@@ -74,7 +82,7 @@ class RoIPool(nn.Module):
         self.output_size = output_size
         self.spatial_scale = _spatial_scale(spatial_scale, "spatial_scale")
 
-    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
+    def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
         return roi_pool(input, rois, self.output_size, self.spatial_scale)
 
     def extra_repr(self) -> str:

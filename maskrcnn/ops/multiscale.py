@@ -10,8 +10,6 @@ Drop-in for torchvision's detection models::
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple, Union
-
 import torch
 import torch.fx
 from torch import Tensor, nn
@@ -26,19 +24,32 @@ torch.fx.wrap("roi_align")
 torch.fx.wrap("multilevel_roi_align")
 
 
-def infer_scale(feature: Tensor, original_size: Tuple[int, int]) -> float:
+def infer_scale(feature: Tensor, original_size: tuple[int, int]) -> float:
     """torchvision's ``_infer_scale``: the power of two nearest to feature height / image height
     (the scale is assumed to be 2 ** -k; the width is not consulted, as in torchvision)."""
     approx = float(feature.shape[-2]) / float(original_size[0])
     return 2 ** float(torch.tensor(approx).log2().round())
 
 
-def map_levels(boxes: List[Tensor], *, k_min: int, k_max: int, canonical_scale: int = 224,
-               canonical_level: int = 4, eps: float = 1e-6) -> Tensor:
+def map_levels(
+    boxes: list[Tensor],
+    *,
+    k_min: int,
+    k_max: int,
+    canonical_scale: int = 224,
+    canonical_level: int = 4,
+    eps: float = 1e-6,
+) -> Tensor:
     """torchvision's ``LevelMapper`` (Eqn. 1 of the FPN paper, :func:`maskrcnn.fpn.fpn_levels`)
     over per-image (K_i, 4) XYXY boxes -> (sum K_i,) int64 level index (k - k_min), images in order."""
-    return fpn_levels(torch.cat(boxes, dim=0), min_level=k_min, max_level=k_max, canonical_level=canonical_level,
-                      canonical_size=canonical_scale, eps=eps)
+    return fpn_levels(
+        torch.cat(boxes, dim=0),
+        min_level=k_min,
+        max_level=k_max,
+        canonical_level=canonical_level,
+        canonical_size=canonical_scale,
+        eps=eps,
+    )
 
 
 class MultiScaleRoIAlign(nn.Module):
@@ -60,9 +71,17 @@ class MultiScaleRoIAlign(nn.Module):
     two) and the level range are inferred at the first call and kept for later calls.
     """
 
-    def __init__(self, featmap_names: List[str], output_size: Union[int, Tuple[int, int], List[int]],
-                 sampling_ratio: int, *, canonical_scale: int = 224, canonical_level: int = 4,
-                 aligned: bool = False, mode: str = "avg"):
+    def __init__(
+        self,
+        featmap_names: list[str],
+        output_size: int | tuple[int, int] | list[int],
+        sampling_ratio: int,
+        *,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+        aligned: bool = False,
+        mode: str = "avg",
+    ):
         super().__init__()
         self.featmap_names = list(featmap_names)
         self.output_size = _output_size(output_size)
@@ -72,28 +91,36 @@ class MultiScaleRoIAlign(nn.Module):
         self.aligned = bool(aligned)
         _check_mode(mode)
         self.mode = mode
-        self.scales: Optional[List[float]] = None
+        self.scales: list[float] | None = None
         self.k_min = 0
         self.k_max = 0
 
-    def forward(self, x: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
+    def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         features = [v for k, v in x.items() if k in self.featmap_names]
         if not features:
-            raise ValueError(f"MultiScaleRoIAlign: none of featmap_names {self.featmap_names} is in the "
-                             f"features ({list(x)})")
+            raise ValueError(
+                f"MultiScaleRoIAlign: none of featmap_names {self.featmap_names} is in the features ({list(x)})"
+            )
         if self.scales is None:
             self._setup_scales(features, image_shapes)
         scales = self.scales
         rois = _rois_from_boxes(boxes)
         if len(features) == 1:
-            return roi_align(features[0], rois, self.output_size, scales[0], self.sampling_ratio, self.aligned,
-                             self.mode)
-        levels = map_levels(boxes, k_min=self.k_min, k_max=self.k_max, canonical_scale=self.canonical_scale,
-                            canonical_level=self.canonical_level)
-        return multilevel_roi_align(features, rois, levels, scales, self.output_size, self.sampling_ratio,
-                                    self.aligned, self.mode)
+            return roi_align(
+                features[0], rois, self.output_size, scales[0], self.sampling_ratio, self.aligned, self.mode
+            )
+        levels = map_levels(
+            boxes,
+            k_min=self.k_min,
+            k_max=self.k_max,
+            canonical_scale=self.canonical_scale,
+            canonical_level=self.canonical_level,
+        )
+        return multilevel_roi_align(
+            features, rois, levels, scales, self.output_size, self.sampling_ratio, self.aligned, self.mode
+        )
 
-    def _setup_scales(self, features: List[Tensor], image_shapes: List[Tuple[int, int]]) -> None:
+    def _setup_scales(self, features: list[Tensor], image_shapes: list[tuple[int, int]]) -> None:
         """torchvision's ``_setup_scales``: scales from the largest image, levels from the scales."""
         if not image_shapes:
             raise ValueError("MultiScaleRoIAlign: image_shapes must list the (height, width) of each image")
@@ -104,11 +131,13 @@ class MultiScaleRoIAlign(nn.Module):
         self.scales = scales
 
     def extra_repr(self) -> str:
-        return (f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}")
+        return (
+            f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}"
+        )
 
 
-def _rois_from_boxes(boxes: List[Tensor]) -> Tensor:
+def _rois_from_boxes(boxes: list[Tensor]) -> Tensor:
     """Per-image (K_i, 4) boxes -> (sum K_i, 5) ``[i, x1, y1, x2, y2]`` (torchvision's
     ``_convert_to_roi_format``)."""
     cat = torch.cat(boxes, dim=0)

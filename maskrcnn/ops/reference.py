@@ -123,8 +123,9 @@ def axis_interp(coord: Tensor, size: int) -> AxisInterp:
     return AxisInterp(low, high, w_low, w_high, valid)
 
 
-def _roi_align_one(feature: Tensor, box: Tensor, spatial_scale: float, output_size, sampling_ratio,
-                   aligned: bool, mode: str) -> Tensor:
+def _roi_align_one(
+    feature: Tensor, box: Tensor, spatial_scale: float, output_size, sampling_ratio, aligned: bool, mode: str
+) -> Tensor:
     """RoI Align of one box over one feature map (C, H, W) -> (C, oh, ow), in its dtype."""
     channels, height, width = feature.shape
     pooled_h, pooled_w = output_size
@@ -188,8 +189,7 @@ def roi_align_reference(
     feature_acc = input.to(acc)
     boxes = rois.detach().to(acc)
     outputs = [
-        _roi_align_one(feature_acc[int(r[0].item())], r[1:], spatial_scale, output_size, sampling_ratio,
-                       aligned, mode)
+        _roi_align_one(feature_acc[int(r[0].item())], r[1:], spatial_scale, output_size, sampling_ratio, aligned, mode)
         for r in boxes
     ]
     if not outputs:
@@ -224,8 +224,9 @@ def pool_geometry(box: Tensor, spatial_scale: float) -> PoolGeometry:
     return PoolGeometry(y1, x1, max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1))
 
 
-def pool_bin_ranges(roi_start: int, roi_size: int, pooled: int, size: int,
-                    dtype: torch.dtype = torch.float32) -> list[tuple[int, int]]:
+def pool_bin_ranges(
+    roi_start: int, roi_size: int, pooled: int, size: int, dtype: torch.dtype = torch.float32
+) -> list[tuple[int, int]]:
     """The cell range [begin, end) of each output bin along one axis (the second quantization):
     ``[floor(b * bin), ceil((b + 1) * bin))`` with ``bin = roi_size / pooled``, offset by the RoI
     start and clipped to ``[0, size]``. A range with end <= begin is an empty bin."""

@@ -25,14 +25,14 @@ namespace cpu {
 
 template <typename T>
 struct AxisPlan {
-  int grid = 0;                            // sample points per bin along this axis
+  int grid = 0;                             // sample points per bin along this axis
   std::vector<roi::AxisInterp<T>> samples;  // valid samples, bin after bin, in grid order
-  std::vector<int> sample_begin;           // bin p: samples [sample_begin[p], sample_begin[p+1])
-  std::vector<int> first_valid;            // bin p: grid index of its first valid sample
-  std::vector<int64_t> tap_index;          // merged taps: cell index along the axis
-  std::vector<T> tap_weight;               // merged taps: summed interpolation weight
-  std::vector<int> tap_begin;              // bin p: taps [tap_begin[p], tap_begin[p+1])
-  int64_t tap_lo = 0, tap_hi = 0;          // cells [tap_lo, tap_hi) span all taps of all bins
+  std::vector<int> sample_begin;            // bin p: samples [sample_begin[p], sample_begin[p+1])
+  std::vector<int> first_valid;             // bin p: grid index of its first valid sample
+  std::vector<int64_t> tap_index;           // merged taps: cell index along the axis
+  std::vector<T> tap_weight;                // merged taps: summed interpolation weight
+  std::vector<int> tap_begin;               // bin p: taps [tap_begin[p], tap_begin[p+1])
+  int64_t tap_lo = 0, tap_hi = 0;           // cells [tap_lo, tap_hi) span all taps of all bins
 
   int num_valid(int p) const { return sample_begin[p + 1] - sample_begin[p]; }
 };
@@ -55,8 +55,7 @@ int first_true_index(int lo, int hi, const Pred& pred) {
 // `grid` samples per bin, on an axis of `size` cells. `with_taps` builds the merged taps
 // (average mode); otherwise only the samples (max mode).
 template <typename T>
-void build_axis_plan(T start, T bin_size, int pooled, int grid, int64_t size, bool with_taps,
-                     AxisPlan<T>& plan) {
+void build_axis_plan(T start, T bin_size, int pooled, int grid, int64_t size, bool with_taps, AxisPlan<T>& plan) {
   plan.grid = grid;
   plan.samples.clear();
   plan.sample_begin.resize(pooled + 1);

@@ -70,8 +70,7 @@ struct ChannelSplit {
 
 // plane_bytes[l]: bytes of one channel plane of level l; channels_last[l]: its layout (there a
 // block is at least 16 channels so that each pixel's block fills a cache line and vectorizes).
-inline ChannelSplit split_channels(int64_t batch, int64_t channels,
-                                   const std::vector<int64_t>& plane_bytes,
+inline ChannelSplit split_channels(int64_t batch, int64_t channels, const std::vector<int64_t>& plane_bytes,
                                    const std::vector<bool>& channels_last) {
   ChannelSplit split;
   split.batch = batch;
@@ -115,9 +114,8 @@ inline ChannelSplit split_channels(int64_t batch, int64_t channels,
 }
 
 // The RoIs of each (level, image), in their original order: bucket[level * batch + n].
-inline std::vector<std::vector<int64_t>> bucket_rois(const int64_t* image, const int64_t* level,
-                                                     int64_t num_rois, int64_t batch,
-                                                     int64_t num_levels) {
+inline std::vector<std::vector<int64_t>> bucket_rois(const int64_t* image, const int64_t* level, int64_t num_rois,
+                                                     int64_t batch, int64_t num_levels) {
   std::vector<std::vector<int64_t>> bucket(batch * num_levels);
   for (int64_t k = 0; k < num_rois; ++k) {
     bucket[(level ? level[k] : 0) * batch + image[k]].push_back(k);

@@ -65,8 +65,8 @@ struct GradSlice {
   int64_t oC, oH, oW, nc, height, width;
 
   // out: the slice's first element in the output; oC, oH, oW: the output's strides. Zeroed.
-  GradSlice(scalar_t* out_, int64_t oC_, int64_t oH_, int64_t oW_, int64_t nc_, int64_t height_,
-            int64_t width_, bool channels_last, std::vector<T>& buffer)
+  GradSlice(scalar_t* out_, int64_t oC_, int64_t oH_, int64_t oW_, int64_t nc_, int64_t height_, int64_t width_,
+            bool channels_last, std::vector<T>& buffer)
       : out(out_), oC(oC_), oH(oH_), oW(oW_), nc(nc_), height(height_), width(width_) {
     const int64_t plane = height * width;
     if constexpr (direct) {

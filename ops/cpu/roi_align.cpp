@@ -32,8 +32,13 @@ struct AlignParams {
 
 template <typename scalar_t, typename Map>
 FeatureMap<Map> feature_map(const at::Tensor& t) {
-  return {static_cast<Map*>(t.data_ptr<scalar_t>()), t.size(2), t.size(3),
-          t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+  return {static_cast<Map*>(t.data_ptr<scalar_t>()),
+          t.size(2),
+          t.size(3),
+          t.stride(0),
+          t.stride(1),
+          t.stride(2),
+          t.stride(3)};
 }
 
 Prepared prepare_align(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
@@ -49,8 +54,7 @@ Prepared prepare_align(at::TensorList features, const at::Tensor& rois, const at
 
 // The axis plans of every RoI, built once (in parallel) and shared read-only by all items.
 template <typename T>
-std::vector<RoiPlan<T>> build_plans(const Prepared& prep, at::ArrayRef<double> scales,
-                                    const AlignParams& p) {
+std::vector<RoiPlan<T>> build_plans(const Prepared& prep, at::ArrayRef<double> scales, const AlignParams& p) {
   const int64_t num_rois = prep.rois.size(0);
   std::vector<RoiPlan<T>> plans(num_rois);
   const T* roi_data = prep.rois.data_ptr<T>();
@@ -59,8 +63,8 @@ std::vector<RoiPlan<T>> build_plans(const Prepared& prep, at::ArrayRef<double> s
     const T* box = roi_data + k * 5;
     const int64_t level = level_data[k];
     const at::Tensor& map = prep.maps[level];
-    const auto g = roi::align_geometry<T>(box[1], box[2], box[3], box[4], static_cast<T>(scales[level]),
-                                          p.pooled_h, p.pooled_w, p.sampling_ratio, p.aligned);
+    const auto g = roi::align_geometry<T>(box[1], box[2], box[3], box[4], static_cast<T>(scales[level]), p.pooled_h,
+                                          p.pooled_w, p.sampling_ratio, p.aligned);
     RoiPlan<T>& plan = plans[k];
     build_axis_plan<T>(g.start_h, g.bin_h, p.pooled_h, g.grid_h, map.size(2), !p.max_mode, plan.y);
     build_axis_plan<T>(g.start_w, g.bin_w, p.pooled_w, g.grid_w, map.size(3), !p.max_mode, plan.x);
@@ -81,11 +85,11 @@ at::Tensor forward(at::TensorList features, const at::Tensor& rois, const at::Te
   const Prepared prep = prepare_align(features, rois, levels, scales, p);
   const int64_t num_rois = rois.size(0);
   const int64_t channels = features[0].size(1);
-  at::Tensor output = at::empty({num_rois, channels, p.pooled_h, p.pooled_w}, features[0].options().memory_format(prep.out_format));
+  at::Tensor output =
+      at::empty({num_rois, channels, p.pooled_h, p.pooled_w}, features[0].options().memory_format(prep.out_format));
   if (num_rois == 0 || channels == 0) return output;
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(),
-                                  "roi_align_forward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "roi_align_forward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
     const std::vector<RoiPlan<T>> plans = build_plans<T>(prep, scales, p);
     scalar_t* out_data = output.data_ptr<scalar_t>();
@@ -99,12 +103,15 @@ at::Tensor forward(at::TensorList features, const at::Tensor& rois, const at::Te
           if (prep.channels_last[it.level]) {
             align_forward_separable<scalar_t, T, true>(f, it.n, plans[k], p.pooled_h, p.pooled_w, it.c0, it.c1, out, s);
           } else {
-            align_forward_separable<scalar_t, T, false>(f, it.n, plans[k], p.pooled_h, p.pooled_w, it.c0, it.c1, out, s);
+            align_forward_separable<scalar_t, T, false>(f, it.n, plans[k], p.pooled_h, p.pooled_w, it.c0, it.c1, out,
+                                                        s);
           }
         } else if (prep.channels_last[it.level]) {
-          align_forward_block<scalar_t, T, true>(f, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, out, s);
+          align_forward_block<scalar_t, T, true>(f, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1,
+                                                 out, s);
         } else {
-          align_forward_block<scalar_t, T, false>(f, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, out, s);
+          align_forward_block<scalar_t, T, false>(f, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1,
+                                                  out, s);
         }
       }
     });
@@ -112,9 +119,8 @@ at::Tensor forward(at::TensorList features, const at::Tensor& rois, const at::Te
   return output;
 }
 
-std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features,
-                                 const at::Tensor& rois, const at::Tensor& levels,
-                                 at::ArrayRef<double> scales, const AlignParams& p) {
+std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features, const at::Tensor& rois,
+                                 const at::Tensor& levels, at::ArrayRef<double> scales, const AlignParams& p) {
   const Prepared prep = prepare_align(features, rois, levels, scales, p);
   checks::check_grad(grad, rois.size(0), features[0], p.pooled_h, p.pooled_w);
   std::vector<at::Tensor> grads;
@@ -125,8 +131,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features
   if (features[0].size(1) == 0) return grads;  // nothing to fill
   const at::Tensor go = grad.contiguous(prep.out_format);
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(),
-                                  "roi_align_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "roi_align_backward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
     const std::vector<RoiPlan<T>> plans = build_plans<T>(prep, scales, p);
     const scalar_t* go_data = go.data_ptr<scalar_t>();
@@ -147,9 +152,11 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features
             align_backward_separable<scalar_t, T, false>(g, plans[k], p.pooled_h, p.pooled_w, it.c0, it.c1, gk, s);
           }
         } else if (cl) {
-          align_backward_block<scalar_t, T, true>(f, g, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, gk, s);
+          align_backward_block<scalar_t, T, true>(f, g, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0,
+                                                  it.c1, gk, s);
         } else {
-          align_backward_block<scalar_t, T, false>(f, g, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0, it.c1, gk, s);
+          align_backward_block<scalar_t, T, false>(f, g, it.n, plans[k], p.pooled_h, p.pooled_w, p.max_mode, it.c0,
+                                                   it.c1, gk, s);
         }
       }
       slice.finish();
@@ -158,48 +165,44 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, at::TensorList features
   return grads;
 }
 
-AlignParams align_params(int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                         bool aligned, c10::string_view mode) {
-  return {static_cast<int>(pooled_h), static_cast<int>(pooled_w), static_cast<int>(sampling_ratio),
-          aligned, checks::parse_mode(mode)};
-}
-
-at::Tensor single_level(const at::Tensor& rois) {
-  return at::zeros({rois.size(0)}, rois.options().dtype(at::kLong));
-}
-
-at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
-                         int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned,
+AlignParams align_params(int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned,
                          c10::string_view mode) {
+  return {static_cast<int>(pooled_h), static_cast<int>(pooled_w), static_cast<int>(sampling_ratio), aligned,
+          checks::parse_mode(mode)};
+}
+
+at::Tensor single_level(const at::Tensor& rois) { return at::zeros({rois.size(0)}, rois.options().dtype(at::kLong)); }
+
+at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
+                         int64_t pooled_w, int64_t sampling_ratio, bool aligned, c10::string_view mode) {
   checks::check_roi_align_args(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio);
   const AlignParams p = align_params(pooled_h, pooled_w, sampling_ratio, aligned, mode);
   const double scales[] = {spatial_scale};
   return forward({input}, rois, single_level(rois), scales, p);
 }
 
-at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& input,
-                                  const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
-                                  int64_t pooled_w, int64_t sampling_ratio, bool aligned,
-                                  c10::string_view mode) {
+at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
+                                  double spatial_scale, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
+                                  bool aligned, c10::string_view mode) {
   checks::check_roi_align_args(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio);
   const AlignParams p = align_params(pooled_h, pooled_w, sampling_ratio, aligned, mode);
   const double scales[] = {spatial_scale};
   return backward(grad, {input}, rois, single_level(rois), scales, p)[0];
 }
 
-at::Tensor multilevel_roi_align_cpu(at::TensorList features, const at::Tensor& rois,
-                                    const at::Tensor& levels, at::ArrayRef<double> spatial_scales,
-                                    int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                                    bool aligned, c10::string_view mode) {
+at::Tensor multilevel_roi_align_cpu(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
+                                    at::ArrayRef<double> spatial_scales, int64_t pooled_h, int64_t pooled_w,
+                                    int64_t sampling_ratio, bool aligned, c10::string_view mode) {
   checks::check_multilevel_args(features, rois, levels, spatial_scales, pooled_h, pooled_w, sampling_ratio);
   const AlignParams p = align_params(pooled_h, pooled_w, sampling_ratio, aligned, mode);
   return forward(features, rois, levels, spatial_scales, p);
 }
 
-std::vector<at::Tensor> multilevel_roi_align_backward_cpu(
-    const at::Tensor& grad, at::TensorList features, const at::Tensor& rois,
-    const at::Tensor& levels, at::ArrayRef<double> spatial_scales, int64_t pooled_h,
-    int64_t pooled_w, int64_t sampling_ratio, bool aligned, c10::string_view mode) {
+std::vector<at::Tensor> multilevel_roi_align_backward_cpu(const at::Tensor& grad, at::TensorList features,
+                                                          const at::Tensor& rois, const at::Tensor& levels,
+                                                          at::ArrayRef<double> spatial_scales, int64_t pooled_h,
+                                                          int64_t pooled_w, int64_t sampling_ratio, bool aligned,
+                                                          c10::string_view mode) {
   checks::check_multilevel_args(features, rois, levels, spatial_scales, pooled_h, pooled_w, sampling_ratio);
   const AlignParams p = align_params(pooled_h, pooled_w, sampling_ratio, aligned, mode);
   return backward(grad, features, rois, levels, spatial_scales, p);

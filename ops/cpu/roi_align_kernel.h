@@ -93,8 +93,8 @@ struct AlignScratch {
 
 // Value of one sample point at plane offset `base` (the reference's order of operations).
 template <typename T, typename scalar_t>
-inline T sample_value(const scalar_t* base, const roi::AxisInterp<T>& sy, const roi::AxisInterp<T>& sx,
-                      int64_t sH, int64_t sW) {
+inline T sample_value(const scalar_t* base, const roi::AxisInterp<T>& sy, const roi::AxisInterp<T>& sx, int64_t sH,
+                      int64_t sW) {
   const scalar_t* lo = base + sy.low * sH;
   const scalar_t* hi = base + sy.high * sH;
   return (sy.w_low * sx.w_low) * static_cast<T>(lo[sx.low * sW]) +
@@ -112,9 +112,9 @@ inline bool off_map_wins(T best, int64_t best_pos, int64_t first_invalid) {
 
 // Forward of one RoI on channels [c0, c1): writes the (c1 - c0, oh, ow) output block.
 template <typename scalar_t, typename T, bool CL>
-void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const RoiPlan<T>& plan,
-                         int pooled_h, int pooled_w, bool max_mode, int64_t c0, int64_t c1,
-                         RoiBlock<scalar_t> out, AlignScratch<T>& s) {
+void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const RoiPlan<T>& plan, int pooled_h,
+                         int pooled_w, bool max_mode, int64_t c0, int64_t c1, RoiBlock<scalar_t> out,
+                         AlignScratch<T>& s) {
   const AxisPlan<T>& py = plan.y;
   const AxisPlan<T>& px = plan.x;
   const T divisor = static_cast<T>(plan.count);
@@ -151,8 +151,8 @@ void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const R
               if ((iy == 0 && ix == 0) || v > best) best = v;
             }
           }
-          const bool has_off_map = first_invalid_position(py.first_valid[ph], ny, py.grid,
-                                                          px.first_valid[pw], nx, px.grid) >= 0;
+          const bool has_off_map =
+              first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid) >= 0;
           if (has_off_map && best < T(0)) best = T(0);
           *o = static_cast<scalar_t>(best);
         }
@@ -203,8 +203,8 @@ void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const R
           }
         }
       }
-      const bool has_off_map = first_invalid_position(py.first_valid[ph], ny, py.grid,
-                                                      px.first_valid[pw], nx, px.grid) >= 0;
+      const bool has_off_map =
+          first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid) >= 0;
       for (int64_t j = 0; j < nc; ++j) {
         const T v = has_off_map && acc[j] < T(0) ? T(0) : acc[j];
         o[j * out.sC] = static_cast<scalar_t>(v);
@@ -217,10 +217,9 @@ void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const R
 // the gradient slice of image n and channels [c0, c1) in the accumulation type: element
 // (c, y, x) at grad.data[(c - c0)*sC + y*sH + x*sW] (sN unused).
 template <typename scalar_t, typename T, bool CL>
-void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<T>& grad,
-                          int64_t n, const RoiPlan<T>& plan, int pooled_h, int pooled_w,
-                          bool max_mode, int64_t c0, int64_t c1, RoiBlock<const scalar_t> go,
-                          AlignScratch<T>& s) {
+void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<T>& grad, int64_t n,
+                          const RoiPlan<T>& plan, int pooled_h, int pooled_w, bool max_mode, int64_t c0, int64_t c1,
+                          RoiBlock<const scalar_t> go, AlignScratch<T>& s) {
   const AxisPlan<T>& py = plan.y;
   const AxisPlan<T>& px = plan.x;
   const T divisor = static_cast<T>(plan.count);
@@ -239,8 +238,7 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
   };
   auto grid_position = [&](int ph, int pw, int local) {
     const int nx = px.num_valid(pw);
-    return static_cast<int64_t>(py.first_valid[ph] + local / nx) * px.grid +
-           (px.first_valid[pw] + local % nx);
+    return static_cast<int64_t>(py.first_valid[ph] + local / nx) * px.grid + (px.first_valid[pw] + local % nx);
   };
 
   if (!CL) {
@@ -275,8 +273,8 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
               }
             }
           }
-          const int64_t first_invalid = first_invalid_position(
-              py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid);
+          const int64_t first_invalid =
+              first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid);
           if (!off_map_wins(best, grid_position(ph, pw, win), first_invalid)) scatter(ph, pw, c, win, g);
         }
       }
@@ -328,8 +326,8 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
           }
         }
       }
-      const int64_t first_invalid = first_invalid_position(
-          py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid);
+      const int64_t first_invalid =
+          first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid);
       for (int64_t j = 0; j < nc; ++j) {
         if (off_map_wins(best[j], grid_position(ph, pw, win[j]), first_invalid)) continue;
         scatter(ph, pw, c0 + j, win[j], static_cast<T>(g[j * go.sC]));

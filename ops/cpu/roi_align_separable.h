@@ -21,9 +21,8 @@ namespace maskrcnn {
 namespace cpu {
 
 template <typename scalar_t, typename T, bool CL>
-void align_forward_separable(const FeatureMap<const scalar_t>& f, int64_t n, const RoiPlan<T>& plan,
-                             int pooled_h, int pooled_w, int64_t c0, int64_t c1,
-                             RoiBlock<scalar_t> out, AlignScratch<T>& s) {
+void align_forward_separable(const FeatureMap<const scalar_t>& f, int64_t n, const RoiPlan<T>& plan, int pooled_h,
+                             int pooled_w, int64_t c0, int64_t c1, RoiBlock<scalar_t> out, AlignScratch<T>& s) {
   const AxisPlan<T>& py = plan.y;
   const AxisPlan<T>& px = plan.x;
   const T divisor = static_cast<T>(plan.count);
@@ -71,9 +70,8 @@ void align_forward_separable(const FeatureMap<const scalar_t>& f, int64_t n, con
 
 // `grad` is the item's gradient slice (see align_backward_block).
 template <typename scalar_t, typename T, bool CL>
-void align_backward_separable(const FeatureMap<T>& grad, const RoiPlan<T>& plan, int pooled_h,
-                              int pooled_w, int64_t c0, int64_t c1, RoiBlock<const scalar_t> go,
-                              AlignScratch<T>& s) {
+void align_backward_separable(const FeatureMap<T>& grad, const RoiPlan<T>& plan, int pooled_h, int pooled_w, int64_t c0,
+                              int64_t c1, RoiBlock<const scalar_t> go, AlignScratch<T>& s) {
   const AxisPlan<T>& py = plan.y;
   const AxisPlan<T>& px = plan.x;
   const T divisor = static_cast<T>(plan.count);

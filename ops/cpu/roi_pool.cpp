@@ -37,7 +37,8 @@ namespace {
 // (kBlockBytes of planes). It depends on the map's shape only, not on the thread count, so
 // the choice of kernel (which matters only for NaN inputs) is deterministic.
 double small_bin_cells(int64_t channels, int64_t plane_bytes) {
-  return 2.0 * static_cast<double>(std::min(channels, std::max<int64_t>(kBlockBytes / std::max<int64_t>(plane_bytes, 1), 1)));
+  return 2.0 *
+         static_cast<double>(std::min(channels, std::max<int64_t>(kBlockBytes / std::max<int64_t>(plane_bytes, 1), 1)));
 }
 
 // The quantized bins of every RoI (rows then columns, pooled_h + pooled_w ranges per RoI) and
@@ -52,10 +53,10 @@ struct PoolBins {
 };
 
 template <typename T>
-PoolBins pool_bins(const T* rois, int64_t num_rois, double scale, int pooled_h, int pooled_w,
-                   int64_t height, int64_t width, double small) {
-  PoolBins bins{std::vector<roi::PoolRange>(num_rois * (pooled_h + pooled_w)), std::vector<char>(num_rois),
-                pooled_h, pooled_w};
+PoolBins pool_bins(const T* rois, int64_t num_rois, double scale, int pooled_h, int pooled_w, int64_t height,
+                   int64_t width, double small) {
+  PoolBins bins{std::vector<roi::PoolRange>(num_rois * (pooled_h + pooled_w)), std::vector<char>(num_rois), pooled_h,
+                pooled_w};
   for (int64_t k = 0; k < num_rois; ++k) {
     const T* box = rois + k * 5;
     const roi::PoolGeometry g = roi::pool_geometry<T>(box[1], box[2], box[3], box[4], static_cast<T>(scale));
@@ -86,8 +87,8 @@ struct PoolScratch {
 // then the smallest column.
 template <typename scalar_t, typename T>
 void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::PoolRange* rows,
-                const roi::PoolRange* cols, int pooled_h, int pooled_w, scalar_t* out, int* arg,
-                int64_t oH, int64_t oW, PoolScratch<T>& s) {
+                const roi::PoolRange* cols, int pooled_h, int pooled_w, scalar_t* out, int* arg, int64_t oH, int64_t oW,
+                PoolScratch<T>& s) {
   // Column span of the non-empty column bins (bins are ordered along the axis).
   int64_t x0 = width, x1 = 0;
   for (int pw = 0; pw < pooled_w; ++pw) {
@@ -112,8 +113,8 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
         const scalar_t* row = plane + h * sH;
         const int hi = static_cast<int>(h);
         if (std::is_same<scalar_t, float>::value && x1 - x0 >= 32) {  // worth a call
-          keep_first_max_f32(reinterpret_cast<const float*>(row) + x0, reinterpret_cast<float*>(cm) + x0,
-                             ch + x0, x1 - x0, hi);
+          keep_first_max_f32(reinterpret_cast<const float*>(row) + x0, reinterpret_cast<float*>(cm) + x0, ch + x0,
+                             x1 - x0, hi);
         } else {
           for (int64_t w = x0; w < x1; ++w) keep_first_max(static_cast<T>(row[w]), cm[w], ch[w], hi);
         }
@@ -156,8 +157,8 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
 // out[j * oC + ph * oH + pw * oW], the same for arg.
 template <typename in_t, typename scalar_t, typename T>
 void pool_channels_last(const in_t* image, int64_t sH, int64_t sW, int64_t width, const roi::PoolRange* rows,
-                        const roi::PoolRange* cols, int pooled_h, int pooled_w, int64_t nc, scalar_t* out,
-                        int* arg, int64_t oC, int64_t oH, int64_t oW, PoolScratch<T>& s) {
+                        const roi::PoolRange* cols, int pooled_h, int pooled_w, int64_t nc, scalar_t* out, int* arg,
+                        int64_t oC, int64_t oH, int64_t oW, PoolScratch<T>& s) {
   s.resize(nc);
   T* __restrict best = s.best.data();
   int* __restrict where = s.where.data();
@@ -229,9 +230,8 @@ Prepared prepare_pool(const at::Tensor& input, const at::Tensor& rois, double sp
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input_, const at::Tensor& rois_,
-                                                double spatial_scale, int64_t pooled_h_,
-                                                int64_t pooled_w_) {
+std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
+                                                int64_t pooled_h_, int64_t pooled_w_) {
   checks::check_roi_pool_args(input_, rois_, spatial_scale, pooled_h_, pooled_w_);
   const Prepared prep = prepare_pool(input_, rois_, spatial_scale);
   const at::Tensor& input = prep.maps[0];
@@ -239,7 +239,8 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input_, const 
   const int pooled_h = static_cast<int>(pooled_h_), pooled_w = static_cast<int>(pooled_w_);
   const int64_t num_rois = prep.rois.size(0), channels = input.size(1);
   const int64_t height = input.size(2), width = input.size(3);
-  at::Tensor output = at::empty({num_rois, channels, pooled_h, pooled_w}, input.options().memory_format(prep.out_format));
+  at::Tensor output =
+      at::empty({num_rois, channels, pooled_h, pooled_w}, input.options().memory_format(prep.out_format));
   at::Tensor argmax = at::empty(output.sizes(), output.options().dtype(at::kInt).memory_format(prep.out_format));
   if (num_rois == 0 || channels == 0) return {output, argmax};
   const PoolBins bins = bins_of(prep, spatial_scale, pooled_h, pooled_w);
@@ -267,15 +268,15 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input_, const 
         scalar_t* ok = out + k * oK + c0 * oC;
         int* ak = arg + k * oK + c0 * oC;
         if (cl) {
-          pool_channels_last<scalar_t, scalar_t, T>(image, sH, sW, width, rows, cols, pooled_h, pooled_w, nc, ok,
-                                                    ak, oC, oH, oW, s);
+          pool_channels_last<scalar_t, scalar_t, T>(image, sH, sW, width, rows, cols, pooled_h, pooled_w, nc, ok, ak,
+                                                    oC, oH, oW, s);
         } else if (bins.small[k]) {
-          pool_channels_last<T, scalar_t, T>(s.staged.data(), width * nc, nc, width, rows, cols, pooled_h,
-                                             pooled_w, nc, ok, ak, oC, oH, oW, s);
+          pool_channels_last<T, scalar_t, T>(s.staged.data(), width * nc, nc, width, rows, cols, pooled_h, pooled_w, nc,
+                                             ok, ak, oC, oH, oW, s);
         } else {
           for (int64_t c = 0; c < nc; ++c) {
-            pool_plane<scalar_t, T>(image + c * sC, sH, width, rows, cols, pooled_h, pooled_w, ok + c * oC,
-                                    ak + c * oC, oH, oW, s);
+            pool_plane<scalar_t, T>(image + c * sC, sH, width, rows, cols, pooled_h, pooled_w, ok + c * oC, ak + c * oC,
+                                    oH, oW, s);
           }
         }
       }
@@ -284,9 +285,8 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input_, const 
   return {output, argmax};
 }
 
-at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& input_,
-                                 const at::Tensor& rois_, const at::Tensor& argmax_,
-                                 double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
+at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& input_, const at::Tensor& rois_,
+                                 const at::Tensor& argmax_, double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
   checks::check_roi_pool_args(input_, rois_, spatial_scale, pooled_h, pooled_w);
   checks::check_grad(grad_, rois_.size(0), input_, pooled_h, pooled_w);
   checks::check_argmax(argmax_, grad_);
@@ -308,7 +308,8 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& inpu
     const scalar_t* g = grad.data_ptr<scalar_t>();
     const int* arg = argmax.data_ptr<int>();
     scalar_t* gi = grad_input.data_ptr<scalar_t>();
-    const int64_t gN = grad_input.stride(0), gC = grad_input.stride(1), gH = grad_input.stride(2), gW = grad_input.stride(3);
+    const int64_t gN = grad_input.stride(0), gC = grad_input.stride(1), gH = grad_input.stride(2),
+                  gW = grad_input.stride(3);
     const int64_t oK = grad.stride(0);
     parallel_items<std::vector<T>>(prep.split.items(), work, [&](int64_t item, std::vector<T>& buffer) {
       const ChannelSplit::Item it = prep.split.decode(item);
@@ -318,8 +319,8 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& inpu
       auto add = [&](int64_t k, int a, scalar_t gv, T* __restrict plane_grad) {
         if (static_cast<uint32_t>(a) >= static_cast<uint32_t>(plane)) {
           if (a == -1) return;  // empty bin
-          TORCH_CHECK_VALUE(false, "argmax of RoI ", k, " must be -1 or a cell index in [0, H * W = ", plane,
-                            "), got ", a);
+          TORCH_CHECK_VALUE(false, "argmax of RoI ", k, " must be -1 or a cell index in [0, H * W = ", plane, "), got ",
+                            a);
         }
         plane_grad[a * slice.sW] += static_cast<T>(gv);
       };

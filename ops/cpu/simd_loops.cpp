@@ -15,8 +15,8 @@ void axpy_f32(float a, const float* __restrict x, float* __restrict y, int64_t n
 }
 
 MASKRCNN_TARGET_CLONES
-void keep_first_max_f32(const float* __restrict row, float* __restrict best, int* __restrict where,
-                        int64_t n, int index) {
+void keep_first_max_f32(const float* __restrict row, float* __restrict best, int* __restrict where, int64_t n,
+                        int index) {
   for (int64_t i = 0; i < n; ++i) keep_first_max(row[i], best[i], where[i], index);
 }
 

@@ -25,34 +25,30 @@ namespace maskrcnn {
 namespace cuda {
 namespace {
 
-at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& rois,
-                                     const at::Tensor& levels, c10::ArrayRef<double> spatial_scales,
-                                     int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                                     bool aligned, c10::string_view mode) {
-  checks::check_multilevel_args(features, rois, levels, spatial_scales, pooled_h, pooled_w,
-                                sampling_ratio);
+at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
+                                     c10::ArrayRef<double> spatial_scales, int64_t pooled_h, int64_t pooled_w,
+                                     int64_t sampling_ratio, bool aligned, c10::string_view mode) {
+  checks::check_multilevel_args(features, rois, levels, spatial_scales, pooled_h, pooled_w, sampling_ratio);
   const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
   const std::vector<at::Tensor> feats = prepare_features(features);
   const bool is_max = checks::parse_mode(mode);
   const at::cuda::CUDAGuard guard(feats[0].device());
-  check_roi_values(rois, feats[0].size(0), scales, levels, sampling_ratio <= 0, pooled_h, pooled_w,
-                   aligned);
-  return roi_align_levels_forward(feats, scales, rois, levels.contiguous(), pooled_h, pooled_w,
-                                  sampling_ratio, aligned, is_max);
+  check_roi_values(rois, feats[0].size(0), scales, levels, sampling_ratio <= 0, pooled_h, pooled_w, aligned);
+  return roi_align_levels_forward(feats, scales, rois, levels.contiguous(), pooled_h, pooled_w, sampling_ratio, aligned,
+                                  is_max);
 }
 
-std::vector<at::Tensor> multilevel_roi_align_backward_cuda(
-    const at::Tensor& grad, at::TensorList features, const at::Tensor& rois,
-    const at::Tensor& levels, c10::ArrayRef<double> spatial_scales, int64_t pooled_h,
-    int64_t pooled_w, int64_t sampling_ratio, bool aligned, c10::string_view mode) {
-  checks::check_multilevel_args(features, rois, levels, spatial_scales, pooled_h, pooled_w,
-                                sampling_ratio);
+std::vector<at::Tensor> multilevel_roi_align_backward_cuda(const at::Tensor& grad, at::TensorList features,
+                                                           const at::Tensor& rois, const at::Tensor& levels,
+                                                           c10::ArrayRef<double> spatial_scales, int64_t pooled_h,
+                                                           int64_t pooled_w, int64_t sampling_ratio, bool aligned,
+                                                           c10::string_view mode) {
+  checks::check_multilevel_args(features, rois, levels, spatial_scales, pooled_h, pooled_w, sampling_ratio);
   const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
   const std::vector<at::Tensor> feats = prepare_features(features);
   const bool is_max = checks::parse_mode(mode);
-  std::vector<at::Tensor> grads =
-      roi_align_levels_backward(grad, feats, scales, rois, levels.contiguous(), pooled_h,
-                                pooled_w, sampling_ratio, aligned, is_max);
+  std::vector<at::Tensor> grads = roi_align_levels_backward(grad, feats, scales, rois, levels.contiguous(), pooled_h,
+                                                            pooled_w, sampling_ratio, aligned, is_max);
   // A level given in another layout than level 0 was copied; return its gradient in its layout.
   for (size_t l = 0; l < grads.size(); ++l) {
     if (layout_of(features[l]) != layout_of(grads[l])) {

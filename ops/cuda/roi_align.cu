@@ -15,9 +15,9 @@
 //                   32 contiguous addresses.
 // Indexing is templated on index_t (int32 or int64), chosen at launch from the largest linear index.
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/Atomic.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <torch/library.h>
+#include <ATen/cuda/Atomic.cuh>
 
 #include <type_traits>
 
@@ -29,17 +29,15 @@ namespace cuda {
 namespace {
 
 template <bool kChannelsLast, typename index_t>
-__device__ __forceinline__ index_t plane_offset(int64_t n, int64_t c, int64_t channels,
-                                                int64_t height, int64_t width) {
+__device__ __forceinline__ index_t plane_offset(int64_t n, int64_t c, int64_t channels, int64_t height, int64_t width) {
   const index_t C = static_cast<index_t>(channels), HW = static_cast<index_t>(height * width);
   return kChannelsLast ? static_cast<index_t>(n) * HW * C + static_cast<index_t>(c)
                        : (static_cast<index_t>(n) * C + static_cast<index_t>(c)) * HW;
 }
 
 template <bool kMax, typename scalar_t, typename acc_t, typename index_t>
-__global__ void forward_nchw(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
-                             const int64_t* levels, index_t total, int pooled_h, int pooled_w,
-                             int sampling_ratio, bool aligned, scalar_t* out) {
+__global__ void forward_nchw(LevelTable<scalar_t, acc_t> lv, const acc_t* rois, const int64_t* levels, index_t total,
+                             int pooled_h, int pooled_w, int sampling_ratio, bool aligned, scalar_t* out) {
   const index_t channels = static_cast<index_t>(lv.channels);  // 32-bit div/mod for int32
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
@@ -53,12 +51,12 @@ __global__ void forward_nchw(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
       continue;
     }
     const int64_t H = lv.height[r.level], W = lv.width[r.level];
-    const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(
-        r.x1, r.y1, r.x2, r.y2, lv.scale[r.level], pooled_h, pooled_w, sampling_ratio, aligned);
+    const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(r.x1, r.y1, r.x2, r.y2, lv.scale[r.level], pooled_h,
+                                                                   pooled_w, sampling_ratio, aligned);
     const scalar_t* base = lv.data[r.level] + plane_offset<false, index_t>(r.n, c, channels, H, W);
     int winner;
-    out[i] = static_cast<scalar_t>(
-        align_bin<kMax>(base, static_cast<index_t>(W), index_t(1), H, W, g, ph, pw, &winner));
+    out[i] =
+        static_cast<scalar_t>(align_bin<kMax>(base, static_cast<index_t>(W), index_t(1), H, W, g, ph, pw, &winner));
   }
 }
 
@@ -66,9 +64,8 @@ __global__ void forward_nchw(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
 // channels_last too (the layout rule of roi_checks.h), so i is also its memory offset: a warp
 // reads 32 contiguous channels for each bilinear neighbour and writes 32 contiguous outputs.
 template <bool kMax, typename scalar_t, typename acc_t, typename index_t>
-__global__ void forward_nhwc(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
-                             const int64_t* levels, index_t total, int pooled_h, int pooled_w,
-                             int sampling_ratio, bool aligned, scalar_t* out) {
+__global__ void forward_nhwc(LevelTable<scalar_t, acc_t> lv, const acc_t* rois, const int64_t* levels, index_t total,
+                             int pooled_h, int pooled_w, int sampling_ratio, bool aligned, scalar_t* out) {
   const index_t channels = static_cast<index_t>(lv.channels);  // 32-bit div/mod for int32
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
@@ -82,23 +79,21 @@ __global__ void forward_nhwc(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
       continue;
     }
     const int64_t H = lv.height[r.level], W = lv.width[r.level];
-    const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(
-        r.x1, r.y1, r.x2, r.y2, lv.scale[r.level], pooled_h, pooled_w, sampling_ratio, aligned);
+    const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(r.x1, r.y1, r.x2, r.y2, lv.scale[r.level], pooled_h,
+                                                                   pooled_w, sampling_ratio, aligned);
     const scalar_t* base = lv.data[r.level] + plane_offset<true, index_t>(r.n, c, channels, H, W);
     int winner;
     out[i] = static_cast<scalar_t>(align_bin<kMax>(base, static_cast<index_t>(W * channels),
-                                                   static_cast<index_t>(channels), H, W, g, ph,
-                                                   pw, &winner));
+                                                   static_cast<index_t>(channels), H, W, g, ph, pw, &winner));
   }
 }
 
 // grad is read through its strides (gs_*), so any layout works; kChannelsLast also selects the
 // thread mapping (channels fastest) and the layout of the input and of the gradient buffers.
 template <bool kMax, bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
-__global__ void backward_atomic(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
-                                const int64_t* levels, const scalar_t* grad, index_t gs_k,
-                                index_t gs_c, index_t gs_h, index_t gs_w, index_t total,
-                                int pooled_h, int pooled_w, int sampling_ratio, bool aligned) {
+__global__ void backward_atomic(LevelTable<scalar_t, acc_t> lv, const acc_t* rois, const int64_t* levels,
+                                const scalar_t* grad, index_t gs_k, index_t gs_c, index_t gs_h, index_t gs_w,
+                                index_t total, int pooled_h, int pooled_w, int sampling_ratio, bool aligned) {
   const index_t channels = static_cast<index_t>(lv.channels);  // 32-bit div/mod for int32
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
@@ -118,8 +113,8 @@ __global__ void backward_atomic(LevelTable<scalar_t, acc_t> lv, const acc_t* roi
     const RoiRef<acc_t> r = load_roi(rois, levels, k, lv.batch, lv.num_levels);
     if (!r.ok) continue;
     const int64_t H = lv.height[r.level], W = lv.width[r.level];
-    const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(
-        r.x1, r.y1, r.x2, r.y2, lv.scale[r.level], pooled_h, pooled_w, sampling_ratio, aligned);
+    const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(r.x1, r.y1, r.x2, r.y2, lv.scale[r.level], pooled_h,
+                                                                   pooled_w, sampling_ratio, aligned);
     if (g.grid_h == 0 || g.grid_w == 0) continue;
     const acc_t gv = static_cast<acc_t>(grad[k * gs_k + c * gs_c + ph * gs_h + pw * gs_w]);
     if (gv == acc_t(0)) continue;  // adds nothing: skip the atomics (and the winner search)
@@ -134,18 +129,15 @@ __global__ void backward_atomic(LevelTable<scalar_t, acc_t> lv, const acc_t* roi
       const int iy = winner / g.grid_w, ix = winner % g.grid_w;
       scatter_sample(gbase, row_stride, col_stride,
                      roi::axis_interp(roi::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h), H),
-                     roi::axis_interp(roi::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w), W),
-                     gv);
+                     roi::axis_interp(roi::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w), W), gv);
     } else {
       const acc_t share = gv / static_cast<acc_t>(g.count);
       for (int iy = 0; iy < g.grid_h; ++iy) {
-        const roi::AxisInterp<acc_t> ay =
-            roi::axis_interp(roi::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h), H);
+        const roi::AxisInterp<acc_t> ay = roi::axis_interp(roi::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h), H);
         if (!ay.valid) continue;
         for (int ix = 0; ix < g.grid_w; ++ix) {
-          scatter_sample(
-              gbase, row_stride, col_stride, ay,
-              roi::axis_interp(roi::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w), W), share);
+          scatter_sample(gbase, row_stride, col_stride, ay,
+                         roi::axis_interp(roi::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w), W), share);
         }
       }
     }
@@ -170,53 +162,45 @@ int64_t max_numel(const std::vector<at::Tensor>& ts) {
 
 }  // namespace
 
-at::Tensor roi_align_levels_forward(const std::vector<at::Tensor>& features,
-                                    const std::vector<double>& scales, const at::Tensor& rois,
-                                    const at::Tensor& levels, int64_t pooled_h, int64_t pooled_w,
-                                    int64_t sampling_ratio, bool aligned, bool is_max) {
+at::Tensor roi_align_levels_forward(const std::vector<at::Tensor>& features, const std::vector<double>& scales,
+                                    const at::Tensor& rois, const at::Tensor& levels, int64_t pooled_h,
+                                    int64_t pooled_w, int64_t sampling_ratio, bool aligned, bool is_max) {
   const at::cuda::CUDAGuard guard(features[0].device());
   const int64_t K = rois.size(0), C = features[0].size(1);
-  at::Tensor out = at::empty({K, C, pooled_h, pooled_w},
-                             features[0].options().memory_format(layout_of(features[0])));
+  at::Tensor out = at::empty({K, C, pooled_h, pooled_w}, features[0].options().memory_format(layout_of(features[0])));
   if (out.numel() == 0) return out;
   const at::Tensor rois_acc = rois.to(acc_dtype(features[0].scalar_type())).contiguous();
   const int64_t* levels_ptr = levels.defined() ? levels.data_ptr<int64_t>() : nullptr;
   const bool cl = is_channels_last(features[0]);
   const bool use_int64 = needs_int64({out.numel(), max_numel(features)});
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, features[0].scalar_type(), "roi_align_forward_cuda", [&] {
-        using acc_t = at::acc_type<scalar_t, true>;
-        const auto lv = make_level_table<scalar_t, acc_t>(features, scales);
-        with_index_type(use_int64, [&](auto index_tag) {
-          using index_t = decltype(index_tag);
-          with_mode(is_max, [&](auto mode_tag) {
-            constexpr bool kMax = decltype(mode_tag)::value;
-            if (cl) {
-              forward_nhwc<kMax, scalar_t, acc_t, index_t>
-                  <<<blocks_for(out.numel()), kThreads, 0, stream>>>(
-                      lv, rois_acc.data_ptr<acc_t>(), levels_ptr, out.numel(), pooled_h, pooled_w,
-                      sampling_ratio, aligned, out.data_ptr<scalar_t>());
-            } else {
-              forward_nchw<kMax, scalar_t, acc_t, index_t>
-                  <<<blocks_for(out.numel()), kThreads, 0, stream>>>(
-                      lv, rois_acc.data_ptr<acc_t>(), levels_ptr, out.numel(), pooled_h, pooled_w,
-                      sampling_ratio, aligned, out.data_ptr<scalar_t>());
-            }
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-          });
-        });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "roi_align_forward_cuda", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
+    const auto lv = make_level_table<scalar_t, acc_t>(features, scales);
+    with_index_type(use_int64, [&](auto index_tag) {
+      using index_t = decltype(index_tag);
+      with_mode(is_max, [&](auto mode_tag) {
+        constexpr bool kMax = decltype(mode_tag)::value;
+        if (cl) {
+          forward_nhwc<kMax, scalar_t, acc_t, index_t><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
+              lv, rois_acc.data_ptr<acc_t>(), levels_ptr, out.numel(), pooled_h, pooled_w, sampling_ratio, aligned,
+              out.data_ptr<scalar_t>());
+        } else {
+          forward_nchw<kMax, scalar_t, acc_t, index_t><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
+              lv, rois_acc.data_ptr<acc_t>(), levels_ptr, out.numel(), pooled_h, pooled_w, sampling_ratio, aligned,
+              out.data_ptr<scalar_t>());
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
+    });
+  });
   return out;
 }
 
-std::vector<at::Tensor> roi_align_levels_backward(const at::Tensor& grad,
-                                                  const std::vector<at::Tensor>& features,
-                                                  const std::vector<double>& scales,
-                                                  const at::Tensor& rois, const at::Tensor& levels,
-                                                  int64_t pooled_h, int64_t pooled_w,
-                                                  int64_t sampling_ratio, bool aligned,
-                                                  bool is_max) {
+std::vector<at::Tensor> roi_align_levels_backward(const at::Tensor& grad, const std::vector<at::Tensor>& features,
+                                                  const std::vector<double>& scales, const at::Tensor& rois,
+                                                  const at::Tensor& levels, int64_t pooled_h, int64_t pooled_w,
+                                                  int64_t sampling_ratio, bool aligned, bool is_max) {
   const at::cuda::CUDAGuard guard(features[0].device());
   const int64_t K = rois.size(0), C = features[0].size(1);
   checks::check_grad(grad, K, features[0], pooled_h, pooled_w);
@@ -235,9 +219,8 @@ std::vector<at::Tensor> roi_align_levels_backward(const at::Tensor& grad,
   }
   if (grad.numel() > 0) {
     if (deterministic) {
-      roi_align_backward_gather(grad.contiguous(at::MemoryFormat::ChannelsLast), features, scales,
-                                rois_acc, levels, bufs, pooled_h, pooled_w, sampling_ratio,
-                                aligned, is_max);
+      roi_align_backward_gather(grad.contiguous(at::MemoryFormat::ChannelsLast), features, scales, rois_acc, levels,
+                                bufs, pooled_h, pooled_w, sampling_ratio, aligned, is_max);
     } else {
       const int64_t* levels_ptr = levels.defined() ? levels.data_ptr<int64_t>() : nullptr;
       // grad in the input's layout (a no-op for the forward's own output): channels_last is
@@ -245,32 +228,29 @@ std::vector<at::Tensor> roi_align_levels_backward(const at::Tensor& grad,
       const at::Tensor g = grad.contiguous(layout_of(features[0]));
       const bool use_int64 = needs_int64({grad.numel(), max_numel(features)});
       cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-      AT_DISPATCH_FLOATING_TYPES_AND2(
-          at::kHalf, at::kBFloat16, dtype, "roi_align_backward_cuda", [&] {
-            using acc_t = at::acc_type<scalar_t, true>;
-            auto lv = make_level_table<scalar_t, acc_t>(features, scales);
-            for (size_t l = 0; l < bufs.size(); ++l) lv.grad[l] = bufs[l].data_ptr<acc_t>();
-            with_index_type(use_int64, [&](auto index_tag) {
-              using index_t = decltype(index_tag);
-              with_mode(is_max, [&](auto mode_tag) {
-                constexpr bool kMax = decltype(mode_tag)::value;
-                const auto launch = [&](auto cl_tag) {
-                  constexpr bool kCL = decltype(cl_tag)::value;
-                  backward_atomic<kMax, kCL, scalar_t, acc_t, index_t>
-                      <<<blocks_for(g.numel()), kThreads, 0, stream>>>(
-                          lv, rois_acc.data_ptr<acc_t>(), levels_ptr, g.data_ptr<scalar_t>(),
-                          g.stride(0), g.stride(1), g.stride(2), g.stride(3), g.numel(),
-                          pooled_h, pooled_w, sampling_ratio, aligned);
-                  C10_CUDA_KERNEL_LAUNCH_CHECK();
-                };
-                if (cl) {
-                  launch(std::true_type{});
-                } else {
-                  launch(std::false_type{});
-                }
-              });
-            });
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_align_backward_cuda", [&] {
+        using acc_t = at::acc_type<scalar_t, true>;
+        auto lv = make_level_table<scalar_t, acc_t>(features, scales);
+        for (size_t l = 0; l < bufs.size(); ++l) lv.grad[l] = bufs[l].data_ptr<acc_t>();
+        with_index_type(use_int64, [&](auto index_tag) {
+          using index_t = decltype(index_tag);
+          with_mode(is_max, [&](auto mode_tag) {
+            constexpr bool kMax = decltype(mode_tag)::value;
+            const auto launch = [&](auto cl_tag) {
+              constexpr bool kCL = decltype(cl_tag)::value;
+              backward_atomic<kMax, kCL, scalar_t, acc_t, index_t><<<blocks_for(g.numel()), kThreads, 0, stream>>>(
+                  lv, rois_acc.data_ptr<acc_t>(), levels_ptr, g.data_ptr<scalar_t>(), g.stride(0), g.stride(1),
+                  g.stride(2), g.stride(3), g.numel(), pooled_h, pooled_w, sampling_ratio, aligned);
+              C10_CUDA_KERNEL_LAUNCH_CHECK();
+            };
+            if (cl) {
+              launch(std::true_type{});
+            } else {
+              launch(std::false_type{});
+            }
           });
+        });
+      });
     }
   } else if (deterministic) {
     for (auto& b : bufs) b.zero_();
@@ -283,33 +263,29 @@ std::vector<at::Tensor> roi_align_levels_backward(const at::Tensor& grad,
 
 namespace {
 
-at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
-                          int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned,
-                          c10::string_view mode) {
+at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
+                          int64_t pooled_w, int64_t sampling_ratio, bool aligned, c10::string_view mode) {
   checks::check_roi_align_args(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio);
   check_cuda(input, "input");
   const bool is_max = checks::parse_mode(mode);
   const at::cuda::CUDAGuard guard(input.device());
-  check_roi_values(rois, input.size(0), {spatial_scale}, at::Tensor(), sampling_ratio <= 0,
-                   pooled_h, pooled_w, aligned);
-  return roi_align_levels_forward({input.contiguous(layout_of(input))}, {spatial_scale}, rois,
-                                  at::Tensor(), pooled_h, pooled_w, sampling_ratio, aligned,
-                                  is_max);
+  check_roi_values(rois, input.size(0), {spatial_scale}, at::Tensor(), sampling_ratio <= 0, pooled_h, pooled_w,
+                   aligned);
+  return roi_align_levels_forward({input.contiguous(layout_of(input))}, {spatial_scale}, rois, at::Tensor(), pooled_h,
+                                  pooled_w, sampling_ratio, aligned, is_max);
 }
 
-at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& input,
-                                   const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
-                                   int64_t pooled_w, int64_t sampling_ratio, bool aligned,
-                                   c10::string_view mode) {
+at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
+                                   double spatial_scale, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
+                                   bool aligned, c10::string_view mode) {
   checks::check_roi_align_args(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio);
   check_cuda(input, "input");
   const bool is_max = checks::parse_mode(mode);
   const at::cuda::CUDAGuard guard(input.device());
   // No value check (it would cost a host synchronisation per training step): the forward
   // checked these RoIs, and the kernels skip bad ones without reading out of bounds.
-  return roi_align_levels_backward(grad, {input.contiguous(layout_of(input))}, {spatial_scale},
-                                   rois, at::Tensor(), pooled_h, pooled_w, sampling_ratio, aligned,
-                                   is_max)[0];
+  return roi_align_levels_backward(grad, {input.contiguous(layout_of(input))}, {spatial_scale}, rois, at::Tensor(),
+                                   pooled_h, pooled_w, sampling_ratio, aligned, is_max)[0];
 }
 
 }  // namespace

@@ -28,27 +28,24 @@ constexpr int kChannelsPerThread = 8;
 constexpr int kChannelGroup = 64;  // channels per block (8 passes of 8)
 
 template <typename scalar_t, typename acc_t>
-__global__ void align_footprints(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
-                                 const int64_t* levels, int64_t K, int pooled_h, int pooled_w,
-                                 int sampling_ratio, bool aligned, int* footprints) {
+__global__ void align_footprints(LevelTable<scalar_t, acc_t> lv, const acc_t* rois, const int64_t* levels, int64_t K,
+                                 int pooled_h, int pooled_w, int sampling_ratio, bool aligned, int* footprints) {
   for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < K;
        k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int* f = footprints + k * kFootprintInts;
     f[0] = -1;
     const RoiRef<acc_t> r = load_roi(rois, levels, k, lv.batch, lv.num_levels);
     if (!r.ok) continue;
-    const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(
-        r.x1, r.y1, r.x2, r.y2, lv.scale[r.level], pooled_h, pooled_w, sampling_ratio, aligned);
+    const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(r.x1, r.y1, r.x2, r.y2, lv.scale[r.level], pooled_h,
+                                                                   pooled_w, sampling_ratio, aligned);
     if (g.grid_h == 0 || g.grid_w == 0) continue;
     int y0, y1, x0, x1;
-    const bool rows = footprint_axis(
-        roi::sample_coord(g.start_h, g.bin_h, 0, 0, g.grid_h),
-        roi::sample_coord(g.start_h, g.bin_h, pooled_h - 1, g.grid_h - 1, g.grid_h),
-        lv.height[r.level], &y0, &y1);
-    const bool cols = footprint_axis(
-        roi::sample_coord(g.start_w, g.bin_w, 0, 0, g.grid_w),
-        roi::sample_coord(g.start_w, g.bin_w, pooled_w - 1, g.grid_w - 1, g.grid_w),
-        lv.width[r.level], &x0, &x1);
+    const bool rows = footprint_axis(roi::sample_coord(g.start_h, g.bin_h, 0, 0, g.grid_h),
+                                     roi::sample_coord(g.start_h, g.bin_h, pooled_h - 1, g.grid_h - 1, g.grid_h),
+                                     lv.height[r.level], &y0, &y1);
+    const bool cols = footprint_axis(roi::sample_coord(g.start_w, g.bin_w, 0, 0, g.grid_w),
+                                     roi::sample_coord(g.start_w, g.bin_w, pooled_w - 1, g.grid_w - 1, g.grid_w),
+                                     lv.width[r.level], &x0, &x1);
     if (!rows || !cols) continue;
     f[1] = y0;
     f[2] = y1;
@@ -60,9 +57,8 @@ __global__ void align_footprints(LevelTable<scalar_t, acc_t> lv, const acc_t* ro
 
 // winners[k, ph, pw, c] (channels fastest): the winning sample of each bin in max mode.
 template <bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
-__global__ void align_winners(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
-                              const int64_t* levels, index_t total, int pooled_h, int pooled_w,
-                              int sampling_ratio, bool aligned, int* winners) {
+__global__ void align_winners(LevelTable<scalar_t, acc_t> lv, const acc_t* rois, const int64_t* levels, index_t total,
+                              int pooled_h, int pooled_w, int sampling_ratio, bool aligned, int* winners) {
   const index_t channels = static_cast<index_t>(lv.channels);
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
@@ -74,8 +70,8 @@ __global__ void align_winners(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
     const RoiRef<acc_t> r = load_roi(rois, levels, k, lv.batch, lv.num_levels);
     if (r.ok) {
       const int64_t H = lv.height[r.level], W = lv.width[r.level];
-      const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(
-          r.x1, r.y1, r.x2, r.y2, lv.scale[r.level], pooled_h, pooled_w, sampling_ratio, aligned);
+      const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(r.x1, r.y1, r.x2, r.y2, lv.scale[r.level],
+                                                                     pooled_h, pooled_w, sampling_ratio, aligned);
       const index_t plane = kChannelsLast ? static_cast<index_t>(r.n) * H * W * channels + c
                                           : (static_cast<index_t>(r.n) * channels + c) * H * W;
       const index_t row_stride = kChannelsLast ? static_cast<index_t>(W * channels) : W;
@@ -88,9 +84,9 @@ __global__ void align_winners(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
 
 template <bool kMax, bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kGatherThreads)
-    align_gather(LevelTable<scalar_t, acc_t> lv, TileTable tt, const acc_t* rois,
-                 const int* footprints, int64_t K, const scalar_t* grad_cl, const int* winners,
-                 int pooled_h, int pooled_w, int sampling_ratio, bool aligned) {
+    align_gather(LevelTable<scalar_t, acc_t> lv, TileTable tt, const acc_t* rois, const int* footprints, int64_t K,
+                 const scalar_t* grad_cl, const int* winners, int pooled_h, int pooled_w, int sampling_ratio,
+                 bool aligned) {
   __shared__ int list[kListCap];
   __shared__ int warp_counts[kGatherThreads / 32];
   __shared__ acc_t s_start_h[kListCap], s_start_w[kListCap], s_bin_h[kListCap], s_bin_w[kListCap];
@@ -119,13 +115,13 @@ __global__ void __launch_bounds__(kGatherThreads)
     while (true) {
       if (!done) {
         const bool first_round = from == 0;
-        count = collect_rois(footprints, K, tile.key, static_cast<int>(tile.y0), ty1,
-                             static_cast<int>(tile.x0), tx1, &from, list, warp_counts);
+        count = collect_rois(footprints, K, tile.key, static_cast<int>(tile.y0), ty1, static_cast<int>(tile.x0), tx1,
+                             &from, list, warp_counts);
         list_is_all = first_round && from == K;
         if (threadIdx.x < count) {
           const acc_t* p = rois + static_cast<int64_t>(list[threadIdx.x]) * 5;
-          const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(
-              p[1], p[2], p[3], p[4], scale, pooled_h, pooled_w, sampling_ratio, aligned);
+          const roi::AlignGeometry<acc_t> g =
+              roi::align_geometry<acc_t>(p[1], p[2], p[3], p[4], scale, pooled_h, pooled_w, sampling_ratio, aligned);
           s_start_h[threadIdx.x] = g.start_h;
           s_start_w[threadIdx.x] = g.start_w;
           s_bin_h[threadIdx.x] = g.bin_h;
@@ -148,15 +144,11 @@ __global__ void __launch_bounds__(kGatherThreads)
         for (int jy = jy0; jy <= jy1; ++jy) {
           const int ph = jy / gh, iy = jy % gh;
           acc_t wy;
-          if (!cell_weight(roi::axis_interp(roi::sample_coord(start_h, bin_h, ph, iy, gh), H), y,
-                           &wy))
-            continue;
+          if (!cell_weight(roi::axis_interp(roi::sample_coord(start_h, bin_h, ph, iy, gh), H), y, &wy)) continue;
           for (int jx = jx0; jx <= jx1; ++jx) {
             const int pw = jx / gw, ix = jx % gw;
             acc_t wx;
-            if (!cell_weight(roi::axis_interp(roi::sample_coord(start_w, bin_w, pw, ix, gw), W),
-                             x, &wx))
-              continue;
+            if (!cell_weight(roi::axis_interp(roi::sample_coord(start_w, bin_w, pw, ix, gw), W), x, &wx)) continue;
             const acc_t w = wy * wx;
             const int64_t bin = (k * pooled_h + ph) * pooled_w + pw;
             const scalar_t* g = grad_cl + bin * C + c0;
@@ -183,9 +175,8 @@ __global__ void __launch_bounds__(kGatherThreads)
       for (int j = 0; j < kChannelsPerThread; ++j) {
         const int64_t c = c0 + j;
         if (c < c_end) {
-          const index_t o = kChannelsLast
-                                ? ((static_cast<index_t>(tile.n) * H + y) * W + x) * C + c
-                                : ((static_cast<index_t>(tile.n) * C + c) * H + y) * W + x;
+          const index_t o = kChannelsLast ? ((static_cast<index_t>(tile.n) * H + y) * W + x) * C + c
+                                          : ((static_cast<index_t>(tile.n) * C + c) * H + y) * W + x;
           out[o] = acc[j];
         }
       }
@@ -197,10 +188,9 @@ __global__ void __launch_bounds__(kGatherThreads)
 }  // namespace
 
 void roi_align_backward_gather(const at::Tensor& grad_cl, const std::vector<at::Tensor>& features,
-                               const std::vector<double>& scales, const at::Tensor& rois_acc,
-                               const at::Tensor& levels, const std::vector<at::Tensor>& out,
-                               int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                               bool aligned, bool is_max) {
+                               const std::vector<double>& scales, const at::Tensor& rois_acc, const at::Tensor& levels,
+                               const std::vector<at::Tensor>& out, int64_t pooled_h, int64_t pooled_w,
+                               int64_t sampling_ratio, bool aligned, bool is_max) {
   const int64_t K = rois_acc.size(0), N = features[0].size(0), C = features[0].size(1);
   const int L = static_cast<int>(features.size());
   TORCH_CHECK(static_cast<int64_t>(L) * N < std::numeric_limits<int32_t>::max(),
@@ -234,9 +224,8 @@ void roi_align_backward_gather(const at::Tensor& grad_cl, const std::vector<at::
         auto lv = make_level_table<scalar_t, acc_t>(features, scales);
         for (int l = 0; l < L; ++l) lv.grad[l] = out[l].data_ptr<acc_t>();
         const acc_t* rois_ptr = rois_acc.data_ptr<acc_t>();
-        align_footprints<<<blocks_for(K), kThreads, 0, stream>>>(
-            lv, rois_ptr, levels_ptr, K, pooled_h, pooled_w, sampling_ratio, aligned,
-            footprints.data_ptr<int>());
+        align_footprints<<<blocks_for(K), kThreads, 0, stream>>>(lv, rois_ptr, levels_ptr, K, pooled_h, pooled_w,
+                                                                 sampling_ratio, aligned, footprints.data_ptr<int>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         with_index_type(use_int64, [&](auto index_tag) {
           using index_t = decltype(index_tag);
@@ -244,26 +233,22 @@ void roi_align_backward_gather(const at::Tensor& grad_cl, const std::vector<at::
             constexpr bool kMax = decltype(max_tag)::value;
             constexpr bool kCL = decltype(cl_tag)::value;
             if (kMax) {
-              align_winners<kCL, scalar_t, acc_t, index_t>
-                  <<<blocks_for(grad_cl.numel()), kThreads, 0, stream>>>(
-                      lv, rois_ptr, levels_ptr, grad_cl.numel(), pooled_h, pooled_w,
-                      sampling_ratio, aligned, winners.data_ptr<int>());
+              align_winners<kCL, scalar_t, acc_t, index_t><<<blocks_for(grad_cl.numel()), kThreads, 0, stream>>>(
+                  lv, rois_ptr, levels_ptr, grad_cl.numel(), pooled_h, pooled_w, sampling_ratio, aligned,
+                  winners.data_ptr<int>());
               C10_CUDA_KERNEL_LAUNCH_CHECK();
             }
             const dim3 grid(static_cast<unsigned int>(tiles),
                             static_cast<unsigned int>((C + kChannelGroup - 1) / kChannelGroup));
             align_gather<kMax, kCL, scalar_t, acc_t, index_t><<<grid, kGatherThreads, 0, stream>>>(
                 lv, tt, rois_ptr, footprints.data_ptr<int>(), K, grad_cl.data_ptr<scalar_t>(),
-                kMax ? winners.data_ptr<int>() : nullptr, pooled_h, pooled_w, sampling_ratio,
-                aligned);
+                kMax ? winners.data_ptr<int>() : nullptr, pooled_h, pooled_w, sampling_ratio, aligned);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           };
           if (is_max) {
-            cl ? launch(std::true_type{}, std::true_type{})
-               : launch(std::true_type{}, std::false_type{});
+            cl ? launch(std::true_type{}, std::true_type{}) : launch(std::true_type{}, std::false_type{});
           } else {
-            cl ? launch(std::false_type{}, std::true_type{})
-               : launch(std::false_type{}, std::false_type{});
+            cl ? launch(std::false_type{}, std::true_type{}) : launch(std::false_type{}, std::false_type{});
           }
         });
       });

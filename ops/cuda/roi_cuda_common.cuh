@@ -54,8 +54,8 @@ __device__ __forceinline__ bool roi_finite(acc_t v) {
 }
 
 template <typename acc_t>
-__device__ __forceinline__ RoiRef<acc_t> load_roi(const acc_t* rois, const int64_t* levels,
-                                                  int64_t k, int64_t batch, int num_levels) {
+__device__ __forceinline__ RoiRef<acc_t> load_roi(const acc_t* rois, const int64_t* levels, int64_t k, int64_t batch,
+                                                  int num_levels) {
   RoiRef<acc_t> r;
   const acc_t* p = rois + k * 5;
   const acc_t b = p[0];
@@ -63,12 +63,10 @@ __device__ __forceinline__ RoiRef<acc_t> load_roi(const acc_t* rois, const int64
   r.y1 = p[2];
   r.x2 = p[3];
   r.y2 = p[4];
-  r.level = levels == nullptr ? 0 : static_cast<int>(levels[k] < 0 || levels[k] >= num_levels
-                                                         ? -1
-                                                         : levels[k]);
+  r.level = levels == nullptr ? 0 : static_cast<int>(levels[k] < 0 || levels[k] >= num_levels ? -1 : levels[k]);
   // Compare in floating point before converting, so that a huge or NaN index is never cast.
-  r.ok = roi_finite(b) && b >= acc_t(0) && b < static_cast<acc_t>(batch) && roi_finite(r.x1) &&
-         roi_finite(r.y1) && roi_finite(r.x2) && roi_finite(r.y2) && r.level >= 0;
+  r.ok = roi_finite(b) && b >= acc_t(0) && b < static_cast<acc_t>(batch) && roi_finite(r.x1) && roi_finite(r.y1) &&
+         roi_finite(r.x2) && roi_finite(r.y2) && r.level >= 0;
   r.n = r.ok ? static_cast<int64_t>(b) : 0;
   return r;
 }
@@ -86,16 +84,14 @@ __device__ __forceinline__ acc_t load(const scalar_t* p) {
 // row-major index of the first maximal sample (-1 when the bin has no samples), which the
 // backward passes use to route the gradient; a sample outside the map is 0 and takes part.
 template <bool kMax, typename acc_t, typename scalar_t, typename index_t>
-__device__ __forceinline__ acc_t align_bin(const scalar_t* base, index_t row_stride,
-                                           index_t col_stride, int64_t height, int64_t width,
-                                           const roi::AlignGeometry<acc_t>& g, int ph, int pw,
+__device__ __forceinline__ acc_t align_bin(const scalar_t* base, index_t row_stride, index_t col_stride, int64_t height,
+                                           int64_t width, const roi::AlignGeometry<acc_t>& g, int ph, int pw,
                                            int* winner) {
   acc_t sum = 0;
   acc_t best = 0;
   int best_i = -1;
   for (int iy = 0; iy < g.grid_h; ++iy) {
-    const roi::AxisInterp<acc_t> ay =
-        roi::axis_interp(roi::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h), height);
+    const roi::AxisInterp<acc_t> ay = roi::axis_interp(roi::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h), height);
     const index_t r_lo = static_cast<index_t>(ay.low) * row_stride;
     const index_t r_hi = static_cast<index_t>(ay.high) * row_stride;
     for (int ix = 0; ix < g.grid_w; ++ix) {
@@ -131,8 +127,8 @@ __device__ __forceinline__ acc_t align_bin(const scalar_t* base, index_t row_str
 // Scatters `value` (the gradient of one sample point) onto its four neighbours with atomics.
 template <typename acc_t, typename index_t>
 __device__ __forceinline__ void scatter_sample(acc_t* base, index_t row_stride, index_t col_stride,
-                                               const roi::AxisInterp<acc_t>& ay,
-                                               const roi::AxisInterp<acc_t>& ax, acc_t value) {
+                                               const roi::AxisInterp<acc_t>& ay, const roi::AxisInterp<acc_t>& ax,
+                                               acc_t value) {
   if (!ay.valid || !ax.valid) return;
   const index_t r_lo = static_cast<index_t>(ay.low) * row_stride;
   const index_t r_hi = static_cast<index_t>(ay.high) * row_stride;

@@ -25,9 +25,7 @@ namespace cuda {
 inline bool is_channels_last(const at::Tensor& t) { return checks::is_channels_last(t); }
 inline at::MemoryFormat layout_of(const at::Tensor& t) { return checks::memory_format_of(t); }
 
-inline at::ScalarType acc_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
+inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 inline void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.is_cuda(), name, " must be a CUDA tensor, got device ", t.device());
@@ -39,17 +37,15 @@ inline void check_cuda(const at::Tensor& t, const char* name) {
 // is being captured into a CUDA graph (a synchronisation is illegal there): the kernels then skip
 // bad RoIs (zero output, no gradient) and never read out of bounds.
 //   scales: the spatial scale of each level (one value for single-level ops, levels undefined).
-inline void check_roi_values(const at::Tensor& rois, int64_t batch,
-                             const std::vector<double>& level_scales, const at::Tensor& levels,
-                             bool adaptive_align, int64_t pooled_h, int64_t pooled_w,
+inline void check_roi_values(const at::Tensor& rois, int64_t batch, const std::vector<double>& level_scales,
+                             const at::Tensor& levels, bool adaptive_align, int64_t pooled_h, int64_t pooled_w,
                              bool aligned) {
   if (rois.size(0) == 0) return;
   if (c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) return;
   const int64_t num_levels = static_cast<int64_t>(level_scales.size());
   // A 0-d CPU tensor broadcasts against CUDA tensors; the per-level table must be on the device.
-  const at::Tensor scales =
-      levels.defined() ? at::tensor(level_scales, at::kDouble).to(rois.device())
-                       : at::scalar_tensor(level_scales[0], at::kDouble);
+  const at::Tensor scales = levels.defined() ? at::tensor(level_scales, at::kDouble).to(rois.device())
+                                             : at::scalar_tensor(level_scales[0], at::kDouble);
   const at::Tensor r = rois.to(at::kDouble);
   const at::Tensor index = r.select(1, 0);
   const at::Tensor box = r.narrow(1, 1, 4);
@@ -69,8 +65,8 @@ inline void check_roi_values(const at::Tensor& rois, int64_t batch,
   if (!at::stack(flags).any().item<bool>()) return;  // the one synchronisation
   // Something is wrong: let the shared checks find it and raise their message.
   if (levels.defined()) checks::check_level_values(levels, num_levels);
-  checks::check_roi_values(rois, batch, levels.defined() ? scales.index_select(0, levels) : scales,
-                           adaptive_align, pooled_h, pooled_w, aligned);
+  checks::check_roi_values(rois, batch, levels.defined() ? scales.index_select(0, levels) : scales, adaptive_align,
+                           pooled_h, pooled_w, aligned);
   TORCH_CHECK_VALUE(false, "rois hold invalid values");  // not reached
 }
 
@@ -98,8 +94,8 @@ void with_index_type(bool use_int64, F&& f) {
 template <typename scalar_t, typename acc_t>
 LevelTable<scalar_t, acc_t> make_level_table(const std::vector<at::Tensor>& features,
                                              const std::vector<double>& scales) {
-  TORCH_CHECK(!features.empty() && features.size() <= static_cast<size_t>(kMaxLevels),
-              "features must hold 1 to ", kMaxLevels, " levels, got ", features.size());
+  TORCH_CHECK(!features.empty() && features.size() <= static_cast<size_t>(kMaxLevels), "features must hold 1 to ",
+              kMaxLevels, " levels, got ", features.size());
   LevelTable<scalar_t, acc_t> t{};
   t.num_levels = static_cast<int>(features.size());
   t.batch = features[0].size(0);
@@ -117,9 +113,8 @@ LevelTable<scalar_t, acc_t> make_level_table(const std::vector<at::Tensor>& feat
 // The features of a multi-level call (already checked by checks::check_multilevel_args), made
 // contiguous in one layout, that of level 0: a level in another layout is copied.
 inline std::vector<at::Tensor> prepare_features(const at::TensorList& features) {
-  TORCH_CHECK_VALUE(features.size() <= static_cast<size_t>(kMaxLevels),
-                    "features must hold at most ", kMaxLevels, " levels on CUDA, got ",
-                    features.size());
+  TORCH_CHECK_VALUE(features.size() <= static_cast<size_t>(kMaxLevels), "features must hold at most ", kMaxLevels,
+                    " levels on CUDA, got ", features.size());
   const at::MemoryFormat fmt = layout_of(features[0]);
   std::vector<at::Tensor> out;
   for (size_t l = 0; l < features.size(); ++l) {

@@ -21,10 +21,10 @@ namespace maskrcnn {
 namespace cuda {
 
 constexpr int kTileH = 8;
-constexpr int kTileW = 32;                        // one warp along a row: coalesced NCHW writes
-constexpr int kGatherThreads = kTileH * kTileW;   // 256
-constexpr int kListCap = kGatherThreads;          // RoIs held in shared memory per round
-constexpr int kFootprintInts = 5;                 // key, y0, y1, x0, x1
+constexpr int kTileW = 32;                       // one warp along a row: coalesced NCHW writes
+constexpr int kGatherThreads = kTileH * kTileW;  // 256
+constexpr int kListCap = kGatherThreads;         // RoIs held in shared memory per round
+constexpr int kFootprintInts = 5;                // key, y0, y1, x0, x1
 
 // The tiles of every (level, image), numbered level by level, image by image, row by row.
 struct TileTable {
@@ -73,9 +73,8 @@ __device__ __forceinline__ bool footprint_axis(acc_t a, acc_t b, int64_t size, i
 // and overlaps rows [y0, y1] and columns [x0, x1], into list[0, kListCap). Stops before a chunk
 // of kGatherThreads RoIs that would not fit; *from is then where to resume (K when done).
 // Every thread of the block must call it; returns the number collected (the same everywhere).
-__device__ __forceinline__ int collect_rois(const int* footprints, int64_t K, int key, int y0,
-                                            int y1, int x0, int x1, int64_t* from, int* list,
-                                            int* warp_counts) {
+__device__ __forceinline__ int collect_rois(const int* footprints, int64_t K, int key, int y0, int y1, int x0, int x1,
+                                            int64_t* from, int* list, int* warp_counts) {
   const int tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
   constexpr int kWarps = kGatherThreads / 32;
@@ -112,8 +111,8 @@ __device__ __forceinline__ int collect_rois(const int* footprints, int64_t K, in
 // can lie within one cell of `cell`: the inverse of sample_coord, widened for rounding. The caller
 // checks every candidate exactly with axis_interp, so the range only has to be a superset.
 template <typename acc_t>
-__device__ __forceinline__ void candidate_samples(int64_t cell, acc_t start, acc_t bin, int pooled,
-                                                  int grid, int* j0, int* j1) {
+__device__ __forceinline__ void candidate_samples(int64_t cell, acc_t start, acc_t bin, int pooled, int grid, int* j0,
+                                                  int* j1) {
   const int n = pooled * grid;
   *j0 = 0;
   *j1 = n - 1;
@@ -130,8 +129,7 @@ __device__ __forceinline__ void candidate_samples(int64_t cell, acc_t start, acc
 
 // Weight of `cell` in the linear interpolation `a` (both neighbours may be the cell at the border).
 template <typename acc_t>
-__device__ __forceinline__ bool cell_weight(const roi::AxisInterp<acc_t>& a, int64_t cell,
-                                            acc_t* w) {
+__device__ __forceinline__ bool cell_weight(const roi::AxisInterp<acc_t>& a, int64_t cell, acc_t* w) {
   if (!a.valid) return false;
   bool touches = false;
   acc_t s = 0;

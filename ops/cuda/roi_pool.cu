@@ -26,18 +26,16 @@ namespace cuda {
 namespace {
 
 template <bool kChannelsLast, typename index_t>
-__device__ __forceinline__ void cell_strides(int64_t n, int64_t c, int64_t C, int64_t H, int64_t W,
-                                             index_t* plane, index_t* row, index_t* col) {
-  *plane = kChannelsLast ? static_cast<index_t>(n) * H * W * C + c
-                         : (static_cast<index_t>(n) * C + c) * H * W;
+__device__ __forceinline__ void cell_strides(int64_t n, int64_t c, int64_t C, int64_t H, int64_t W, index_t* plane,
+                                             index_t* row, index_t* col) {
+  *plane = kChannelsLast ? static_cast<index_t>(n) * H * W * C + c : (static_cast<index_t>(n) * C + c) * H * W;
   *row = kChannelsLast ? static_cast<index_t>(W * C) : static_cast<index_t>(W);
   *col = kChannelsLast ? static_cast<index_t>(C) : index_t(1);
 }
 
 template <bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
-__global__ void pool_forward(const scalar_t* input, int64_t N, int64_t C, int64_t H, int64_t W,
-                             const acc_t* rois, acc_t scale, index_t total, int pooled_h,
-                             int pooled_w, scalar_t* out, int* argmax) {
+__global__ void pool_forward(const scalar_t* input, int64_t N, int64_t C, int64_t H, int64_t W, const acc_t* rois,
+                             acc_t scale, index_t total, int pooled_h, int pooled_w, scalar_t* out, int* argmax) {
   const index_t Ci = static_cast<index_t>(C);  // 32-bit div/mod when index_t is int32
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
@@ -67,8 +65,7 @@ __global__ void pool_forward(const scalar_t* input, int64_t N, int64_t C, int64_
       const scalar_t* base = input + plane;
       for (int64_t h = rh.begin; h < rh.end; ++h) {
         for (int64_t w = rw.begin; w < rw.end; ++w) {
-          const acc_t v = load<acc_t>(base + static_cast<index_t>(h) * row +
-                                      static_cast<index_t>(w) * col);
+          const acc_t v = load<acc_t>(base + static_cast<index_t>(h) * row + static_cast<index_t>(w) * col);
           if (best_i < 0 || v > best) {
             best = v;
             best_i = static_cast<int>(h * W + w);
@@ -83,10 +80,9 @@ __global__ void pool_forward(const scalar_t* input, int64_t N, int64_t C, int64_
 
 // grad and argmax are read through their strides; channels_last maps the channel fastest.
 template <bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
-__global__ void pool_backward_atomic(const scalar_t* grad, index_t gs_k, index_t gs_c,
-                                     index_t gs_h, index_t gs_w, const int* argmax, index_t as_k,
-                                     index_t as_c, index_t as_h, index_t as_w, const acc_t* rois,
-                                     int64_t N, int64_t C, int64_t H, int64_t W, index_t total,
+__global__ void pool_backward_atomic(const scalar_t* grad, index_t gs_k, index_t gs_c, index_t gs_h, index_t gs_w,
+                                     const int* argmax, index_t as_k, index_t as_c, index_t as_h, index_t as_w,
+                                     const acc_t* rois, int64_t N, int64_t C, int64_t H, int64_t W, index_t total,
                                      int pooled_h, int pooled_w, acc_t* grad_input) {
   const index_t Ci = static_cast<index_t>(C);  // 32-bit div/mod when index_t is int32
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < total;
@@ -111,14 +107,13 @@ __global__ void pool_backward_atomic(const scalar_t* grad, index_t gs_k, index_t
     index_t plane, row, col;
     cell_strides<kChannelsLast>(r.n, c, C, H, W, &plane, &row, &col);
     const index_t cell = static_cast<index_t>(a / W) * row + static_cast<index_t>(a % W) * col;
-    atomicAdd(grad_input + plane + cell,
-              static_cast<acc_t>(grad[k * gs_k + c * gs_c + ph * gs_h + pw * gs_w]));
+    atomicAdd(grad_input + plane + cell, static_cast<acc_t>(grad[k * gs_k + c * gs_c + ph * gs_h + pw * gs_w]));
   }
 }
 
 template <typename acc_t>
-__global__ void pool_footprints(const acc_t* rois, int64_t K, int64_t N, int64_t H, int64_t W,
-                                acc_t scale, int* footprints) {
+__global__ void pool_footprints(const acc_t* rois, int64_t K, int64_t N, int64_t H, int64_t W, acc_t scale,
+                                int* footprints) {
   for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < K;
        k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int* f = footprints + k * kFootprintInts;
@@ -144,8 +139,8 @@ __global__ void pool_footprints(const acc_t* rois, int64_t K, int64_t N, int64_t
 
 // Candidate bins [*b0, *b1] along one axis that may contain `cell` (a superset; checked exactly).
 template <typename acc_t>
-__device__ __forceinline__ void candidate_bins(int64_t cell, int64_t start, int64_t size,
-                                               int pooled, int* b0, int* b1) {
+__device__ __forceinline__ void candidate_bins(int64_t cell, int64_t start, int64_t size, int pooled, int* b0,
+                                               int* b1) {
   const acc_t bin = static_cast<acc_t>(size) / static_cast<acc_t>(pooled);
   const acc_t rel = static_cast<acc_t>(cell - start);
   const acc_t lo = (rel - acc_t(1)) / bin - acc_t(2);
@@ -159,9 +154,9 @@ constexpr int kPoolChannelGroup = 64;
 
 template <bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kGatherThreads)
-    pool_gather(TileTable tt, const acc_t* rois, const int* footprints, int64_t K, int64_t N,
-                int64_t C, int64_t H, int64_t W, acc_t scale, const scalar_t* grad,
-                const int* argmax, int pooled_h, int pooled_w, acc_t* grad_input) {
+    pool_gather(TileTable tt, const acc_t* rois, const int* footprints, int64_t K, int64_t N, int64_t C, int64_t H,
+                int64_t W, acc_t scale, const scalar_t* grad, const int* argmax, int pooled_h, int pooled_w,
+                acc_t* grad_input) {
   __shared__ int list[kListCap];
   __shared__ int warp_counts[kGatherThreads / 32];
   __shared__ int64_t s_geo[4][kListCap];  // start_h, start_w, roi_h, roi_w
@@ -188,8 +183,8 @@ __global__ void __launch_bounds__(kGatherThreads)
     while (true) {
       if (!done) {
         const bool first_round = from == 0;
-        count = collect_rois(footprints, K, tile.key, static_cast<int>(tile.y0), ty1,
-                             static_cast<int>(tile.x0), tx1, &from, list, warp_counts);
+        count = collect_rois(footprints, K, tile.key, static_cast<int>(tile.y0), ty1, static_cast<int>(tile.x0), tx1,
+                             &from, list, warp_counts);
         list_is_all = first_round && from == K;
         if (threadIdx.x < count) {
           const acc_t* p = rois + static_cast<int64_t>(list[threadIdx.x]) * 5;
@@ -231,9 +226,8 @@ __global__ void __launch_bounds__(kGatherThreads)
       for (int j = 0; j < kPoolChannelsPerThread; ++j) {
         const int64_t c = c0 + j;
         if (c < c_end) {
-          const index_t o = kChannelsLast
-                                ? ((static_cast<index_t>(tile.n) * H + y) * W + x) * C + c
-                                : ((static_cast<index_t>(tile.n) * C + c) * H + y) * W + x;
+          const index_t o = kChannelsLast ? ((static_cast<index_t>(tile.n) * H + y) * W + x) * C + c
+                                          : ((static_cast<index_t>(tile.n) * C + c) * H + y) * W + x;
           grad_input[o] = acc[j];
         }
       }
@@ -242,14 +236,12 @@ __global__ void __launch_bounds__(kGatherThreads)
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const at::Tensor& rois,
-                                                 double spatial_scale, int64_t pooled_h,
-                                                 int64_t pooled_w) {
+std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                                 int64_t pooled_h, int64_t pooled_w) {
   checks::check_roi_pool_args(input, rois, spatial_scale, pooled_h, pooled_w);
   check_cuda(input, "input");
   const at::cuda::CUDAGuard guard(input.device());
-  check_roi_values(rois, input.size(0), {spatial_scale}, at::Tensor(), false, pooled_h, pooled_w,
-                   true);
+  check_roi_values(rois, input.size(0), {spatial_scale}, at::Tensor(), false, pooled_h, pooled_w, true);
   TORCH_CHECK(input.size(2) * input.size(3) < std::numeric_limits<int32_t>::max(),
               "roi_pool: the input plane is too large for an int32 argmax");
   const bool cl = is_channels_last(input);
@@ -269,9 +261,8 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const 
       const auto launch = [&](auto cl_tag) {
         pool_forward<decltype(cl_tag)::value, scalar_t, acc_t, index_t>
             <<<blocks_for(out.numel()), kThreads, 0, stream>>>(
-                x.data_ptr<scalar_t>(), N, C, H, W, rois_acc.data_ptr<acc_t>(),
-                static_cast<acc_t>(spatial_scale), out.numel(), pooled_h, pooled_w,
-                out.data_ptr<scalar_t>(), argmax.data_ptr<int>());
+                x.data_ptr<scalar_t>(), N, C, H, W, rois_acc.data_ptr<acc_t>(), static_cast<acc_t>(spatial_scale),
+                out.numel(), pooled_h, pooled_w, out.data_ptr<scalar_t>(), argmax.data_ptr<int>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
       cl ? launch(std::true_type{}) : launch(std::false_type{});
@@ -280,17 +271,15 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const 
   return {out, argmax};
 }
 
-at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& input,
-                                  const at::Tensor& rois, const at::Tensor& argmax,
-                                  double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
+at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
+                                  const at::Tensor& argmax, double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
   checks::check_roi_pool_args(input, rois, spatial_scale, pooled_h, pooled_w);
   check_cuda(input, "input");
   checks::check_grad(grad, rois.size(0), input, pooled_h, pooled_w);
   checks::check_argmax(argmax, grad);
   // No value check (a host synchronisation per step): the kernels skip bad RoIs and argmax
   // values outside the plane without reading or writing out of bounds.
-  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2),
-                W = input.size(3);
+  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   const at::cuda::CUDAGuard guard(input.device());
   const at::ScalarType dtype = input.scalar_type(), acc = acc_dtype(dtype);
   const bool cl = is_channels_last(input);
@@ -337,18 +326,15 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& inpu
                           static_cast<unsigned int>((C + kPoolChannelGroup - 1) / kPoolChannelGroup));
           if (tt.tile_base[1] > 0) {
             pool_gather<kCL, scalar_t, acc_t, index_t><<<grid, kGatherThreads, 0, stream>>>(
-                tt, rois_ptr, footprints.data_ptr<int>(), K, N, C, H, W,
-                static_cast<acc_t>(spatial_scale), g.data_ptr<scalar_t>(), am.data_ptr<int>(),
-                pooled_h, pooled_w, buf.data_ptr<acc_t>());
+                tt, rois_ptr, footprints.data_ptr<int>(), K, N, C, H, W, static_cast<acc_t>(spatial_scale),
+                g.data_ptr<scalar_t>(), am.data_ptr<int>(), pooled_h, pooled_w, buf.data_ptr<acc_t>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }
         } else {
-          pool_backward_atomic<kCL, scalar_t, acc_t, index_t>
-              <<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
-                  gl.data_ptr<scalar_t>(), gl.stride(0), gl.stride(1), gl.stride(2),
-                  gl.stride(3), al.data_ptr<int>(), al.stride(0), al.stride(1), al.stride(2),
-                  al.stride(3), rois_ptr, N, C, H, W, grad.numel(),
-                  pooled_h, pooled_w, buf.data_ptr<acc_t>());
+          pool_backward_atomic<kCL, scalar_t, acc_t, index_t><<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
+              gl.data_ptr<scalar_t>(), gl.stride(0), gl.stride(1), gl.stride(2), gl.stride(3), al.data_ptr<int>(),
+              al.stride(0), al.stride(1), al.stride(2), al.stride(3), rois_ptr, N, C, H, W, grad.numel(), pooled_h,
+              pooled_w, buf.data_ptr<acc_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       };

@@ -4,7 +4,6 @@ through the worker pickler and pinned memory."""
 from __future__ import annotations
 
 import pickle
-
 from multiprocessing.reduction import ForkingPickler
 
 import pytest
@@ -17,16 +16,32 @@ from maskrcnn.data.loader import collate
 
 def _batch():
     g = torch.Generator().manual_seed(0)
-    a = (torch.randint(0, 256, (3, 5, 7), generator=g, dtype=torch.uint8),
-         {"boxes": torch.rand(2, 4, generator=g), "labels": torch.tensor([3, 1]), "image_id": 11,
-          "masks": torch.randint(0, 2, (2, 5, 7), generator=g, dtype=torch.uint8),
-          "orig_size": torch.tensor([5, 7]), "areas": torch.rand(2, generator=g, dtype=torch.float64)})
-    b = (torch.randint(0, 256, (3, 9, 4), generator=g, dtype=torch.uint8)[:, :, 1:],  # not contiguous
-         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "image_id": 12,
-          "masks": torch.zeros(0, 9, 3, dtype=torch.uint8), "orig_size": torch.tensor([9, 3]),
-          "flags": torch.tensor([True, False])})
-    c = (torch.zeros(3, 2, 2, dtype=torch.uint8),  # masks that are not 0/1 travel as bytes
-         {"masks": torch.tensor([[[0, 2], [255, 1]]], dtype=torch.uint8), "image_id": 13})
+    a = (
+        torch.randint(0, 256, (3, 5, 7), generator=g, dtype=torch.uint8),
+        {
+            "boxes": torch.rand(2, 4, generator=g),
+            "labels": torch.tensor([3, 1]),
+            "image_id": 11,
+            "masks": torch.randint(0, 2, (2, 5, 7), generator=g, dtype=torch.uint8),
+            "orig_size": torch.tensor([5, 7]),
+            "areas": torch.rand(2, generator=g, dtype=torch.float64),
+        },
+    )
+    b = (
+        torch.randint(0, 256, (3, 9, 4), generator=g, dtype=torch.uint8)[:, :, 1:],  # not contiguous
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "image_id": 12,
+            "masks": torch.zeros(0, 9, 3, dtype=torch.uint8),
+            "orig_size": torch.tensor([9, 3]),
+            "flags": torch.tensor([True, False]),
+        },
+    )
+    c = (
+        torch.zeros(3, 2, 2, dtype=torch.uint8),  # masks that are not 0/1 travel as bytes
+        {"masks": torch.tensor([[[0, 2], [255, 1]]], dtype=torch.uint8), "image_id": 13},
+    )
     return [a, b, c]
 
 
@@ -51,7 +66,10 @@ def test_round_trip_is_exact_and_views_one_buffer():
     images, targets = unpack_batch((buffer, layout))
     _assert_same((images, targets), collate(batch))
     ptr = buffer.untyped_storage().data_ptr()
-    for t in [*images, *(v for t in targets for k, v in t.items() if isinstance(v, torch.Tensor) and k != "masks")]:
+    for t in [
+        *images,
+        *(v for target in targets for k, v in target.items() if isinstance(v, torch.Tensor) and k != "masks"),
+    ]:
         assert t.untyped_storage().data_ptr() == ptr  # views, no copies
     # The 0/1 masks (2 x 5 x 7 = 70 values) took 9 bytes; the 0/2/255 ones their 4 bytes.
     assert layout[0][1]["masks"].nbytes == 9 and layout[2][1]["masks"].nbytes == 4

@@ -16,8 +16,9 @@ from maskrcnn.data.transforms import ResizeShortestEdge, build_transforms
 @pytest.fixture(scope="module")
 def coco_mini(shared_data):
     root = shared_data / "coco-mini"
-    return CocoDetection(image_dir=str(root / "train2017"),
-                         annotation_file=str(root / "annotations" / "instances_train2017.json"))
+    return CocoDetection(
+        image_dir=str(root / "train2017"), annotation_file=str(root / "annotations" / "instances_train2017.json")
+    )
 
 
 def test_crowd_excluded_from_targets_kept_for_evaluation(coco_mini):
@@ -46,8 +47,11 @@ def test_category_gaps_map_to_contiguous_labels(coco_mini):
         assert coco_mini.class_names[coco_mini.category_id_to_label[cid] - 1] == coco_mini.coco.cats[cid]["name"]
     _, target = coco_mini[0]
     record = coco_mini.records[0]
-    want = [coco_mini.category_id_to_label[a["category_id"]] for a in coco_mini.coco.imgToAnns[record["image_id"]]
-            if not a["iscrowd"]]
+    want = [
+        coco_mini.category_id_to_label[a["category_id"]]
+        for a in coco_mini.coco.imgToAnns[record["image_id"]]
+        if not a["iscrowd"]
+    ]
     assert target["labels"].tolist() == want
 
 
@@ -72,8 +76,11 @@ def test_multipart_polygons_decode_like_pycocotools(coco_mini):
 
 def test_resized_masks_match_full_resolution(coco_mini):
     """Polygons scaled before rasterizing agree with rasterize-then-resize."""
-    ds = CocoDetection(image_dir=coco_mini.image_dir, annotation_file=coco_mini.annotation_file,
-                       transforms=ResizeShortestEdge(min_size=800, max_size=1333))
+    ds = CocoDetection(
+        image_dir=coco_mini.image_dir,
+        annotation_file=coco_mini.annotation_file,
+        transforms=ResizeShortestEdge(min_size=800, max_size=1333),
+    )
     image, target = ds[3]
     _, full = coco_mini[3]
     h, w = image.shape[1:]
@@ -117,35 +124,54 @@ def _write_coco(tmp_path, annotations, size=(40, 50)):
     h, w = size
     cv2.imwrite(str(tmp_path / "a.jpg"), np.full((h, w, 3), 128, np.uint8))
     cv2.imwrite(str(tmp_path / "b.jpg"), np.full((h, w, 3), 128, np.uint8))
-    data = {"images": [{"id": 1, "file_name": "a.jpg", "height": h, "width": w},
-                       {"id": 2, "file_name": "b.jpg", "height": h, "width": w}],
-            "annotations": annotations,
-            "categories": [{"id": 3, "name": "x"}, {"id": 7, "name": "y"}]}
+    data = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "height": h, "width": w},
+            {"id": 2, "file_name": "b.jpg", "height": h, "width": w},
+        ],
+        "annotations": annotations,
+        "categories": [{"id": 3, "name": "x"}, {"id": 7, "name": "y"}],
+    }
     path = tmp_path / "ann.json"
     path.write_text(json.dumps(data))
     return path
 
 
 def _ann(i, bbox, segm, cat=3, image_id=1):
-    return {"id": i, "image_id": image_id, "category_id": cat, "bbox": bbox, "segmentation": segm,
-            "area": 1.0, "iscrowd": 0}
+    return {
+        "id": i,
+        "image_id": image_id,
+        "category_id": cat,
+        "bbox": bbox,
+        "segmentation": segm,
+        "area": 1.0,
+        "iscrowd": 0,
+    }
 
 
 def test_clean_up_is_counted(tmp_path):
     square = [[10, 10, 20, 10, 20, 20, 10, 20]]
-    path = _write_coco(tmp_path, [
-        _ann(1, [10, 10, 10, 10], square),                          # fine
-        _ann(2, [10, 10, 10, 10], [[10, 10, 20, 10], square[0]]),   # one part with 2 points: part dropped
-        _ann(3, [10, 10, 10, 10], [[10, 10, 20, 10]]),              # no usable part: object dropped
-        _ann(4, [45, 30, 20, 20], square, cat=7),                   # crosses the border: clipped
-        _ann(5, [60, 10, 5, 5], square),                            # outside the image: dropped
-        _ann(6, [10, 10, 0, 5], square),                            # zero width: dropped
-        _ann(7, [10, 10, 4, 4], square, image_id=2),                # image 2: one plain object
-    ])
+    path = _write_coco(
+        tmp_path,
+        [
+            _ann(1, [10, 10, 10, 10], square),  # fine
+            _ann(2, [10, 10, 10, 10], [[10, 10, 20, 10], square[0]]),  # one part with 2 points: part dropped
+            _ann(3, [10, 10, 10, 10], [[10, 10, 20, 10]]),  # no usable part: object dropped
+            _ann(4, [45, 30, 20, 20], square, cat=7),  # crosses the border: clipped
+            _ann(5, [60, 10, 5, 5], square),  # outside the image: dropped
+            _ann(6, [10, 10, 0, 5], square),  # zero width: dropped
+            _ann(7, [10, 10, 4, 4], square, image_id=2),  # image 2: one plain object
+        ],
+    )
     ds = CocoDetection(image_dir=str(tmp_path), annotation_file=str(path))
     s = ds.stats
-    assert (s["polygon_part_dropped"], s["no_valid_segmentation"], s["box_clipped"], s["box_outside_image"],
-            s["degenerate_box"]) == (2, 1, 1, 1, 1)
+    assert (
+        s["polygon_part_dropped"],
+        s["no_valid_segmentation"],
+        s["box_clipped"],
+        s["box_outside_image"],
+        s["degenerate_box"],
+    ) == (2, 1, 1, 1, 1)
     _, target = ds[0]
     assert target["labels"].tolist() == [1, 1, 2]
     torch.testing.assert_close(target["boxes"][2], torch.tensor([45.0, 30.0, 50.0, 40.0]))
@@ -173,8 +199,11 @@ def test_unknown_category_and_size_mismatch_are_errors(tmp_path):
 
 
 def test_hydra_built_transforms(coco_mini):
-    ds = CocoDetection(image_dir=coco_mini.image_dir, annotation_file=coco_mini.annotation_file,
-                       transforms=build_transforms(min_size=[320, 352], max_size=400, flip_prob=0.5))
+    ds = CocoDetection(
+        image_dir=coco_mini.image_dir,
+        annotation_file=coco_mini.annotation_file,
+        transforms=build_transforms(min_size=[320, 352], max_size=400, flip_prob=0.5),
+    )
     image, target = ds.get(0, rng=np.random.default_rng(0))
     assert min(image.shape[1:]) in (320, 352) or max(image.shape[1:]) == 400
     assert target["masks"].shape[1:] == image.shape[1:]

@@ -6,16 +6,25 @@ import numpy as np
 import pytest
 import torch
 
-from maskrcnn.data import (CocoDetection, InferenceSampler, TrainingBatchSampler, build_test_loader,
-                           build_train_loader, collate)
+from maskrcnn.data import (
+    CocoDetection,
+    InferenceSampler,
+    TrainingBatchSampler,
+    build_test_loader,
+    build_train_loader,
+    collate,
+)
 from maskrcnn.data.transforms import build_transforms
 
 
 @pytest.fixture(scope="module")
 def train_set(synthetic_coco):
     root, _ = synthetic_coco
-    return CocoDetection(image_dir=str(root / "train"), annotation_file=str(root / "annotations" / "instances_train.json"),
-                         transforms=build_transforms(min_size=[96, 128], max_size=200, flip_prob=0.5, jitter=True))
+    return CocoDetection(
+        image_dir=str(root / "train"),
+        annotation_file=str(root / "annotations" / "instances_train.json"),
+        transforms=build_transforms(min_size=[96, 128], max_size=200, flip_prob=0.5, jitter=True),
+    )
 
 
 def test_grouped_batches_hold_one_aspect_group():
@@ -62,8 +71,10 @@ def test_test_loader_shards_across_simulated_ranks(train_set, monkeypatch):
 
 def _ids_and_sums(batch):
     images, targets = batch
-    return [(t["image_id"], tuple(img.shape), round(float(img.sum()), 2), t["boxes"].tolist()) for img, t in
-            zip(images, targets)]
+    return [
+        (t["image_id"], tuple(img.shape), round(float(img.sum()), 2), t["boxes"].tolist())
+        for img, t in zip(images, targets)
+    ]
 
 
 def test_train_loader_resumes_with_the_same_batches(train_set):

@@ -16,9 +16,9 @@ def broken_coco(synthetic_coco, tmp_path):
     images = tmp_path / "train"
     shutil.copytree(root / "train", images)
     names = sorted(p.name for p in images.iterdir())
-    (images / names[0]).unlink()                                  # missing
+    (images / names[0]).unlink()  # missing
     (images / names[1]).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # corrupt
-    (images / names[2]).write_bytes(b"")                          # empty
+    (images / names[2]).write_bytes(b"")  # empty
     return images, root / "annotations" / "instances_train.json", names
 
 

@@ -3,18 +3,20 @@
 import json
 
 import numpy as np
+import pycocotools.mask as mask_utils
 import pytest
 import torch
 
 from maskrcnn.data import CocoDetection, VOCDetection
 from maskrcnn.data.synthetic import CLASS_NAMES, generate_split, uncompressed_rle
 
-import pycocotools.mask as mask_utils
-
 
 def _coco(root, split):
-    return CocoDetection(image_dir=str(root / split), annotation_file=str(root / "annotations" / f"instances_{split}.json"),
-                         filter_empty=False)
+    return CocoDetection(
+        image_dir=str(root / split),
+        annotation_file=str(root / "annotations" / f"instances_{split}.json"),
+        filter_empty=False,
+    )
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -36,8 +38,10 @@ def test_coco_round_trip(synthetic_coco, split):
 def test_coco_file_uses_polygons_and_both_rle_kinds(synthetic_coco):
     root, truth = synthetic_coco
     anns = json.loads((root / "annotations" / "instances_train.json").read_text())["annotations"]
-    kinds = {"polygon" if isinstance(a["segmentation"], list) else
-             "rle_" + type(a["segmentation"]["counts"]).__name__ for a in anns}
+    kinds = {
+        "polygon" if isinstance(a["segmentation"], list) else "rle_" + type(a["segmentation"]["counts"]).__name__
+        for a in anns
+    }
     assert kinds == {"polygon", "rle_str", "rle_list"}
     assert all(a["iscrowd"] == 0 for a in anns)
     assert sum(len(s.labels) for s in truth["train"]) == len(anns)
@@ -46,8 +50,9 @@ def test_coco_file_uses_polygons_and_both_rle_kinds(synthetic_coco):
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_voc_round_trip(synthetic_voc, split):
     root, truth = synthetic_voc
-    ds = VOCDetection(sets=[{"root": str(root), "split": split}], class_names=CLASS_NAMES, with_masks=True,
-                      filter_empty=False)
+    ds = VOCDetection(
+        sets=[{"root": str(root), "split": split}], class_names=CLASS_NAMES, with_masks=True, filter_empty=False
+    )
     assert len(ds) == len(truth[split])
     for i, sample in enumerate(truth[split]):
         _, target = ds[i]
@@ -66,7 +71,12 @@ def test_voc_layout_and_trainval(synthetic_voc):
     val = main.joinpath("val.txt").read_text().split()
     assert main.joinpath("trainval.txt").read_text().split() == train + val
     assert train == [s.name for s in truth["train"]]
-    for sub, ext in (("JPEGImages", "jpg"), ("Annotations", "xml"), ("SegmentationObject", "png"), ("SegmentationClass", "png")):
+    for sub, ext in (
+        ("JPEGImages", "jpg"),
+        ("Annotations", "xml"),
+        ("SegmentationObject", "png"),
+        ("SegmentationClass", "png"),
+    ):
         assert all((root / sub / f"{n}.{ext}").is_file() for n in train + val), sub
 
 
@@ -89,8 +99,8 @@ def test_generator_statistics():
     areas = np.array([m.sum() for s in samples for m in s.masks])
     labels = np.concatenate([s.labels for s in samples])
     assert set(labels.tolist()) == {1, 2, 3}
-    assert (areas < 32 ** 2).mean() > 0.1 and (areas >= 96 ** 2).mean() > 0.05
-    assert ((areas >= 32 ** 2) & (areas < 96 ** 2)).mean() > 0.3
+    assert (areas < 32**2).mean() > 0.1 and (areas >= 96**2).mean() > 0.05
+    assert ((areas >= 32**2) & (areas < 96**2)).mean() > 0.3
     assert np.median(areas) > 1000  # not too tiny on average
     assert sum(p is None for s in samples for p in s.polygons) > 10  # occluded objects
     shapes = {s.image.shape[:2] for s in samples}
@@ -140,8 +150,13 @@ def test_simple_scenes_are_upright_uncluttered_and_medium_or_larger():
         # A plain background: only the pixel noise (sigma 6) varies around one colour.
         assert s.image[background].astype(np.float64).std(axis=0).max() < 10
         for m, label, poly, box in zip(s.masks, s.labels, s.polygons, s.boxes):
-            assert m.sum() >= 0.6 * 40 ** 2 or box[0] == 0 or box[1] == 0 or \
-                box[2] == s.image.shape[1] or box[3] == s.image.shape[0]  # only the border cuts them smaller
+            assert (
+                m.sum() >= 0.6 * 40**2
+                or box[0] == 0
+                or box[1] == 0
+                or box[2] == s.image.shape[1]
+                or box[3] == s.image.shape[0]
+            )  # only the border cuts them smaller
             inside = box[0] > 0 and box[1] > 0 and box[2] < s.image.shape[1] and box[3] < s.image.shape[0]
             if poly is not None and inside:
                 fills[int(label)].append(m.sum() / ((box[2] - box[0]) * (box[3] - box[1])))
@@ -155,8 +170,12 @@ def test_simple_scenes_are_upright_uncluttered_and_medium_or_larger():
 
 def test_standard_scenes_rotate_the_shapes():
     samples = generate_split(split="train", num_images=30, seed=2)
-    rect_fills = [m.sum() / ((b[2] - b[0]) * (b[3] - b[1])) for s in samples
-                  for m, label, p, b in zip(s.masks, s.labels, s.polygons, s.boxes) if label == 2 and p is not None]
+    rect_fills = [
+        m.sum() / ((b[2] - b[0]) * (b[3] - b[1]))
+        for s in samples
+        for m, label, p, b in zip(s.masks, s.labels, s.polygons, s.boxes)
+        if label == 2 and p is not None
+    ]
     assert np.min(rect_fills) < 0.75
 
 

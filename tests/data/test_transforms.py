@@ -8,16 +8,21 @@ from omegaconf import OmegaConf
 
 from maskrcnn.data.masks import InstanceMasks
 from maskrcnn.data.synthetic import generate_split
-from maskrcnn.data.transforms import (ColorJitter, Compose, RandomHorizontalFlip, ResizeShortestEdge, hflip,
-                                      resized_shape)
+from maskrcnn.data.transforms import (
+    ColorJitter,
+    Compose,
+    RandomHorizontalFlip,
+    ResizeShortestEdge,
+    hflip,
+    resized_shape,
+)
 
 
 def _sample(i=0, polygons=True):
     s = generate_split(split="val", num_images=i + 1, seed=11)[i]
     h, w = s.image.shape[:2]
     if polygons:  # polygons where the generator has them, RLE otherwise: both code paths
-        segms = [[p] if p is not None else mask_utils.encode(np.asfortranarray(m))
-                 for p, m in zip(s.polygons, s.masks)]
+        segms = [[p] if p is not None else mask_utils.encode(np.asfortranarray(m)) for p, m in zip(s.polygons, s.masks)]
         masks = InstanceMasks.from_coco_segmentations(segms, height=h, width=w)
     else:
         label_map = np.zeros((h, w), np.uint8)
@@ -95,23 +100,39 @@ def test_random_flip_probability_and_seeded_reproducibility():
 
 def test_jitter_changes_pixels_not_geometry():
     s, target = _sample()
-    image, out = ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, prob=1.0)(s.image, target,
-                                                                                      np.random.default_rng(1))
+    image, out = ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, prob=1.0)(
+        s.image, target, np.random.default_rng(1)
+    )
     assert image.shape == s.image.shape and image.dtype == np.uint8 and not np.array_equal(image, s.image)
     assert out is target
 
 
 def test_compose_from_hydra():
-    cfg = OmegaConf.create({"_target_": "maskrcnn.data.transforms.Compose", "transforms": [
-        {"_target_": "maskrcnn.data.transforms.ResizeShortestEdge", "min_size": [64], "max_size": 100},
-        {"_target_": "maskrcnn.data.transforms.RandomHorizontalFlip", "prob": 1.0}]})
+    cfg = OmegaConf.create(
+        {
+            "_target_": "maskrcnn.data.transforms.Compose",
+            "transforms": [
+                {"_target_": "maskrcnn.data.transforms.ResizeShortestEdge", "min_size": [64], "max_size": 100},
+                {"_target_": "maskrcnn.data.transforms.RandomHorizontalFlip", "prob": 1.0},
+            ],
+        }
+    )
     t = instantiate(cfg)
     s, target = _sample()
     image, out = t(s.image, target, np.random.default_rng(0))
     assert min(image.shape[:2]) == 64
     assert out["masks"].to_array().shape[1:] == image.shape[:2]
     np.testing.assert_allclose(_mask_boxes(out["masks"].to_array()), out["boxes"], atol=2.0)
-    built = instantiate(OmegaConf.create({"_target_": "maskrcnn.data.transforms.build_transforms",
-                                          "min_size": [64, 72], "max_size": 100, "flip_prob": 0.5, "jitter": True}))
+    built = instantiate(
+        OmegaConf.create(
+            {
+                "_target_": "maskrcnn.data.transforms.build_transforms",
+                "min_size": [64, 72],
+                "max_size": 100,
+                "flip_prob": 0.5,
+                "jitter": True,
+            }
+        )
+    )
     assert [type(x).__name__ for x in built.transforms] == ["ColorJitter", "ResizeShortestEdge", "RandomHorizontalFlip"]
     assert isinstance(built, Compose)

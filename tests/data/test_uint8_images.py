@@ -24,8 +24,12 @@ def test_uint8_over_255_is_the_float_conversion_bit_for_bit():
 
 
 def _coco(root, split, transforms=None):
-    return CocoDetection(image_dir=str(root / split), annotation_file=str(root / "annotations" / f"instances_{split}.json"),
-                         filter_empty=False, transforms=transforms)
+    return CocoDetection(
+        image_dir=str(root / split),
+        annotation_file=str(root / "annotations" / f"instances_{split}.json"),
+        filter_empty=False,
+        transforms=transforms,
+    )
 
 
 def test_dataset_images_are_uint8_chw(synthetic_coco):

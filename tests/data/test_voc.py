@@ -16,11 +16,16 @@ def bccd_root(shared_data):
 
 
 def test_bccd_splits_and_concatenation(bccd_root):
-    sizes = {split: len(VOCDetection(sets=[(bccd_root, split)], class_names=BCCD_CLASSES, filter_empty=False))
-             for split in ("train", "val", "test", "trainval")}
+    sizes = {
+        split: len(VOCDetection(sets=[(bccd_root, split)], class_names=BCCD_CLASSES, filter_empty=False))
+        for split in ("train", "val", "test", "trainval")
+    }
     assert sizes == {"train": 205, "val": 87, "test": 72, "trainval": 292}
-    both = VOCDetection(sets=[{"root": bccd_root, "split": "train"}, {"root": bccd_root, "split": "val"}],
-                        class_names=BCCD_CLASSES, filter_empty=False)
+    both = VOCDetection(
+        sets=[{"root": bccd_root, "split": "train"}, {"root": bccd_root, "split": "val"}],
+        class_names=BCCD_CLASSES,
+        filter_empty=False,
+    )
     assert len(both) == 292
     assert [r["image_id"] for r in both.records] == list(range(292))
 
@@ -46,18 +51,29 @@ def _voc_folder(root, objects, size=(40, 60), split="train"):
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     import cv2
+
     cv2.imwrite(str(root / "JPEGImages" / "img1.jpg"), np.zeros((h, w, 3), np.uint8))
     objs = "".join(
         f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, d, b in objects)
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, d, b in objects
+    )
     (root / "Annotations" / "img1.xml").write_text(
-        f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}</annotation>")
+        f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}</annotation>"
+    )
     (root / "ImageSets" / "Main" / f"{split}.txt").write_text("img1\n")
 
 
 def test_difficult_clipping_and_outside(tmp_path):
-    _voc_folder(tmp_path, [("cat", 0, (1, 1, 10, 10)), ("dog", 1, (5, 5, 20, 20)),
-                           ("cat", 0, (50, 30, 70, 45)), ("dog", 0, (70, 5, 80, 10))])
+    _voc_folder(
+        tmp_path,
+        [
+            ("cat", 0, (1, 1, 10, 10)),
+            ("dog", 1, (5, 5, 20, 20)),
+            ("cat", 0, (50, 30, 70, 45)),
+            ("dog", 0, (70, 5, 80, 10)),
+        ],
+    )
     ds = VOCDetection(sets=[(str(tmp_path), "train")])
     assert ds.stats["difficult_ignored"] == 1 and ds.stats["box_clipped"] == 1 and ds.stats["box_outside_image"] == 1
     _, target = ds[0]

@@ -20,12 +20,25 @@ H, W = 48, 64
 
 # (class, value, (x1, y1, x2, y2) 0-based pixel edges): six instances whose values have a gap
 # (1, 2, 3, 4, 5, 7), as in VOC2011's 2011_000006. The sixth XML object is the instance of value 7.
-GAP_OBJECTS = [("cat", 1, (2, 2, 12, 14)), ("dog", 2, (14, 2, 30, 12)), ("cat", 3, (34, 2, 44, 20)),
-               ("bird", 4, (2, 24, 20, 44)), ("dog", 5, (24, 26, 40, 46)), ("bird", 7, (44, 24, 62, 40))]
+GAP_OBJECTS = [
+    ("cat", 1, (2, 2, 12, 14)),
+    ("dog", 2, (14, 2, 30, 12)),
+    ("cat", 3, (34, 2, 44, 20)),
+    ("bird", 4, (2, 24, 20, 44)),
+    ("dog", 5, (24, 26, 40, 46)),
+    ("bird", 7, (44, 24, 62, 40)),
+]
 
 
-def write_pngs(root, file_id, objects, *, obj_dir="SegmentationObject", cls_dir="SegmentationClass",
-               class_value=lambda name: CLASSES.index(name) + 1):
+def write_pngs(
+    root,
+    file_id,
+    objects,
+    *,
+    obj_dir="SegmentationObject",
+    cls_dir="SegmentationClass",
+    class_value=lambda name: CLASSES.index(name) + 1,
+):
     """Instance and class PNGs with each object a filled rectangle, VOC's 255 border on its top row."""
     inst = np.zeros((H, W), np.uint8)
     cls = np.zeros((H, W), np.uint8)
@@ -44,11 +57,14 @@ def write_xml_folder(root, file_id, objects, split="train"):
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(root / "JPEGImages" / f"{file_id}.jpg"), np.zeros((H, W, 3), np.uint8))
-    xml = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{x1 + 1}</xmin>"
-                  f"<ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-                  for n, _, (x1, y1, x2, y2) in objects)
+    xml = "".join(
+        f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{x1 + 1}</xmin>"
+        f"<ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        for n, _, (x1, y1, x2, y2) in objects
+    )
     (root / "Annotations" / f"{file_id}.xml").write_text(
-        f"<annotation><size><width>{W}</width><height>{H}</height><depth>3</depth></size>{xml}</annotation>")
+        f"<annotation><size><width>{W}</width><height>{H}</height><depth>3</depth></size>{xml}</annotation>"
+    )
     with open(root / "ImageSets" / "Main" / f"{split}.txt", "a") as f:
         f.write(f"{file_id}\n")
 
@@ -112,17 +128,29 @@ def test_check_dataset_cli_counts_every_instance_of_a_gap(tmp_path):
     write_xml_folder(tmp_path, "2011_000006", GAP_OBJECTS)
     write_pngs(tmp_path, "2011_000006", GAP_OBJECTS)
     res = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools" / "check_dataset.py"), "dataset=synthetic_voc",
-         f"dataset.root={tmp_path}", f"dataset.class_names=[{','.join(CLASSES)}]", "split=train"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+        [
+            sys.executable,
+            str(REPO_ROOT / "tools" / "check_dataset.py"),
+            "dataset=synthetic_voc",
+            f"dataset.root={tmp_path}",
+            f"dataset.class_names=[{','.join(CLASSES)}]",
+            "split=train",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
-    lines = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in res.stdout.splitlines()
-             if ":" in line}
+    lines = {
+        line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in res.stdout.splitlines() if ":" in line
+    }
     assert lines["objects"] == "6"
     assert lines["empty_mask"] == lines["mask_unmatched"] == lines["instance_without_object"] == "0"
 
 
 # --- masks-only folders ----------------------------------------------------------------------------
+
 
 def masks_only_folder(root, *, obj_dir="SegmentationObject", cls_dir="SegmentationClass"):
     """labelme-style export: JPEGImages/, the two PNG folders, class_names.txt; no XML, no ImageSets/.
@@ -142,8 +170,9 @@ def masks_only_folder(root, *, obj_dir="SegmentationObject", cls_dir="Segmentati
     return {"a": (a, inst_a), "b": (b, inst_b)}
 
 
-@pytest.mark.parametrize("dirs", [("SegmentationObject", "SegmentationClass"),
-                                  ("SegmentationObjectPNG", "SegmentationClassPNG")])  # labelme's PNG folders
+@pytest.mark.parametrize(
+    "dirs", [("SegmentationObject", "SegmentationClass"), ("SegmentationObjectPNG", "SegmentationClassPNG")]
+)  # labelme's PNG folders
 def test_masks_only_folder_boxes_from_masks_classes_by_name(tmp_path, dirs):
     truth = masks_only_folder(tmp_path, obj_dir=dirs[0], cls_dir=dirs[1])
     ds = VOCDetection(sets=[(str(tmp_path), "any")], class_names=CLASSES, with_masks=True)

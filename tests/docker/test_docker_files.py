@@ -120,7 +120,8 @@ def test_entry_point_is_the_training_script_in_the_repo(commands):
 
 def test_dockerignore_keeps_host_builds_out_of_the_context():
     patterns = {
-        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
     # The host's CPU build of maskrcnn/_C*.so would overwrite the image's CUDA build.

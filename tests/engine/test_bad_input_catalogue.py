@@ -27,10 +27,13 @@ REPO = Path(__file__).resolve().parents[2]
 def test_checkpoint_of_another_architecture_names_the_keys_and_the_model_config():
     fpn_like = torch.nn.ModuleDict({"backbone": torch.nn.ModuleDict({"fpn": torch.nn.Linear(2, 2)})})
     c4_weights = {"model": {"backbone.res5.weight": torch.zeros(2, 2), "backbone.res5.bias": torch.zeros(2)}}
-    with pytest.raises(ConfigError, match=r"checkpoint c4.pt does not fit the model config: missing "
-                                          r"\['backbone.fpn.weight', 'backbone.fpn.bias'\]; unexpected "
-                                          r"\['backbone.res5.weight', 'backbone.res5.bias'\]; the checkpoint "
-                                          r"was made for model=mask_rcnn_r50_c4"):
+    with pytest.raises(
+        ConfigError,
+        match=r"checkpoint c4.pt does not fit the model config: missing "
+        r"\['backbone.fpn.weight', 'backbone.fpn.bias'\]; unexpected "
+        r"\['backbone.res5.weight', 'backbone.res5.bias'\]; the checkpoint "
+        r"was made for model=mask_rcnn_r50_c4",
+    ):
         load_model_weights(fpn_like, c4_weights, checkpoint="c4.pt", meta={"model_config": "mask_rcnn_r50_c4"})
     with pytest.raises(ConfigError, match=r"\(wrong model=\?\)"):  # no meta: the likely fix still named
         load_model_weights(fpn_like, c4_weights, checkpoint="c4.pt")
@@ -39,8 +42,11 @@ def test_checkpoint_of_another_architecture_names_the_keys_and_the_model_config(
 def test_predict_inputs_that_are_not_images(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    with pytest.raises(FileNotFoundError, match=f"inputs: folder {tmp_path / 'empty'} contains no "
-                                                r"\['.bmp', '.jpeg', '.jpg', '.png'\] images"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=f"inputs: folder {tmp_path / 'empty'} contains no "
+        r"\['.bmp', '.jpeg', '.jpg', '.png'\] images",
+    ):
         list_images([str(tmp_path / "empty")])
     with pytest.raises(FileNotFoundError, match="neither an image file nor a folder"):
         list_images([str(tmp_path / "missing.jpg")])
@@ -60,15 +66,25 @@ class _OneImage(torch.utils.data.Dataset):
 
 class _FixedDetector(torch.nn.Module):
     def forward(self, images):
-        return [{"boxes": torch.tensor([[4.0, 4.0, 24.0, 24.0]]), "scores": torch.tensor([0.9]),
-                 "labels": torch.tensor([1])} for _ in images]
+        return [
+            {
+                "boxes": torch.tensor([[4.0, 4.0, 24.0, 24.0]]),
+                "scores": torch.tensor([0.9]),
+                "labels": torch.tensor([1]),
+            }
+            for _ in images
+        ]
 
 
 def _ground_truth():
     coco = COCO()
-    coco.dataset = {"images": [{"id": 1, "height": 64, "width": 64}], "categories": [{"id": 5, "name": "a"}],
-                    "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [4, 4, 20, 20],
-                                     "area": 400.0, "iscrowd": 0}]}
+    coco.dataset = {
+        "images": [{"id": 1, "height": 64, "width": 64}],
+        "categories": [{"id": 5, "name": "a"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 5, "bbox": [4, 4, 20, 20], "area": 400.0, "iscrowd": 0}
+        ],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -81,8 +97,9 @@ def _evaluate():
 
 
 def _worker(rank, store, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
-                            timeout=timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
+    )
     try:
         batches, metrics = _evaluate()
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"batches": batches, "metrics": metrics}))
@@ -91,8 +108,9 @@ def _worker(rank, store, out_dir):
 
 
 def test_more_ranks_than_test_images_evaluates_each_image_once(tmp_path):
-    context = mp.start_processes(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=False,
-                                 start_method="spawn")
+    context = mp.start_processes(
+        _worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + 120
     while not context.join(timeout=5):
         if time.monotonic() > deadline:

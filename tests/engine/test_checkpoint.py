@@ -13,8 +13,8 @@ import torch
 
 import maskrcnn.engine.checkpoint as checkpoint
 from maskrcnn.engine.checkpoint import (
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     OutputDirError,
     atomic_save,
     checksum_path,
@@ -179,8 +179,11 @@ def test_pruning_removes_checksum_files(tmp_path):
 
 def test_output_check_protects_another_runs_checkpoints(tmp_path):
     ck = _run_with_checkpoints(tmp_path, iterations=(10, 20))
-    with pytest.raises(OutputDirError, match=rf"{tmp_path} already holds another run's checkpoints "
-                                             r"\(model_0000020.pt, model_0000010.pt\): add resume=true .*own hydra.run.dir"):
+    with pytest.raises(
+        OutputDirError,
+        match=rf"{tmp_path} already holds another run's checkpoints "
+        r"\(model_0000020.pt, model_0000010.pt\): add resume=true .*own hydra.run.dir",
+    ):
         ck.check_output(resumed=False, needed_bytes=1)
     ck.check_output(resumed=True, needed_bytes=1)  # continuing that run is fine
     Checkpointer(directory=tmp_path / "fresh").check_output(resumed=False, needed_bytes=1)
@@ -188,8 +191,11 @@ def test_output_check_protects_another_runs_checkpoints(tmp_path):
 
 def test_output_check_unwritable_or_full(tmp_path, monkeypatch):
     (tmp_path / "a_file").write_text("in the way")
-    with pytest.raises(OutputDirError, match=rf"the run directory {tmp_path}/a_file/run is not writable .*"
-                                             r"give a writable hydra.run.dir"):
+    with pytest.raises(
+        OutputDirError,
+        match=rf"the run directory {tmp_path}/a_file/run is not writable .*"
+        r"give a writable hydra.run.dir",
+    ):
         Checkpointer(directory=tmp_path / "a_file" / "run").check_output(resumed=False, needed_bytes=1)
     usage = collections.namedtuple("usage", "total used free")(100 * 2**20, 99 * 2**20, 2**20)
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage)

@@ -49,11 +49,14 @@ def test_solver_and_config_give_the_same_range_messages():
         LRMultiplier(max_iter=10, steps=[11])
 
 
-@pytest.mark.parametrize("call, vocabulary", [
-    (lambda: LRMultiplier(max_iter=10, name="poly"), Schedule),
-    (lambda: LRMultiplier(max_iter=10, warmup_method="exp"), WarmupMethod),
-    (lambda: autocast(torch.device("cpu"), "fp8"), Amp),
-])
+@pytest.mark.parametrize(
+    "call, vocabulary",
+    [
+        (lambda: LRMultiplier(max_iter=10, name="poly"), Schedule),
+        (lambda: LRMultiplier(max_iter=10, warmup_method="exp"), WarmupMethod),
+        (lambda: autocast(torch.device("cpu"), "fp8"), Amp),
+    ],
+)
 def test_string_arguments_are_checked_against_the_vocabulary(call, vocabulary):
     with pytest.raises(ValueError, match=rf"must be one of {list(vocabulary.__members__)}".replace("[", r"\[")):
         call()

@@ -11,14 +11,17 @@ import pytest
 from maskrcnn.engine import elastic
 
 SOURCE = Path(elastic.__file__)
-PRINT_STAMP = ("import importlib.util as u; s = u.spec_from_file_location('e', %r); m = u.module_from_spec(s); "
-               "s.loader.exec_module(m); print(m.run_stamp(), m.restart_count())" % str(SOURCE))
+PRINT_STAMP = (
+    f"import importlib.util as u; s = u.spec_from_file_location('e', {str(SOURCE)!r}); m = u.module_from_spec(s); "
+    f"s.loader.exec_module(m); print(m.run_stamp(), m.restart_count())"
+)
 
 
 def _child_stamp(**env):
     full = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC_")}
-    out = subprocess.run([sys.executable, "-c", PRINT_STAMP], env={**full, **env}, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", PRINT_STAMP], env={**full, **env}, capture_output=True, text=True, check=True
+    ).stdout.split()
     return out[0], int(out[1])
 
 

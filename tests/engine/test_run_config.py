@@ -10,26 +10,44 @@ from maskrcnn.engine.run_config import RunConfig, apply_run_config, load_model_w
 
 def tool_cfg():
     """What a tool composes by default: another model, another RoI layer, another dataset."""
-    cfg = OmegaConf.create({
-        "model": {"_target_": "Default", "size": 800, "pool": "${roi_layer}", "num_classes": "${dataset.num_classes}"},
-        "roi_layer": {"name": "roi_align", "sampling_ratio": 0},
-        "dataset": {"name": "coco", "num_classes": 80},
-        "paths": {"data_root": "datasets"},
-        "split": "val",
-    })
+    cfg = OmegaConf.create(
+        {
+            "model": {
+                "_target_": "Default",
+                "size": 800,
+                "pool": "${roi_layer}",
+                "num_classes": "${dataset.num_classes}",
+            },
+            "roi_layer": {"name": "roi_align", "sampling_ratio": 0},
+            "dataset": {"name": "coco", "num_classes": 80},
+            "paths": {"data_root": "datasets"},
+            "split": "val",
+        }
+    )
     OmegaConf.set_struct(cfg, True)
     return cfg
 
 
 def run_cfg():
-    return RunConfig(OmegaConf.create({
-        "model": {"_target_": "Trained", "size": 64, "extra": 1, "pool": "${roi_layer}",
-                  "num_classes": "${dataset.num_classes}"},
-        "roi_layer": {"name": "roi_pool", "sampling_ratio": 2},
-        "dataset": {"name": "tiny", "num_classes": 3},
-        "paths": {"data_root": "/data"},
-        "solver": {"base_lr": 0.1},
-    }), {"model_config": "small", "dataset": "tiny", "num_classes": 3}, "the checkpoint x.pt")
+    return RunConfig(
+        OmegaConf.create(
+            {
+                "model": {
+                    "_target_": "Trained",
+                    "size": 64,
+                    "extra": 1,
+                    "pool": "${roi_layer}",
+                    "num_classes": "${dataset.num_classes}",
+                },
+                "roi_layer": {"name": "roi_pool", "sampling_ratio": 2},
+                "dataset": {"name": "tiny", "num_classes": 3},
+                "paths": {"data_root": "/data"},
+                "solver": {"base_lr": 0.1},
+            }
+        ),
+        {"model_config": "small", "dataset": "tiny", "num_classes": 3},
+        "the checkpoint x.pt",
+    )
 
 
 def test_run_config_under_the_command_line():
@@ -46,8 +64,9 @@ def test_run_config_under_the_command_line():
 def test_mismatches_name_both_values_and_the_fix():
     with pytest.raises(ConfigError, match="trained with model=small.*model=big: drop model=big"):
         apply_run_config(tool_cfg(), run_cfg(), ["model=big"], checkpoint="x.pt", dataset_from_meta=False)
-    with pytest.raises(ConfigError, match="num_classes=3.*dataset.num_classes=80 \\(dataset coco\\).*add "
-                                          "dataset.num_classes=3"):
+    with pytest.raises(
+        ConfigError, match="num_classes=3.*dataset.num_classes=80 \\(dataset coco\\).*add dataset.num_classes=3"
+    ):
         apply_run_config(tool_cfg(), run_cfg(), ["dataset=coco"], checkpoint="x.pt", dataset_from_meta=False)
 
 
@@ -61,17 +80,27 @@ def test_converted_and_older_checkpoints():
         apply_run_config(tool_cfg(), run, [], checkpoint="x.pt", dataset_from_meta=False)  # evaluation
     # No meta at all: the command line alone, as before.
     run = load_run_config("nowhere/x.pt", {"model": {}})
-    assert run.config is None and apply_run_config(tool_cfg(), run, [], checkpoint="x.pt",
-                                                   dataset_from_meta=True).dataset.num_classes == 80
+    assert (
+        run.config is None
+        and apply_run_config(tool_cfg(), run, [], checkpoint="x.pt", dataset_from_meta=True).dataset.num_classes == 80
+    )
 
 
 def test_weights_that_do_not_fit_are_one_clear_error():
-    model = torch.nn.ModuleDict({"roi_heads": torch.nn.ModuleDict({"box_predictor": torch.nn.ModuleDict(
-        {"cls_score": torch.nn.Linear(4, 4)})})})
-    state = {"model": {"roi_heads.box_predictor.cls_score.weight": torch.zeros(91, 4),
-                       "roi_heads.box_predictor.cls_score.bias": torch.zeros(91)}}
-    with pytest.raises(ConfigError, match=r"size mismatch for roi_heads.box_predictor.cls_score.weight: checkpoint "
-                                          r"\(91, 4\), model \(4, 4\).*made for model=tv.*add dataset.num_classes=90"):
+    model = torch.nn.ModuleDict(
+        {"roi_heads": torch.nn.ModuleDict({"box_predictor": torch.nn.ModuleDict({"cls_score": torch.nn.Linear(4, 4)})})}
+    )
+    state = {
+        "model": {
+            "roi_heads.box_predictor.cls_score.weight": torch.zeros(91, 4),
+            "roi_heads.box_predictor.cls_score.bias": torch.zeros(91),
+        }
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"size mismatch for roi_heads.box_predictor.cls_score.weight: checkpoint "
+        r"\(91, 4\), model \(4, 4\).*made for model=tv.*add dataset.num_classes=90",
+    ):
         load_model_weights(model, state, checkpoint="x.pt", meta={"model_config": "tv"})
     good = {k: torch.ones_like(v) for k, v in model.state_dict().items()}
     load_model_weights(model, {"model": good}, checkpoint="x.pt")
@@ -81,8 +110,14 @@ def test_weights_that_do_not_fit_are_one_clear_error():
 def test_checkpoint_weights_replace_the_initialization():
     from maskrcnn.engine.run_config import without_initial_weights
 
-    cfg = OmegaConf.create({"model": {"init": "MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
-                                      "backbone": {"weights": "IMAGENET1K_V1", "depth": 50}}})
+    cfg = OmegaConf.create(
+        {
+            "model": {
+                "init": "MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
+                "backbone": {"weights": "IMAGENET1K_V1", "depth": 50},
+            }
+        }
+    )
     OmegaConf.set_struct(cfg, True)
     out = without_initial_weights(cfg)
     assert out.model.init is None and out.model.backbone.weights is None and out.model.backbone.depth == 50

@@ -21,8 +21,9 @@ def _lrs(scheduler, optimizer, n):
 def test_multistep_with_linear_warmup_matches_hand_values():
     model = nn.Linear(2, 2)
     opt = build_optimizer(model, base_lr=0.02, weight_decay=0.0)
-    sched = build_lr_scheduler(opt, max_iter=40, name="multistep", steps=[20, 30], gamma=0.1,
-                               warmup_iters=10, warmup_factor=0.001)
+    sched = build_lr_scheduler(
+        opt, max_iter=40, name="multistep", steps=[20, 30], gamma=0.1, warmup_iters=10, warmup_factor=0.001
+    )
     lrs = _lrs(sched, opt, 40)
     assert lrs[0] == pytest.approx(0.02 * 0.001)
     # it=5: factor = 0.001 * (1 - 0.5) + 0.5 = 0.5005
@@ -61,13 +62,16 @@ def test_scheduler_state_round_trips():
     assert _lrs(sched2, opt2, 5) == pytest.approx(_lrs(sched, opt, 5))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(max_iter=10, name="poly"), "scheduler"),
-    (dict(max_iter=10, steps=[8, 4]), "steps"),
-    (dict(max_iter=10, steps=[11]), "steps"),
-    (dict(max_iter=0), "max_iter"),
-    (dict(max_iter=10, warmup_method="exp"), "warmup_method"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_iter=10, name="poly"), "scheduler"),
+        (dict(max_iter=10, steps=[8, 4]), "steps"),
+        (dict(max_iter=10, steps=[11]), "steps"),
+        (dict(max_iter=0), "max_iter"),
+        (dict(max_iter=10, warmup_method="exp"), "warmup_method"),
+    ],
+)
 def test_bad_schedule_arguments_name_the_key(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LRMultiplier(**kwargs)
@@ -86,8 +90,9 @@ def test_warmup_longer_than_the_run_warns_with_both_values(caplog):
 def test_weight_decay_groups_norm_and_bias():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.GroupNorm(2, 4), nn.Conv2d(4, 2, 1, bias=False))
     model[3].weight.requires_grad_(False)  # frozen params are not optimized
-    opt = build_optimizer(model, base_lr=0.1, momentum=0.9, weight_decay=1e-4, weight_decay_norm=0.0,
-                          weight_decay_bias=1e-5)
+    opt = build_optimizer(
+        model, base_lr=0.1, momentum=0.9, weight_decay=1e-4, weight_decay_norm=0.0, weight_decay_bias=1e-5
+    )
     by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in opt.param_groups}
     assert by_decay[0.0] == {id(model[1].weight), id(model[1].bias), id(model[2].weight), id(model[2].bias)}
     assert by_decay[1e-5] == {id(model[0].bias)}
@@ -103,8 +108,9 @@ def test_sgd_step_applies_momentum_and_decay_like_torch():
     a, b = nn.Linear(3, 1), nn.Linear(3, 1)
     b.load_state_dict(a.state_dict())
     ours = build_optimizer(a, base_lr=0.1, momentum=0.9, weight_decay=0.01, weight_decay_bias=0.0)
-    ref = torch.optim.SGD([{"params": [b.weight], "weight_decay": 0.01}, {"params": [b.bias], "weight_decay": 0.0}],
-                          lr=0.1, momentum=0.9)
+    ref = torch.optim.SGD(
+        [{"params": [b.weight], "weight_decay": 0.01}, {"params": [b.bias], "weight_decay": 0.0}], lr=0.1, momentum=0.9
+    )
     x = torch.randn(8, 3)
     for _ in range(3):
         for model, opt in ((a, ours), (b, ref)):

@@ -21,16 +21,19 @@ def compose_cfg(name, overrides):
         return compose(config_name=name, overrides=overrides)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ([*PREDICT, "+score_treshold=0.3"], r"invalid config key 'score_treshold'.*not in 'PredictConfig'"),
-    ([*PREDICT, "score_threshold=high"], r"'score_threshold'.*could not be converted to Float"),
-    ([*PREDICT, "visualize=maybe"], r"'visualize'"),
-    ([*PREDICT, "+paths.data_rot=/x"], r"'paths\.data_rot'"),
-    ([*PREDICT, "mask_threshold=1.5"], r"invalid config value mask_threshold: must be in \[0, 1\], got 1\.5"),
-    (["checkpoint=model.pt"], r"invalid config key 'inputs': Missing mandatory value"),
-    (["inputs=[a.jpg]"], r"invalid config key 'checkpoint': Missing mandatory value"),
-    ([*PREDICT[:1], "inputs=3"], r"inputs: must be an image file or folder"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ([*PREDICT, "+score_treshold=0.3"], r"invalid config key 'score_treshold'.*not in 'PredictConfig'"),
+        ([*PREDICT, "score_threshold=high"], r"'score_threshold'.*could not be converted to Float"),
+        ([*PREDICT, "visualize=maybe"], r"'visualize'"),
+        ([*PREDICT, "+paths.data_rot=/x"], r"'paths\.data_rot'"),
+        ([*PREDICT, "mask_threshold=1.5"], r"invalid config value mask_threshold: must be in \[0, 1\], got 1\.5"),
+        (["checkpoint=model.pt"], r"invalid config key 'inputs': Missing mandatory value"),
+        (["inputs=[a.jpg]"], r"invalid config key 'checkpoint': Missing mandatory value"),
+        ([*PREDICT[:1], "inputs=3"], r"inputs: must be an image file or folder"),
+    ],
+)
 def test_bad_predict_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         validate_predict_config(compose_cfg("predict", overrides))
@@ -42,13 +45,16 @@ def test_good_predict_config_is_typed():
     assert cfg.model._target_  # the groups pass through (the checkpoint's run config replaces them)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("+check_imags=false", r"invalid config key 'check_imags'.*not in 'CheckDatasetConfig'"),
-    ("max_listed=many", r"'max_listed'.*could not be converted to Integer"),
-    ("check_images=perhaps", r"'check_images'"),
-    ("max_listed=-1", r"invalid config value max_listed: must be >= 0"),
-    ("split=test2", r"invalid config value split: dataset 'synthetic' has no split 'test2'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+check_imags=false", r"invalid config key 'check_imags'.*not in 'CheckDatasetConfig'"),
+        ("max_listed=many", r"'max_listed'.*could not be converted to Integer"),
+        ("check_images=perhaps", r"'check_images'"),
+        ("max_listed=-1", r"invalid config value max_listed: must be >= 0"),
+        ("split=test2", r"invalid config value split: dataset 'synthetic' has no split 'test2'"),
+    ],
+)
 def test_bad_check_dataset_config_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         validate_check_dataset_config(compose_cfg("check_dataset", [override]))
@@ -60,14 +66,26 @@ def test_good_check_dataset_config_resolves_data_paths_against_the_repository():
     assert Path(cfg.paths.data_root) == REPO_ROOT / "datasets"
 
 
-@pytest.mark.parametrize("tool, args, expected", [
-    ("predict.py", [*PREDICT, "+score_treshold=0.3", "hydra.run.dir=run"], "error: invalid config key 'score_treshold'"),
-    ("check_dataset.py", ["+check_imags=false"], "error: invalid config key 'check_imags'"),  # writes no run folder
-])
+@pytest.mark.parametrize(
+    "tool, args, expected",
+    [
+        (
+            "predict.py",
+            [*PREDICT, "+score_treshold=0.3", "hydra.run.dir=run"],
+            "error: invalid config key 'score_treshold'",
+        ),
+        ("check_dataset.py", ["+check_imags=false"], "error: invalid config key 'check_imags'"),  # writes no run folder
+    ],
+)
 def test_the_tools_print_one_error_line(tmp_path, tool, args, expected):
-    run = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / tool), *args],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"})
+    run = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / tool), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+    )
     output = run.stdout + run.stderr
     assert run.returncode == 1, output
     (line,) = [line for line in output.splitlines() if line.startswith("error: ")]

@@ -63,15 +63,25 @@ def make_trainer(tmp_path, *, max_iter=6, nan_at=None, seed=0, **kwargs):
     model = TinyDetectorLike(nan_at=nan_at)
     opt = build_optimizer(model, base_lr=0.05, momentum=0.9, weight_decay=1e-4)
     sched = build_lr_scheduler(opt, max_iter=max_iter, steps=[max(max_iter // 2, 1)], warmup_iters=2)
-    return Trainer(model=model, optimizer=opt, scheduler=sched, train_loader=Loader(), max_iter=max_iter,
-                   device=torch.device("cpu"), checkpointer=Checkpointer(directory=tmp_path, keep_last=2),
-                   metrics=MetricsLogger(directory=tmp_path), log_period=2, **kwargs)
+    return Trainer(
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        train_loader=Loader(),
+        max_iter=max_iter,
+        device=torch.device("cpu"),
+        checkpointer=Checkpointer(directory=tmp_path, keep_last=2),
+        metrics=MetricsLogger(directory=tmp_path),
+        log_period=2,
+        **kwargs,
+    )
 
 
 def test_trains_logs_and_saves_final(tmp_path):
     evals = []
-    trainer = make_trainer(tmp_path, checkpoint_period=2, eval_period=4,
-                           evaluate_fn=lambda it: evals.append(it) or {"bbox/AP": 0.25 * it})
+    trainer = make_trainer(
+        tmp_path, checkpoint_period=2, eval_period=4, evaluate_fn=lambda it: evals.append(it) or {"bbox/AP": 0.25 * it}
+    )
     before = trainer.model.head.weight.detach().clone()
     result = trainer.train()
     assert not torch.equal(before, trainer.model.head.weight)

@@ -22,8 +22,15 @@ def _caught(fn):
 def test_own_raise_is_a_user_error_and_instantiate_is_unwrapped(tmp_path):
     missing = tmp_path / "missing.jpg"
     assert user_error_message(_caught(lambda: read_image(missing))) == f"image file not found: {missing}"
-    wrapped = _caught(lambda: instantiate({"_target_": "maskrcnn.data.CocoDetection", "image_dir": str(tmp_path),
-                                           "annotation_file": str(tmp_path / "a.json")}))
+    wrapped = _caught(
+        lambda: instantiate(
+            {
+                "_target_": "maskrcnn.data.CocoDetection",
+                "image_dir": str(tmp_path),
+                "annotation_file": str(tmp_path / "a.json"),
+            }
+        )
+    )
     assert type(wrapped).__name__ == "InstantiationException"
     assert user_error_message(wrapped).startswith(f"COCO annotation file not found: {tmp_path / 'a.json'}")
 

@@ -18,8 +18,11 @@ def _bare(image):
 
 def _prediction(scores):
     n = len(scores)
-    return {"boxes": torch.tensor([[100.0, 20.0, 150.0, 44.0]] * n).reshape(-1, 4),
-            "labels": torch.ones(n, dtype=torch.int64), "scores": torch.tensor(scores, dtype=torch.float32)}
+    return {
+        "boxes": torch.tensor([[100.0, 20.0, 150.0, 44.0]] * n).reshape(-1, 4),
+        "labels": torch.ones(n, dtype=torch.int64),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+    }
 
 
 def test_nothing_above_the_threshold_is_said_on_the_drawing_and_in_the_log(caplog):

@@ -10,8 +10,12 @@ def test_uint8_image_draws_like_its_float_twin():
     image = (torch.arange(3 * 40 * 64) % 256).to(torch.uint8).reshape(3, 40, 64)
     masks = torch.zeros(1, 1, 40, 64)
     masks[..., 5:20, 10:30] = 0.9
-    pred = {"boxes": torch.tensor([[10.0, 5.0, 30.0, 20.0]]), "labels": torch.tensor([1]),
-            "scores": torch.tensor([0.9]), "masks": masks}
+    pred = {
+        "boxes": torch.tensor([[10.0, 5.0, 30.0, 20.0]]),
+        "labels": torch.tensor([1]),
+        "scores": torch.tensor([0.9]),
+        "masks": masks,
+    }
     canvas = draw_predictions(image, pred)
     bare = image.permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(canvas[30:, 40:], bare[30:, 40:])  # away from the drawing: the pixels

@@ -23,10 +23,18 @@ def tiny_coco_dict() -> dict:
     image 2: a cat-7 box [20, 30, 50, 40];
     image 3: no object at all.
     """
+
     def ann(id, image_id, category_id, x, y, w, h, iscrowd=0):
         polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
-        return {"id": id, "image_id": image_id, "category_id": category_id, "bbox": [x, y, w, h],
-                "area": float(w * h), "iscrowd": iscrowd, "segmentation": [polygon]}
+        return {
+            "id": id,
+            "image_id": image_id,
+            "category_id": category_id,
+            "bbox": [x, y, w, h],
+            "area": float(w * h),
+            "iscrowd": iscrowd,
+            "segmentation": [polygon],
+        }
 
     return {
         "images": [{"id": i, "height": 100, "width": 100, "file_name": f"{i}.jpg"} for i in (1, 2, 3)],

@@ -21,8 +21,11 @@ def xywh_to_xyxy(boxes):
 
 
 def box_output(boxes_xywh, scores, labels, *, masks=None):
-    out = {"boxes": xywh_to_xyxy(boxes_xywh).float(), "scores": torch.tensor(scores, dtype=torch.float32),
-           "labels": torch.tensor(labels, dtype=torch.int64)}
+    out = {
+        "boxes": xywh_to_xyxy(boxes_xywh).float(),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
     if masks is not None:
         out["masks"] = masks
     return out
@@ -32,7 +35,7 @@ def box_masks(boxes_xywh, height=100, width=100):
     """(D, 1, H, W) probabilities: 0.9 inside each integer box, 0.1 outside."""
     masks = torch.full((len(boxes_xywh), 1, height, width), 0.1)
     for i, (x, y, w, h) in enumerate(boxes_xywh):
-        masks[i, 0, y:y + h, x:x + w] = 0.9
+        masks[i, 0, y : y + h, x : x + w] = 0.9
     return masks
 
 
@@ -79,8 +82,7 @@ def test_image_without_objects_counts_its_false_positives(tiny_coco_dataset):
     metrics, _ = evaluate(tiny_coco_dataset, [(1, box_output([cat], [0.9], [1]))])
     assert metrics["bbox/AP50"] == pytest.approx(1.0)
     # processing image 3 (no objects) with a confident cat detection: FP before the TP
-    metrics, _ = evaluate(tiny_coco_dataset, [(1, box_output([cat], [0.9], [1])),
-                                              (3, box_output([cat], [0.95], [1]))])
+    metrics, _ = evaluate(tiny_coco_dataset, [(1, box_output([cat], [0.9], [1])), (3, box_output([cat], [0.95], [1]))])
     assert metrics["bbox/AP50"] == pytest.approx(0.5)
 
 
@@ -189,13 +191,15 @@ def reference_results(outputs, label_to_category_id):
             x1, y1, x2, y2 = boxes[i].tolist()
             binary = (out["masks"][i, 0] > 0.5).numpy().astype(np.uint8)
             rle = mask_util.encode(np.asfortranarray(binary))
-            results.append({
-                "image_id": image_id,
-                "category_id": label_to_category_id[int(out["labels"][i])],
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "score": float(out["scores"][i]),
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-            })
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": label_to_category_id[int(out["labels"][i])],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(out["scores"][i]),
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                }
+            )
     return results
 
 
@@ -209,7 +213,7 @@ def test_coco_mini_matches_pycocotools(coco_mini):
     evaluator = build_evaluator(coco_mini, "coco")
     outputs = {}
     for start in range(0, len(image_ids), 4):  # batches of 4, as a test loader would give
-        batch = image_ids[start:start + 4]
+        batch = image_ids[start : start + 4]
         for i in batch:
             info = coco.imgs[i]
             outputs[i] = as_model_output(detections[i], info["height"], info["width"], label_of_category)

@@ -21,31 +21,53 @@ SHARDS = {0: [1, 3], 1: [2, 1]}
 def ground_truth():
     def ann(id, image_id, category_id, box, iscrowd=0):
         x, y, w, h = box
-        return {"id": id, "image_id": image_id, "category_id": category_id, "bbox": box, "area": float(w * h),
-                "iscrowd": iscrowd, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
+        return {
+            "id": id,
+            "image_id": image_id,
+            "category_id": category_id,
+            "bbox": box,
+            "area": float(w * h),
+            "iscrowd": iscrowd,
+            "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+        }
 
     coco = COCO()
     coco.dataset = {
         "images": [{"id": i, "height": 64, "width": 64} for i in (1, 2, 3)],
         "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}],
-        "annotations": [ann(1, 1, 5, [4, 4, 20, 20]), ann(2, 1, 9, [30, 30, 20, 20]), ann(3, 2, 5, [10, 10, 30, 30]),
-                        ann(4, 3, 9, [0, 0, 10, 10])],
+        "annotations": [
+            ann(1, 1, 5, [4, 4, 20, 20]),
+            ann(2, 1, 9, [30, 30, 20, 20]),
+            ann(3, 2, 5, [10, 10, 30, 30]),
+            ann(4, 3, 9, [0, 0, 10, 10]),
+        ],
     }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
-    voc = [{"image_id": image_id,
-            "boxes": torch.tensor([[x, y, x + w, y + h] for a in coco.imgToAnns[image_id] for x, y, w, h in [a["bbox"]]]),
+    voc = [
+        {
+            "image_id": image_id,
+            "boxes": torch.tensor(
+                [[x, y, x + w, y + h] for a in coco.imgToAnns[image_id] for x, y, w, h in [a["bbox"]]]
+            ),
             "labels": torch.tensor([{5: 1, 9: 2}[a["category_id"]] for a in coco.imgToAnns[image_id]]),
-            "difficult": torch.zeros(len(coco.imgToAnns[image_id]), dtype=torch.bool)} for image_id in (1, 2, 3)]
+            "difficult": torch.zeros(len(coco.imgToAnns[image_id]), dtype=torch.bool),
+        }
+        for image_id in (1, 2, 3)
+    ]
     return coco, voc
 
 
 def outputs():
     """Model outputs per image: hits, a near miss and false positives, so that a lost or doubled
     image changes the numbers."""
+
     def out(boxes, scores, labels):
-        return {"boxes": torch.tensor(boxes, dtype=torch.float32), "scores": torch.tensor(scores),
-                "labels": torch.tensor(labels)}
+        return {
+            "boxes": torch.tensor(boxes, dtype=torch.float32),
+            "scores": torch.tensor(scores),
+            "labels": torch.tensor(labels),
+        }
 
     return {
         1: out([[4, 4, 24, 24], [31, 29, 50, 52], [40, 0, 60, 20]], [0.9, 0.6, 0.7], [1, 2, 1]),
@@ -66,8 +88,9 @@ def evaluate(image_ids, predictions=None):
 
 
 def worker(rank, store, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE,
-                            timeout=timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60)
+    )
     try:
         metrics = evaluate(SHARDS[rank])
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
@@ -77,8 +100,9 @@ def worker(rank, store, out_dir):
 
 
 def test_two_process_gather_counts_each_image_once(tmp_path):
-    context = mp.start_processes(worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD_SIZE,
-                                 join=False, start_method="spawn")
+    context = mp.start_processes(
+        worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD_SIZE, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + 180
     while not context.join(timeout=5):
         if time.monotonic() > deadline:

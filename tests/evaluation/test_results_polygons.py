@@ -19,11 +19,18 @@ def shifted_polygon_results(coco_gt, seed=0):
         if ann.get("iscrowd") or not isinstance(ann["segmentation"], list) or rng.random() < 0.2:
             continue
         dx, dy = rng.normal(0, 3, size=2)
-        polygons = [[v + (dx if i % 2 == 0 else dy) for i, v in enumerate(p)] for p in ann["segmentation"]
-                    if len(p) >= 6]
+        polygons = [
+            [v + (dx if i % 2 == 0 else dy) for i, v in enumerate(p)] for p in ann["segmentation"] if len(p) >= 6
+        ]
         if polygons:
-            results.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
-                            "segmentation": polygons, "score": float(rng.random())})
+            results.append(
+                {
+                    "image_id": ann["image_id"],
+                    "category_id": ann["category_id"],
+                    "segmentation": polygons,
+                    "score": float(rng.random()),
+                }
+            )
     return results
 
 

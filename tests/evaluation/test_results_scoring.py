@@ -12,8 +12,12 @@ def write_results(path, coco_gt, *, with_segm=True):
     results = []
     for image_id, found in jittered_detections(coco_gt, sorted(coco_gt.getImgIds()), seed=1).items():
         for (x1, y1, x2, y2), category_id, score, rle in found:
-            result = {"image_id": image_id, "category_id": category_id, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                      "score": score}
+            result = {
+                "image_id": image_id,
+                "category_id": category_id,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": score,
+            }
             if with_segm:
                 result["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
             results.append(result)
@@ -38,7 +42,9 @@ def test_results_without_segmentation_score_bbox_only(coco_mini, coco_mini_json,
     results = write_results(path, coco_mini.coco, with_segm=False)
     metrics = score_coco_results(coco_mini_json, path)
     assert not any(name.startswith("segm/") for name in metrics)
-    assert {name: metrics[f"bbox/{name}"] for name in COCO_METRIC_NAMES} == pycocotools_stats(coco_mini.coco, results, "bbox")
+    assert {name: metrics[f"bbox/{name}"] for name in COCO_METRIC_NAMES} == pycocotools_stats(
+        coco_mini.coco, results, "bbox"
+    )
 
 
 def test_empty_results_score_zero(coco_mini_json, tmp_path):

@@ -12,13 +12,20 @@ CLASSES = ["cell", "platelet"]
 
 def annotation(image_id, boxes, labels, difficult=None):
     difficult = [False] * len(labels) if difficult is None else difficult
-    return {"image_id": image_id, "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor(labels, dtype=torch.int64), "difficult": torch.tensor(difficult, dtype=torch.bool)}
+    return {
+        "image_id": image_id,
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "difficult": torch.tensor(difficult, dtype=torch.bool),
+    }
 
 
 def output(boxes, scores, labels):
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "scores": torch.tensor(scores, dtype=torch.float32), "labels": torch.tensor(labels, dtype=torch.int64)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
 
 
 def evaluate(annotations, outputs_by_image, **kwargs):

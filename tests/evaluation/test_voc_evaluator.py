@@ -14,14 +14,21 @@ CLASSES = ["cell", "platelet"]
 def annotation(image_id, boxes, labels, difficult=None):
     boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     difficult = [False] * len(labels) if difficult is None else difficult
-    return {"image_id": image_id, "file_name": f"{image_id}.jpg", "boxes": boxes,
-            "labels": torch.tensor(labels, dtype=torch.int64), "difficult": torch.tensor(difficult, dtype=torch.bool)}
+    return {
+        "image_id": image_id,
+        "file_name": f"{image_id}.jpg",
+        "boxes": boxes,
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "difficult": torch.tensor(difficult, dtype=torch.bool),
+    }
 
 
 def output(boxes, scores, labels):
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "scores": torch.tensor(scores, dtype=torch.float32),
-            "labels": torch.tensor(labels, dtype=torch.int64)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
 
 
 def run(annotations, outputs_by_image):
@@ -135,13 +142,24 @@ def test_devkit_iou_after_mapping_equals_continuous_iou():
 
 def test_build_evaluator_reads_get_annotation_and_only_counts_processed_images():
     annotations = [annotation("img_a", [A], [1]), annotation("img_b", [B], [2])]
-    dataset = type("VOCLike", (), {"get_annotation": lambda self, i: annotations[i], "class_names": CLASSES,
-                                   "__len__": lambda self: len(annotations)})()
+    dataset = type(
+        "VOCLike",
+        (),
+        {
+            "get_annotation": lambda self, i: annotations[i],
+            "class_names": CLASSES,
+            "__len__": lambda self: len(annotations),
+        },
+    )()
     evaluator = build_evaluator(dataset, "voc")
     evaluator.process([{"image_id": "img_a"}], [output([A], [0.5], [1])])
     metrics = {k: v for k, v in evaluator.evaluate().items() if k.startswith("voc/")}
-    assert metrics == {"voc/mAP50_07": pytest.approx(1.0), "voc/mAP50": pytest.approx(1.0),
-                       "voc/AP50_07-cell": pytest.approx(1.0), "voc/AP50-cell": pytest.approx(1.0)}
+    assert metrics == {
+        "voc/mAP50_07": pytest.approx(1.0),
+        "voc/mAP50": pytest.approx(1.0),
+        "voc/AP50_07-cell": pytest.approx(1.0),
+        "voc/AP50-cell": pytest.approx(1.0),
+    }
     evaluator.reset()
     assert evaluator.evaluate() == {}
 

@@ -1,7 +1,6 @@
 """Fixtures of the model tests (helpers live in modeling_helpers.py)."""
 
 import pytest
-
 from modeling_helpers import two_samples_data
 
 

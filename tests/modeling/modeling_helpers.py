@@ -51,8 +51,11 @@ def synthetic_sample(h: int, w: int, boxes: list[list[int]], labels: list[int], 
         img[:, y1:y2, x1:x2] = 0.1
         img[(label - 1) % 3, y1:y2, x1:x2] = 0.95
         masks[i, y1:y2, x1:x2] = 1
-    target = {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-              "labels": torch.tensor(labels, dtype=torch.int64), "masks": masks}
+    target = {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "masks": masks,
+    }
     return img, target
 
 

@@ -33,8 +33,7 @@ def test_box_coder_matches_torchvision_and_round_trips():
 
 
 def test_matcher_hand_worked():
-    iou = torch.tensor([[0.9, 0.5, 0.1, 0.2],
-                        [0.1, 0.6, 0.25, 0.3]])
+    iou = torch.tensor([[0.9, 0.5, 0.1, 0.2], [0.1, 0.6, 0.25, 0.3]])
     m = Matcher(high=0.7, low=0.3, allow_low_quality_matches=False)(iou)
     assert m.tolist() == [0, -2, -1, -2]
     # Low-quality: GT 1's best prediction (column 1, 0.6) is matched to GT 1 despite < 0.7.
@@ -67,9 +66,11 @@ def test_anchors_match_torchvision():
     shapes = [(32, 40), (16, 20), (8, 10), (4, 5), (2, 3)]
     feats = [torch.zeros(1, 1, h, w) for h, w in shapes]
     ref = TVAnchorGenerator(tuple(tuple(s) for s in sizes), tuple(tuple(r) for r in ratios))(
-        ImageList(torch.zeros(1, 3, 128, 160), [(120, 150)]), feats)[0]
+        ImageList(torch.zeros(1, 3, 128, 160), [(120, 150)]), feats
+    )[0]
     ours = AnchorGenerator(sizes=sizes, aspect_ratios=[[0.5, 1.0, 2.0]])(
-        (128, 160), shapes, dtype=torch.float32, device=torch.device("cpu"))
+        (128, 160), shapes, dtype=torch.float32, device=torch.device("cpu")
+    )
     assert torch.equal(torch.cat(ours), ref)
 
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from modeling_helpers import build_model, needs_ops, synthetic_sample
 
 from maskrcnn.events import recording
 
-from modeling_helpers import build_model, needs_ops, synthetic_sample
-
 LOSS_KEYS = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
 # Fewer proposals and RoIs keep every test step cheap on two CPU cores.
-FAST = ["model.rpn.pre_nms_topk_train=300", "model.rpn.post_nms_topk_train=100",
-        "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=50",
-        "model.roi_heads.batch_size_per_image=64", "model.transform.min_size_test=96",
-        "model.transform.max_size_test=160"]
+FAST = [
+    "model.rpn.pre_nms_topk_train=300",
+    "model.rpn.post_nms_topk_train=100",
+    "model.rpn.pre_nms_topk_test=200",
+    "model.rpn.post_nms_topk_test=50",
+    "model.roi_heads.batch_size_per_image=64",
+    "model.transform.min_size_test=96",
+    "model.transform.max_size_test=160",
+]
 
 
 def _step(model, images, targets, opt=None):
@@ -79,10 +83,16 @@ def test_image_without_boxes_trains():
     total.backward()
 
 
-@pytest.mark.parametrize("roi_layer", [
-    "torchvision",
-    pytest.param("roi_align", marks=needs_ops), pytest.param("roi_align_unaligned", marks=needs_ops),
-    pytest.param("roi_align_max", marks=needs_ops), pytest.param("roi_pool", marks=needs_ops)])
+@pytest.mark.parametrize(
+    "roi_layer",
+    [
+        "torchvision",
+        pytest.param("roi_align", marks=needs_ops),
+        pytest.param("roi_align_unaligned", marks=needs_ops),
+        pytest.param("roi_align_max", marks=needs_ops),
+        pytest.param("roi_pool", marks=needs_ops),
+    ],
+)
 def test_every_roi_layer_trains_a_step(two_samples, roi_layer):
     torch.manual_seed(0)
     model = build_model("mask_rcnn_r18_fpn_small", roi_layer, overrides=FAST).train()
@@ -100,8 +110,9 @@ def test_every_roi_layer_trains_a_step(two_samples, roi_layer):
 
 def test_inference_outputs_well_formed(two_samples):
     torch.manual_seed(0)
-    model = build_model("mask_rcnn_r18_fpn_small", "torchvision",
-                        overrides=FAST + ["model.roi_heads.score_thresh=0.0"]).eval()
+    model = build_model(
+        "mask_rcnn_r18_fpn_small", "torchvision", overrides=FAST + ["model.roi_heads.score_thresh=0.0"]
+    ).eval()
     images, _ = two_samples
     images = images + [torch.rand(3, 150, 50)]
     with torch.no_grad():
@@ -125,8 +136,12 @@ def test_inference_outputs_well_formed(two_samples):
 
 def test_faster_rcnn_has_no_mask(two_samples):
     torch.manual_seed(0)
-    model = build_model("mask_rcnn_r18_fpn_small", "torchvision", overrides=FAST + [
-        "~model.roi_heads.mask_pooler", "~model.roi_heads.mask_head", "~model.roi_heads.mask_predictor"])
+    model = build_model(
+        "mask_rcnn_r18_fpn_small",
+        "torchvision",
+        overrides=FAST
+        + ["~model.roi_heads.mask_pooler", "~model.roi_heads.mask_head", "~model.roi_heads.mask_predictor"],
+    )
     losses = model.train()(*two_samples)
     assert set(losses) == LOSS_KEYS - {"loss_mask"}
     with torch.no_grad():

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from modeling_helpers import needs_ops
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste
 from torchvision.models.detection.roi_heads import project_masks_on_boxes
 
 from maskrcnn.modeling.mask_head import mask_targets
 from maskrcnn.modeling.mask_paste import paste_masks_in_image
-
-from modeling_helpers import needs_ops
 
 
 def _case(seed: int, k: int, h: int, w: int, m: int = 28):

@@ -15,11 +15,10 @@ import json
 from pathlib import Path
 
 import pytest
+from modeling_helpers import CONFIGS, compose_model_cfg
 from omegaconf import OmegaConf
 
 from maskrcnn.engine.run_config import upgrade_legacy_config
-
-from modeling_helpers import CONFIGS, compose_model_cfg
 
 BEFORE = json.loads((Path(__file__).resolve().parent / "model_configs_before.json").read_text())
 

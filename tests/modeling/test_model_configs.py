@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
+from modeling_helpers import CONFIGS, build_model, compose_model_cfg, needs_ops
 
 from maskrcnn.modeling import GeneralizedRCNN, RoILayerSpec
-
-from modeling_helpers import CONFIGS, build_model, compose_model_cfg, needs_ops
 
 MODELS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 ROI_LAYERS = sorted(p.stem for p in (CONFIGS / "roi_layer").glob("*.yaml"))
@@ -16,9 +15,18 @@ SMALL = [m for m in MODELS if m.endswith("_small")]
 
 
 def test_expected_configs_exist():
-    for name in ["mask_rcnn_r50_fpn", "faster_rcnn_r50_fpn", "mask_rcnn_r50_c4", "faster_rcnn_r50_c4",
-                 "mask_rcnn_r50_fpn_torchvision", "faster_rcnn_r50_fpn_torchvision", "mask_rcnn_r18_fpn_small", "mask_rcnn_r18_c4_small",
-                 "faster_rcnn_r18_fpn_small", "faster_rcnn_r18_c4_small"]:
+    for name in [
+        "mask_rcnn_r50_fpn",
+        "faster_rcnn_r50_fpn",
+        "mask_rcnn_r50_c4",
+        "faster_rcnn_r50_c4",
+        "mask_rcnn_r50_fpn_torchvision",
+        "faster_rcnn_r50_fpn_torchvision",
+        "mask_rcnn_r18_fpn_small",
+        "mask_rcnn_r18_c4_small",
+        "faster_rcnn_r18_fpn_small",
+        "faster_rcnn_r18_c4_small",
+    ]:
         assert name in MODELS
     assert set(ROI_LAYERS) == {"roi_pool", "roi_align", "roi_align_unaligned", "roi_align_max", "torchvision"}
 
@@ -57,11 +65,20 @@ def test_full_size_models_build(model):
 def test_small_models_train_and_infer(model, two_samples):
     torch.manual_seed(0)
     # Few RoIs: the C4 head runs the whole res5 stage on every RoI.
-    net = build_model(model, "torchvision", overrides=[
-        "model.rpn.pre_nms_topk_train=300", "model.rpn.post_nms_topk_train=50",
-        "model.rpn.pre_nms_topk_test=100", "model.rpn.post_nms_topk_test=20",
-        "model.roi_heads.batch_size_per_image=16", "model.transform.min_size_test=96",
-        "model.roi_heads.score_thresh=0.0", "model.roi_heads.detections_per_img=10"])
+    net = build_model(
+        model,
+        "torchvision",
+        overrides=[
+            "model.rpn.pre_nms_topk_train=300",
+            "model.rpn.post_nms_topk_train=50",
+            "model.rpn.pre_nms_topk_test=100",
+            "model.rpn.post_nms_topk_test=20",
+            "model.roi_heads.batch_size_per_image=16",
+            "model.transform.min_size_test=96",
+            "model.roi_heads.score_thresh=0.0",
+            "model.roi_heads.detections_per_img=10",
+        ],
+    )
     mask_on = model.startswith("mask_rcnn")
     assert net.mask_on == mask_on
     images, targets = two_samples
@@ -83,8 +100,11 @@ def test_small_models_train_and_infer(model, two_samples):
 
 @needs_ops
 def test_default_roi_layer_runs_our_kernels(two_samples):
-    net = build_model("mask_rcnn_r18_c4_small", "roi_align_max", overrides=[
-        "model.transform.min_size_test=96", "model.rpn.post_nms_topk_test=20"])
+    net = build_model(
+        "mask_rcnn_r18_c4_small",
+        "roi_align_max",
+        overrides=["model.transform.min_size_test=96", "model.rpn.post_nms_topk_test=20"],
+    )
     assert net.roi_heads.box_pooler.roi_layer.backend == "ours"
     with torch.no_grad():
         out = net.eval()(two_samples[0])

@@ -7,22 +7,31 @@ from collections import OrderedDict
 import pytest
 import torch
 import torchvision
+from modeling_helpers import needs_ops
 from torchvision.ops import MultiScaleRoIAlign
 
 from maskrcnn.modeling.poolers import MultiLevelRoIPooler, RoILayerSpec, assign_fpn_levels
-
-from modeling_helpers import needs_ops
 
 
 def _square(side: float, x0: float = 10.0) -> list[float]:
     return [x0, x0, x0 + side, x0 + side]
 
 
-@pytest.mark.parametrize("side,level", [
-    (224, 4), (448, 5), (112, 3), (56, 2),          # exactly the canonical sizes (eps guards the floor)
-    (223, 3), (447, 4), (300, 4), (1000, 5),         # in between, and above P5 (clamped)
-    (20, 2), (1, 2),                                  # below P2 (clamped)
-])
+@pytest.mark.parametrize(
+    "side,level",
+    [
+        (224, 4),
+        (448, 5),
+        (112, 3),
+        (56, 2),  # exactly the canonical sizes (eps guards the floor)
+        (223, 3),
+        (447, 4),
+        (300, 4),
+        (1000, 5),  # in between, and above P5 (clamped)
+        (20, 2),
+        (1, 2),  # below P2 (clamped)
+    ],
+)
 def test_level_assignment_hand_computed(side, level):
     boxes = torch.tensor([_square(side)])
     got = assign_fpn_levels(boxes, min_level=2, max_level=5)
@@ -35,8 +44,9 @@ def test_level_assignment_rectangles_and_eps():
     assert assign_fpn_levels(boxes, min_level=2, max_level=5).tolist() == [2, 1]
     # A box a hair (relative 1e-8, within eps) below 448 still maps to level 5, as in torchvision.
     s = 448 * (1 - 1e-8)
-    assert assign_fpn_levels(torch.tensor([[0.0, 0.0, s, s]], dtype=torch.float64), min_level=2,
-                             max_level=5).tolist() == [3]
+    assert assign_fpn_levels(
+        torch.tensor([[0.0, 0.0, s, s]], dtype=torch.float64), min_level=2, max_level=5
+    ).tolist() == [3]
 
 
 def _features(seed=0):
@@ -60,17 +70,22 @@ def test_matches_torchvision_multiscale_roi_align(backend):
     feats = _features()
     boxes = _boxes()
     spec = RoILayerSpec(name="x", op="roi_align", backend=backend, aligned=False, sampling_ratio=2)
-    pooler = MultiLevelRoIPooler(output_size=7, in_features=["p2", "p3", "p4", "p5"], strides=[4, 8, 16, 32],
-                                 roi_layer=spec)
+    pooler = MultiLevelRoIPooler(
+        output_size=7, in_features=["p2", "p3", "p4", "p5"], strides=[4, 8, 16, 32], roi_layer=spec
+    )
     ref = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2)(feats, boxes, [(160, 192), (150, 180)])
     torch.testing.assert_close(pooler(feats, boxes), ref, rtol=1e-5, atol=1e-5)
 
 
 @needs_ops
-@pytest.mark.parametrize("spec", [
-    RoILayerSpec(name="a", op="roi_align", aligned=True, sampling_ratio=-1),
-    RoILayerSpec(name="b", op="roi_align", aligned=False, sampling_ratio=3),
-    RoILayerSpec(name="p", op="roi_pool")])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        RoILayerSpec(name="a", op="roi_align", aligned=True, sampling_ratio=-1),
+        RoILayerSpec(name="b", op="roi_align", aligned=False, sampling_ratio=3),
+        RoILayerSpec(name="p", op="roi_pool"),
+    ],
+)
 def test_ours_matches_torchvision_ops_per_level(spec):
     """Each RoI's features equal torchvision's op applied on the level Eqn. 1 chose for it."""
     feats = _features(2)
@@ -84,10 +99,10 @@ def test_ours_matches_torchvision_ops_per_level(spec):
         x = list(feats.values())[lvl]
         scale = 1.0 / 2 ** (lvl + 2)
         if spec.op == "roi_pool":
-            ref = torchvision.ops.roi_pool(x, rois[k:k + 1], 5, scale)
+            ref = torchvision.ops.roi_pool(x, rois[k : k + 1], 5, scale)
         else:
-            ref = torchvision.ops.roi_align(x, rois[k:k + 1], 5, scale, spec.sampling_ratio, spec.aligned)
-        torch.testing.assert_close(out[k:k + 1], ref, rtol=1e-5, atol=1e-5)
+            ref = torchvision.ops.roi_align(x, rois[k : k + 1], 5, scale, spec.sampling_ratio, spec.aligned)
+        torch.testing.assert_close(out[k : k + 1], ref, rtol=1e-5, atol=1e-5)
 
 
 @needs_ops
@@ -127,8 +142,12 @@ def test_adaptive_sampling_is_spelled_minus_one():
 
 def test_pooler_takes_a_spec_not_a_config_dict():
     with pytest.raises(TypeError, match="roi_layer must be a RoILayerSpec"):
-        MultiLevelRoIPooler(output_size=7, in_features=["p2"], strides=[4],
-                            roi_layer={"_target_": "maskrcnn.modeling.RoILayerSpec", "name": "roi_align"})
+        MultiLevelRoIPooler(
+            output_size=7,
+            in_features=["p2"],
+            strides=[4],
+            roi_layer={"_target_": "maskrcnn.modeling.RoILayerSpec", "name": "roi_align"},
+        )
 
 
 def test_fpn_levels_match_torchvision_level_mapper():
@@ -138,7 +157,7 @@ def test_fpn_levels_match_torchvision_level_mapper():
     xy = torch.rand(500, 2, generator=g) * 600
     wh = torch.exp(torch.rand(500, 2, generator=g) * 7)  # 1 to 1100 px
     boxes = torch.cat([xy, xy + wh], 1)
-    exact = torch.tensor([[0.0, 0.0, 224.0 * 2 ** j, 224.0 * 2 ** j] for j in (-2, -1, 0, 1)])
+    exact = torch.tensor([[0.0, 0.0, 224.0 * 2**j, 224.0 * 2**j] for j in (-2, -1, 0, 1)])
     boxes = torch.cat([boxes, exact])
     ours = assign_fpn_levels(boxes, min_level=2, max_level=5)
     theirs = LevelMapper(k_min=2, k_max=5)([boxes]).to(torch.int64)

@@ -48,6 +48,7 @@ def torch_home(hub, monkeypatch):
 @pytest.fixture
 def offline(monkeypatch):
     """No network: torch.hub's download fails at once, as it does without a connection."""
+
     def refuse(url, *args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
@@ -80,8 +81,13 @@ def test_offline_and_not_cached_names_the_file_the_url_and_where_to_put_it(tmp_p
         ResNetFPN(depth=50, weights="IMAGENET1K_V2")
     message = str(info.value)
     assert "\n" not in message
-    for part in ("model.backbone.weights=ResNet50_Weights.IMAGENET1K_V2", "resnet50-11ad3fa6.pth",
-                 "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", str(target), "failed"):
+    for part in (
+        "model.backbone.weights=ResNet50_Weights.IMAGENET1K_V2",
+        "resnet50-11ad3fa6.pth",
+        "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+        str(target),
+        "failed",
+    ):
         assert part in message, part
     with pytest.raises(PretrainedError, match="maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth.*https://download"):
         initialize_detector(torch.nn.Linear(1, 1), MASK_INIT)
@@ -108,12 +114,14 @@ def test_coco_init_onto_3_classes_keeps_all_but_the_predictors(torch_home, offli
         torch.testing.assert_close(state[key], fresh[key], rtol=0, atol=0)
     assert state["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)
     tv = tv_model.state_dict()
-    for ours, theirs in [("backbone.body.layer3.2.conv1.weight", "backbone.body.layer3.2.conv1.weight"),
-                         ("backbone.inner_blocks.1.0.weight", "backbone.fpn.inner_blocks.1.0.weight"),
-                         ("rpn.head.conv.weight", "rpn.head.conv.0.0.weight"),
-                         ("roi_heads.box_head.fc7.weight", "roi_heads.box_head.fc7.weight"),
-                         ("roi_heads.mask_head.convs.6.weight", "roi_heads.mask_head.3.0.weight"),
-                         ("roi_heads.mask_predictor.conv5_mask.weight", "roi_heads.mask_predictor.conv5_mask.weight")]:
+    for ours, theirs in [
+        ("backbone.body.layer3.2.conv1.weight", "backbone.body.layer3.2.conv1.weight"),
+        ("backbone.inner_blocks.1.0.weight", "backbone.fpn.inner_blocks.1.0.weight"),
+        ("rpn.head.conv.weight", "rpn.head.conv.0.0.weight"),
+        ("roi_heads.box_head.fc7.weight", "roi_heads.box_head.fc7.weight"),
+        ("roi_heads.mask_head.convs.6.weight", "roi_heads.mask_head.3.0.weight"),
+        ("roi_heads.mask_predictor.conv5_mask.weight", "roi_heads.mask_predictor.conv5_mask.weight"),
+    ]:
         torch.testing.assert_close(state[ours], tv[theirs], rtol=0, atol=0, msg=ours)
     text = caplog.text
     assert f"model.init={MASK_INIT}: kept {len(report.kept)} tensors" in text

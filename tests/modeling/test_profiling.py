@@ -6,21 +6,25 @@ from __future__ import annotations
 import itertools
 
 import torch
+from modeling_helpers import build_model
 
 from maskrcnn.modeling import roi_heads as roi_heads_module
 from maskrcnn.profiling import PARTS, format_report, profile_training_steps
-from modeling_helpers import build_model
 
-FAST = ["model.rpn.pre_nms_topk_train=300", "model.rpn.post_nms_topk_train=100",
-        "model.roi_heads.batch_size_per_image=64"]
+FAST = [
+    "model.rpn.pre_nms_topk_train=300",
+    "model.rpn.post_nms_topk_train=100",
+    "model.roi_heads.batch_size_per_image=64",
+]
 
 
 def _run(model, two_samples, instrumented: bool):
     torch.manual_seed(3)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     if instrumented:
-        return profile_training_steps(model, opt, itertools.repeat(two_samples), device=torch.device("cpu"),
-                                      steps=2, warmup=1)
+        return profile_training_steps(
+            model, opt, itertools.repeat(two_samples), device=torch.device("cpu"), steps=2, warmup=1
+        )
     for _ in range(3):
         losses = model(*two_samples)
         opt.zero_grad(set_to_none=True)

@@ -31,13 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # modeling_helpers, al
 from modeling_helpers import build_model, needs_ops, two_samples_data  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden_outputs.json"
-MODELS = ["mask_rcnn_r18_c4_small", "mask_rcnn_r18_fpn_small", "faster_rcnn_r18_fpn_small",
-          "faster_rcnn_r18_c4_small"]
+MODELS = ["mask_rcnn_r18_c4_small", "mask_rcnn_r18_fpn_small", "faster_rcnn_r18_fpn_small", "faster_rcnn_r18_c4_small"]
 # Few proposals and RoIs (the C4 head runs res5 on every RoI), every detection kept (score 0).
-OVERRIDES = ["model.rpn.pre_nms_topk_train=300", "model.rpn.post_nms_topk_train=50",
-             "model.rpn.pre_nms_topk_test=100", "model.rpn.post_nms_topk_test=20",
-             "model.roi_heads.batch_size_per_image=16", "model.transform.min_size_test=96",
-             "model.roi_heads.score_thresh=0.0", "model.roi_heads.detections_per_img=8"]
+OVERRIDES = [
+    "model.rpn.pre_nms_topk_train=300",
+    "model.rpn.post_nms_topk_train=50",
+    "model.rpn.pre_nms_topk_test=100",
+    "model.rpn.post_nms_topk_test=20",
+    "model.roi_heads.batch_size_per_image=16",
+    "model.transform.min_size_test=96",
+    "model.roi_heads.score_thresh=0.0",
+    "model.roi_heads.detections_per_img=8",
+]
 # Tolerances. The same code on the same machine and thread count gives bit-identical numbers; a
 # refactor that reorders float operations (another summation order in a kernel, a fused op) moves
 # float32 results by a few ulps (1e-7 relative), which the network amplifies by 1-2 orders of

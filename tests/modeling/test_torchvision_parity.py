@@ -11,14 +11,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from modeling_helpers import build_model, needs_ops
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from maskrcnn.modeling.torchvision_compat import convert_torchvision_state_dict
-
-from modeling_helpers import build_model, needs_ops
 
 NUM_CLASSES = 4  # foreground classes; torchvision's num_classes counts the background too
 MIN_SIZE, MAX_SIZE = 160, 256
@@ -30,8 +29,14 @@ def _torchvision_model(mask: bool) -> torch.nn.Module:
     body = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
     backbone = _resnet_fpn_extractor(body, 3)
     cls = MaskRCNN if mask else FasterRCNN
-    model = cls(backbone, num_classes=NUM_CLASSES + 1, min_size=MIN_SIZE, max_size=MAX_SIZE,
-                box_score_thresh=SCORE_THRESH, box_detections_per_img=DETS)
+    model = cls(
+        backbone,
+        num_classes=NUM_CLASSES + 1,
+        min_size=MIN_SIZE,
+        max_size=MAX_SIZE,
+        box_score_thresh=SCORE_THRESH,
+        box_detections_per_img=DETS,
+    )
     overwrite_eps(model, 0.0)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -63,14 +68,18 @@ def _images() -> list[torch.Tensor]:
 
 
 def _ours(model_name: str, tv_model: torch.nn.Module, arch: str, backend: str):
-    overrides = [f"model.transform.min_size_test={MIN_SIZE}", f"model.transform.max_size_test={MAX_SIZE}",
-                 f"model.roi_heads.score_thresh={SCORE_THRESH}", f"model.roi_heads.detections_per_img={DETS}",
-                 f"model.roi_heads.box_pooler.roi_layer.backend={backend}"]
+    overrides = [
+        f"model.transform.min_size_test={MIN_SIZE}",
+        f"model.transform.max_size_test={MAX_SIZE}",
+        f"model.roi_heads.score_thresh={SCORE_THRESH}",
+        f"model.roi_heads.detections_per_img={DETS}",
+        f"model.roi_heads.box_pooler.roi_layer.backend={backend}",
+    ]
     if "mask" in model_name:
         overrides.append(f"model.roi_heads.mask_pooler.roi_layer.backend={backend}")
     ours = build_model(model_name, num_classes=NUM_CLASSES, overrides=overrides)
     state = convert_torchvision_state_dict(tv_model.state_dict(), arch=arch)
-    missing, unexpected = ours.load_state_dict(state, strict=True), None
+    ours.load_state_dict(state, strict=True)  # raises on any missing or unexpected key
     return ours.eval()
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from modeling_helpers import build_model, needs_ops
 
-FAST = ["model.rpn.pre_nms_topk_train=300", "model.rpn.post_nms_topk_train=100",
-        "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=50",
-        "model.roi_heads.batch_size_per_image=64", "model.transform.min_size_test=96",
-        "model.transform.max_size_test=160", "model.roi_heads.score_thresh=0.0"]
+FAST = [
+    "model.rpn.pre_nms_topk_train=300",
+    "model.rpn.post_nms_topk_train=100",
+    "model.rpn.pre_nms_topk_test=200",
+    "model.rpn.post_nms_topk_test=50",
+    "model.roi_heads.batch_size_per_image=64",
+    "model.transform.min_size_test=96",
+    "model.transform.max_size_test=160",
+    "model.roi_heads.score_thresh=0.0",
+]
 
 
 def _uint8_pair(two_samples):
@@ -60,7 +65,9 @@ def test_uint8_detections_equal_float(two_samples):
 def test_other_integer_images_are_refused(two_samples):
     model = build_model("mask_rcnn_r18_fpn_small", "torchvision", overrides=FAST).eval()
     images, _ = two_samples
-    with pytest.raises(TypeError, match=r"image 1 must be uint8 in \[0, 255\] or floating point in \[0, 1\], got torch.int32"):
+    with pytest.raises(
+        TypeError, match=r"image 1 must be uint8 in \[0, 255\] or floating point in \[0, 1\], got torch.int32"
+    ):
         model([images[0], (images[1] * 255).to(torch.int32)])
 
 

@@ -10,8 +10,12 @@ import torch
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 # (rtol, atol) of CUDA against the CPU kernel for each dtype: float32 / float64 differ only in
 # summation order (FMA contraction); half types are rounded once from a float32 accumulator.
-TOL = {torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2), torch.float32: (1e-5, 1e-5),
-       torch.float64: (1e-12, 1e-12)}
+TOL = {
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (2e-2, 2e-2),
+    torch.float32: (1e-5, 1e-5),
+    torch.float64: (1e-12, 1e-12),
+}
 
 
 def _ops():
@@ -20,8 +24,9 @@ def _ops():
     return torch.ops.maskrcnn
 
 
-def make_rois(num_images: int, height: int, width: int, count: int, *, seed: int = 0,
-              dtype=torch.float32) -> torch.Tensor:
+def make_rois(
+    num_images: int, height: int, width: int, count: int, *, seed: int = 0, dtype=torch.float32
+) -> torch.Tensor:
     """(K, 5) boxes in image pixels: ordinary, tiny, degenerate (x2 < x1), and partly or wholly
     outside the image, over `num_images` images (in shuffled image order)."""
     g = torch.Generator().manual_seed(seed)

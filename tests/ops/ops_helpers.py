@@ -28,16 +28,22 @@ def assorted_rois(n_images: int, height: int, width: int, scale: float, dtype=to
     k = 4  # partly outside (crossing every border)
     x1, y1 = rand(k, -img_w * 0.3, img_w * 0.8), rand(k, -img_h * 0.3, img_h * 0.8)
     boxes.append(torch.stack([x1, y1, x1 + rand(k, img_w * 0.3, img_w * 0.8), y1 + rand(k, img_h * 0.3, img_h)], 1))
-    boxes.append(torch.tensor([[img_w + 5, 2, img_w + 20, 9],          # wholly right of the map
-                               [-30, -25, -8, -3],                       # wholly above-left
-                               [3, img_h + 2, 9, img_h + 40],            # wholly below
-                               [5, 5, 5, 12],                            # zero width
-                               [7, 6, 7, 6],                             # a point
-                               [12, 10, 6, 4],                           # negative size
-                               [3.2, 4.1, 3.5, 4.3],                     # sub-pixel
-                               [-img_w * 4, -img_h * 3, img_w * 5, img_h * 6],  # huge
-                               [0, 0, img_w, img_h]],                    # the whole image
-                              dtype=torch.float64))
+    boxes.append(
+        torch.tensor(
+            [
+                [img_w + 5, 2, img_w + 20, 9],  # wholly right of the map
+                [-30, -25, -8, -3],  # wholly above-left
+                [3, img_h + 2, 9, img_h + 40],  # wholly below
+                [5, 5, 5, 12],  # zero width
+                [7, 6, 7, 6],  # a point
+                [12, 10, 6, 4],  # negative size
+                [3.2, 4.1, 3.5, 4.3],  # sub-pixel
+                [-img_w * 4, -img_h * 3, img_w * 5, img_h * 6],  # huge
+                [0, 0, img_w, img_h],
+            ],  # the whole image
+            dtype=torch.float64,
+        )
+    )
     boxes = torch.cat(boxes)
     index = torch.randint(0, n_images, (boxes.shape[0], 1), generator=g).to(torch.float64)
     return torch.cat([index, boxes], 1).to(dtype)

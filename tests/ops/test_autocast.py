@@ -7,17 +7,24 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from ops_helpers import assorted_rois, feature_map
 
 from maskrcnn import ops
-from ops_helpers import assorted_rois, feature_map
 
 SCALE = 0.5
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
 TOL = {F32: 1e-6, BF16: 2e-2, F16: 2e-3}  # the output is rounded once to its dtype
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 # (autocast dtype, features dtype, rois dtype)
-MIXES = [(BF16, F32, BF16), (BF16, BF16, F32), (BF16, BF16, BF16), (BF16, F16, BF16),
-         (F16, F32, F16), (F16, F16, F32), (F16, BF16, F16)]
+MIXES = [
+    (BF16, F32, BF16),
+    (BF16, BF16, F32),
+    (BF16, BF16, BF16),
+    (BF16, F16, BF16),
+    (F16, F32, F16),
+    (F16, F16, F32),
+    (F16, BF16, F16),
+]
 
 
 def multilevel(x, rois):
@@ -76,8 +83,9 @@ def test_roi_align_matches_torchvision_under_autocast(autocast_dtype, x_dtype, r
 @pytest.mark.parametrize("autocast_dtype, x_dtype", [(BF16, F32), (BF16, BF16), (F16, F16)])
 def test_multiscale_roi_align_matches_torchvision_under_autocast(autocast_dtype, x_dtype, device):
     g = torch.Generator().manual_seed(0)
-    feats = {k: torch.randn(2, 3, 32 // 2**i, 40 // 2**i, generator=g).to(device, x_dtype)
-             for i, k in enumerate("0123")}
+    feats = {
+        k: torch.randn(2, 3, 32 // 2**i, 40 // 2**i, generator=g).to(device, x_dtype) for i, k in enumerate("0123")
+    }
     xy = torch.rand(2, 20, 2, generator=g) * 100
     boxes = [torch.cat([p, p + torch.rand(20, 2, generator=g) * 120 + 1], 1).to(device) for p in xy]
     shapes = [(128, 160), (120, 150)]

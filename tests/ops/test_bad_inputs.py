@@ -30,7 +30,12 @@ BAD_CALLS = [
     ("rois list of wrong length", lambda op: op(X, [GOOD[:, 1:]], 2), ValueError, "one \\(K_i, 4\\) tensor per image"),
     ("rois list of (K, 5)", lambda op: op(X, [GOOD, GOOD], 2), ValueError, r"rois\[0\] must be a \(K_i, 4\)"),
     ("rois not a tensor", lambda op: op(X, "boxes", 2), TypeError, "rois must be"),
-    ("batch index too large", lambda op: op(X, with_box(2.0), 2), ValueError, r"batch index\) must be an integer in \[0, 2\)"),
+    (
+        "batch index too large",
+        lambda op: op(X, with_box(2.0), 2),
+        ValueError,
+        r"batch index\) must be an integer in \[0, 2\)",
+    ),
     ("batch index negative", lambda op: op(X, with_box(-1.0), 2), ValueError, "batch index"),
     ("batch index not integral", lambda op: op(X, with_box(0.5), 2), ValueError, "batch index"),
     ("NaN box", lambda op: op(X, with_box(box=(1.0, math.nan, 3.0, 4.0)), 2), ValueError, "finite box coordinates"),
@@ -43,11 +48,26 @@ BAD_CALLS = [
     ("zero output size", lambda op: op(X, GOOD, 0), ValueError, "output_size must be positive"),
     ("negative output size", lambda op: op(X, GOOD, (3, -2)), ValueError, "output_size must be positive"),
     ("float output size", lambda op: op(X, GOOD, 2.5), TypeError, "output_size must be an int"),
-    ("integer input", lambda op: op(X.to(torch.int32), GOOD, 2), TypeError, "input must be float16, bfloat16, float32 or float64"),
+    (
+        "integer input",
+        lambda op: op(X.to(torch.int32), GOOD, 2),
+        TypeError,
+        "input must be float16, bfloat16, float32 or float64",
+    ),
     ("3-D input", lambda op: op(X[0], GOOD, 2), ValueError, r"input must be a 4-D \(N, C, H, W\)"),
     ("rois dtype mismatch", lambda op: op(X, GOOD.double(), 2), TypeError, "rois must have dtype torch.float32"),
-    ("float64 rois for half input", lambda op: op(X.half(), GOOD.double(), 2), TypeError, "torch.float16 or torch.float32"),
-    ("rois on another device", lambda op: op(X, GOOD.to("meta"), 2), ValueError, "rois must be on the device of the input"),
+    (
+        "float64 rois for half input",
+        lambda op: op(X.half(), GOOD.double(), 2),
+        TypeError,
+        "torch.float16 or torch.float32",
+    ),
+    (
+        "rois on another device",
+        lambda op: op(X, GOOD.to("meta"), 2),
+        ValueError,
+        "rois must be on the device of the input",
+    ),
 ]
 
 

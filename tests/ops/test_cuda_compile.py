@@ -45,8 +45,12 @@ print(json.dumps([{"class": type(e).__name__, "sources": list(e.sources),
 
 
 def _cuda_home() -> Path | None:
-    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda-13.0",
-                      "/usr/local/cuda"):
+    for candidate in (
+        os.environ.get("CUDA_HOME"),
+        os.environ.get("CUDA_PATH"),
+        "/usr/local/cuda-13.0",
+        "/usr/local/cuda",
+    ):
         if candidate and (Path(candidate) / "bin" / "nvcc").is_file():
             return Path(candidate)
     nvcc = shutil.which("nvcc")
@@ -70,8 +74,9 @@ def _require_nvcc() -> Path:
 def _setup_extension(env_overrides: dict[str, str]) -> dict:
     env = dict(os.environ, **env_overrides)
     env.pop("MASKRCNN_NO_EXT", None)
-    result = subprocess.run([sys.executable, "-c", _PROBE, str(REPO_ROOT)], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(REPO_ROOT)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"setup.py failed:\n{result.stderr[-4000:]}"
     extensions = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(extensions) == 1, extensions

@@ -20,8 +20,9 @@ SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 
 def _pyramid(dtype, channels_last, n=2, c=12, size=(96, 128)):
     h, w = size
-    return [make_input(n, c, int(h * s), int(w * s), dtype, channels_last, seed=10 + i).cuda()
-            for i, s in enumerate(SCALES)]
+    return [
+        make_input(n, c, int(h * s), int(w * s), dtype, channels_last, seed=10 + i).cuda() for i, s in enumerate(SCALES)
+    ]
 
 
 def _levels(rois):
@@ -38,9 +39,14 @@ def _with_deterministic(flag, fn):
         torch.use_deterministic_algorithms(previous)
 
 
-@pytest.mark.parametrize("dtype,channels_last,mode,aligned,sampling",
-                         list(itertools.product([torch.bfloat16, torch.float32, torch.float64], [False, True],
-                                                ["avg", "max"], [True, False], [2, -1])))
+@pytest.mark.parametrize(
+    "dtype,channels_last,mode,aligned,sampling",
+    list(
+        itertools.product(
+            [torch.bfloat16, torch.float32, torch.float64], [False, True], ["avg", "max"], [True, False], [2, -1]
+        )
+    ),
+)
 def test_fused_equals_per_level_roi_align(dtype, channels_last, mode, aligned, sampling):
     ops = _ops()
     feats = _pyramid(dtype, channels_last)
@@ -51,14 +57,16 @@ def test_fused_equals_per_level_roi_align(dtype, channels_last, mode, aligned, s
     fused = ops.multilevel_roi_align(feats, rois, levels, SCALES, *args)
     grad = torch.randn(fused.shape, device="cuda", dtype=torch.float64).to(dtype)
     for deterministic in (False, True):
-        grads = _with_deterministic(deterministic, lambda: ops._multilevel_roi_align_backward(
-            grad, feats, rois, levels, SCALES, *args))
+        grads = _with_deterministic(
+            deterministic, lambda: ops._multilevel_roi_align_backward(grad, feats, rois, levels, SCALES, *args)
+        )
         for lvl, (f, s) in enumerate(zip(feats, SCALES)):
             idx = (levels == lvl).nonzero().squeeze(1)
             single = ops.roi_align(f, rois[idx], s, *args)
             assert torch.equal(fused[idx], single)
-            g_single = _with_deterministic(deterministic, lambda: ops._roi_align_backward(
-                grad[idx].contiguous(), f, rois[idx], s, *args))
+            g_single = _with_deterministic(
+                deterministic, lambda: ops._roi_align_backward(grad[idx].contiguous(), f, rois[idx], s, *args)
+            )
             assert grads[lvl].shape == f.shape and grads[lvl].dtype == dtype
             if deterministic:  # same RoIs in the same order: the same sums in the same order
                 assert torch.equal(grads[lvl], g_single)
@@ -75,8 +83,7 @@ def test_matches_cpu_kernel_and_torchvision_multiscale():
     rois[:, 1:] *= 8
     levels = _levels(rois)
     fused = ops.multilevel_roi_align(feats, rois, levels, SCALES, 7, 7, 2, False, "avg")
-    cpu = ops.multilevel_roi_align([f.cpu() for f in feats], rois.cpu(), levels.cpu(), SCALES, 7, 7, 2,
-                                   False, "avg")
+    cpu = ops.multilevel_roi_align([f.cpu() for f in feats], rois.cpu(), levels.cpu(), SCALES, 7, 7, 2, False, "avg")
     torch.testing.assert_close(fused.cpu(), cpu, rtol=1e-5, atol=1e-5)
     for lvl, (f, s) in enumerate(zip(feats, SCALES)):
         idx = (levels == lvl).nonzero().squeeze(1)
@@ -93,8 +100,9 @@ def test_forward_and_backward_capture_in_a_cuda_graph():
     levels = _levels(rois)
     grad = torch.randn(64, 16, 7, 7, device="cuda")
     eager = ops.multilevel_roi_align(feats, rois, levels, SCALES, 7, 7, -1, True, "avg")
-    eager_grads = _with_deterministic(True, lambda: ops._multilevel_roi_align_backward(
-        grad, feats, rois, levels, SCALES, 7, 7, -1, True, "avg"))
+    eager_grads = _with_deterministic(
+        True, lambda: ops._multilevel_roi_align_backward(grad, feats, rois, levels, SCALES, 7, 7, -1, True, "avg")
+    )
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graphs recommends

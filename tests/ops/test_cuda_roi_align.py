@@ -25,8 +25,11 @@ def test_forward_and_backward_match_cpu_kernels(dtype, channels_last, mode, alig
     args = (0.25, 5, 4, sampling, aligned, mode)
     out_cpu = ops.roi_align(x, rois, *args)
     out_gpu = ops.roi_align(x.cuda(), rois.cuda(), *args)
-    assert out_gpu.is_contiguous(memory_format=torch.channels_last) == out_cpu.is_contiguous(
-        memory_format=torch.channels_last) and out_gpu.shape == out_cpu.shape
+    assert (
+        out_gpu.is_contiguous(memory_format=torch.channels_last)
+        == out_cpu.is_contiguous(memory_format=torch.channels_last)
+        and out_gpu.shape == out_cpu.shape
+    )
     rtol, atol = TOL[dtype]
     torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=rtol, atol=atol)
 
@@ -54,8 +57,10 @@ def test_forward_matches_reference(mode, aligned, sampling):
     torch.testing.assert_close(out.cpu(), ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype,channels_last,aligned,sampling",
-                         list(itertools.product([torch.float32, torch.float64], [False, True], [True, False], [2, 0])))
+@pytest.mark.parametrize(
+    "dtype,channels_last,aligned,sampling",
+    list(itertools.product([torch.float32, torch.float64], [False, True], [True, False], [2, 0])),
+)
 def test_matches_torchvision(dtype, channels_last, aligned, sampling):
     torchvision = pytest.importorskip("torchvision")
     x = make_input(2, 16, 40, 48, dtype, channels_last).cuda().requires_grad_()
@@ -76,14 +81,20 @@ def test_gradcheck_float64(mode, deterministic):
 
     x = make_input(2, 2, 9, 11, torch.float64, False).cuda().requires_grad_()
     # Boxes away from ties of max mode (random inputs) and inside the map.
-    rois = torch.tensor([[0, 3.1, 2.2, 30.5, 25.7], [1, 10.3, 4.9, 38.2, 33.1], [1, -4.0, -3.0, 12.0, 9.5]],
-                        dtype=torch.float64, device="cuda")
+    rois = torch.tensor(
+        [[0, 3.1, 2.2, 30.5, 25.7], [1, 10.3, 4.9, 38.2, 33.1], [1, -4.0, -3.0, 12.0, 9.5]],
+        dtype=torch.float64,
+        device="cuda",
+    )
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(deterministic)
     try:
         assert torch.autograd.gradcheck(
             lambda t: roi_align(t, rois, (3, 3), spatial_scale=0.25, sampling_ratio=2, aligned=True, mode=mode),
-            (x,), eps=1e-6, atol=1e-7)
+            (x,),
+            eps=1e-6,
+            atol=1e-7,
+        )
     finally:
         torch.use_deterministic_algorithms(previous)
 
@@ -97,8 +108,9 @@ def _backward(ops, deterministic, *args):
         torch.use_deterministic_algorithms(previous)
 
 
-@pytest.mark.parametrize("dtype,channels_last,mode,sampling",
-                         list(itertools.product(DTYPES, [False, True], ["avg", "max"], [2, -1])))
+@pytest.mark.parametrize(
+    "dtype,channels_last,mode,sampling", list(itertools.product(DTYPES, [False, True], ["avg", "max"], [2, -1]))
+)
 def test_deterministic_backward_is_bitwise_reproducible_and_close_to_atomic(dtype, channels_last, mode, sampling):
     ops = _ops()
     # Many overlapping RoIs (crowded like sampled proposals) so that atomics do race.
@@ -156,8 +168,13 @@ def test_bad_rois_raise_and_leave_the_device_usable(bad):
     ops = _ops()
     x = make_input(2, 4, 16, 16, torch.float32, False).cuda()
     rois = make_rois(2, 64, 64, 8).cuda()
-    value = {"batch_high": 2.0, "batch_negative": -1.0, "batch_fraction": 0.5, "nan": float("nan"),
-             "inf": float("inf")}[bad]
+    value = {
+        "batch_high": 2.0,
+        "batch_negative": -1.0,
+        "batch_fraction": 0.5,
+        "nan": float("nan"),
+        "inf": float("inf"),
+    }[bad]
     column = 0 if bad.startswith("batch") else 3
     rois[5, column] = value
     with pytest.raises(ValueError, match="rois"):

@@ -21,8 +21,9 @@ def _set_deterministic(flag):
     return previous
 
 
-@pytest.mark.parametrize("dtype,channels_last,deterministic",
-                         list(itertools.product(DTYPES, [False, True], [False, True])))
+@pytest.mark.parametrize(
+    "dtype,channels_last,deterministic", list(itertools.product(DTYPES, [False, True], [False, True]))
+)
 def test_matches_cpu_kernel(dtype, channels_last, deterministic):
     ops = _ops()
     x = make_input(2, 6, 21, 27, dtype, channels_last)
@@ -32,7 +33,8 @@ def test_matches_cpu_kernel(dtype, channels_last, deterministic):
     assert torch.equal(out_gpu.cpu(), out_cpu)
     assert torch.equal(arg_gpu.cpu(), arg_cpu)
     assert out_gpu.is_contiguous(memory_format=torch.channels_last) == out_cpu.is_contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     grad = torch.randn(out_cpu.shape, dtype=torch.float64).to(dtype)
     g_cpu = ops._roi_pool_backward(grad, x, rois, arg_cpu, 0.25, 5, 6)
     previous = _set_deterministic(deterministic)

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from ops_helpers import random_rois
 
 from maskrcnn.ops import multilevel_roi_align, roi_align
-from ops_helpers import random_rois
 
 SCALES = [1 / 4, 1 / 8, 1 / 16]
 

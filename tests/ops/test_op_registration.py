@@ -3,9 +3,9 @@ autograd registration, AOT dispatch), and torch.compile(fullgraph=True) through 
 
 import pytest
 import torch
+from ops_helpers import random_rois
 
 from maskrcnn.ops import multilevel_roi_align, roi_align, roi_pool
-from ops_helpers import random_rois
 
 ops = torch.ops.maskrcnn
 
@@ -13,7 +13,9 @@ ops = torch.ops.maskrcnn
 def small_case(seed=0, requires_grad=True):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 2, 6, 7, generator=g, dtype=torch.float64).requires_grad_(requires_grad)
-    rois = torch.tensor([[0, 1.3, 0.7, 9.1, 8.2], [1, -3.0, 2.5, 6.0, 14.0], [1, 4.2, 4.9, 5.1, 5.3]], dtype=torch.float64)
+    rois = torch.tensor(
+        [[0, 1.3, 0.7, 9.1, 8.2], [1, -3.0, 2.5, 6.0, 14.0], [1, 4.2, 4.9, 5.1, 5.3]], dtype=torch.float64
+    )
     return x, rois
 
 
@@ -51,13 +53,15 @@ def opcheck_cases():
         "roi_align max channels_last": (ops.roi_align.default, (xc, rois, 0.5, 3, 2, -1, False, "max")),
         "roi_pool": (ops.roi_pool.default, (x, rois, 0.5, 3, 2)),
         "multilevel_roi_align": (
-            ops.multilevel_roi_align.default, ([x, coarse], rois, levels, [0.5, 0.25], 3, 2, 2, True, "avg")),
-        "_roi_align_backward": (
-            ops._roi_align_backward.default, (grad, x.detach(), rois, 0.5, 3, 2, 2, True, "max")),
+            ops.multilevel_roi_align.default,
+            ([x, coarse], rois, levels, [0.5, 0.25], 3, 2, 2, True, "avg"),
+        ),
+        "_roi_align_backward": (ops._roi_align_backward.default, (grad, x.detach(), rois, 0.5, 3, 2, 2, True, "max")),
         "_roi_pool_backward": (ops._roi_pool_backward.default, (grad, x.detach(), rois, argmax, 0.5, 3, 2)),
         "_multilevel_roi_align_backward": (
             ops._multilevel_roi_align_backward.default,
-            (grad, [x.detach(), coarse.detach()], rois, levels, [0.5, 0.25], 3, 2, 2, True, "avg")),
+            (grad, [x.detach(), coarse.detach()], rois, levels, [0.5, 0.25], 3, 2, 2, True, "avg"),
+        ),
     }
 
 

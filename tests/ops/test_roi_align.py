@@ -6,9 +6,9 @@ import torch
 import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ops_helpers import assorted_rois, feature_map, random_rois
 
 from maskrcnn.ops import RoIAlign, roi_align, roi_align_reference
-from ops_helpers import assorted_rois, feature_map, random_rois
 
 SCALE = 0.5
 
@@ -179,8 +179,12 @@ def test_dtypes_against_float_reference(dtype, tol, mode):
     torch.testing.assert_close(gx.float(), gx_ref, rtol=tol, atol=tol)
     if dtype != torch.float32:  # rois may also come in the input's own dtype (rounded boxes)
         rois_h = rois.to(dtype)
-        torch.testing.assert_close(roi_align(x, rois_h, **kwargs).float(),
-                                   roi_align_reference(x.float(), rois_h.float(), **kwargs), rtol=tol, atol=tol)
+        torch.testing.assert_close(
+            roi_align(x, rois_h, **kwargs).float(),
+            roi_align_reference(x.float(), rois_h.float(), **kwargs),
+            rtol=tol,
+            atol=tol,
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
@@ -220,8 +224,9 @@ def test_backward_is_deterministic_across_thread_counts():
     try:
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            results.append(grads(roi_align, x, rois, g, output_size=7, spatial_scale=SCALE, sampling_ratio=2,
-                                 aligned=True)[1])
+            results.append(
+                grads(roi_align, x, rois, g, output_size=7, spatial_scale=SCALE, sampling_ratio=2, aligned=True)[1]
+            )
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(results[0], r) for r in results[1:])
@@ -232,11 +237,14 @@ def test_rois_as_list_of_boxes():
     rois = assorted_rois(3, 13, 17, SCALE)
     per_image = [rois[rois[:, 0] == i, 1:] for i in range(3)]
     ordered = torch.cat([rois[rois[:, 0] == i] for i in range(3)])
-    torch.testing.assert_close(roi_align(x, per_image, 3, SCALE, aligned=True),
-                               roi_align(x, ordered, 3, SCALE, aligned=True), rtol=0, atol=0)
+    torch.testing.assert_close(
+        roi_align(x, per_image, 3, SCALE, aligned=True), roi_align(x, ordered, 3, SCALE, aligned=True), rtol=0, atol=0
+    )
     torch.testing.assert_close(
         roi_align(x, per_image, 3, SCALE, aligned=True),
-        torchvision.ops.roi_align(x, per_image, 3, SCALE, aligned=True), rtol=1e-12, atol=1e-12
+        torchvision.ops.roi_align(x, per_image, 3, SCALE, aligned=True),
+        rtol=1e-12,
+        atol=1e-12,
     )
 
 

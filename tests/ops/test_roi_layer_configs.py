@@ -38,8 +38,10 @@ LAYERS = roi_layer_configs()
 
 def features(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {f"p{i + 2}": torch.randn(2, 3, 64 // s, 80 // s, generator=g, dtype=torch.float64)
-            for i, s in enumerate([1, 2, 4, 8])}
+    return {
+        f"p{i + 2}": torch.randn(2, 3, 64 // s, 80 // s, generator=g, dtype=torch.float64)
+        for i, s in enumerate([1, 2, 4, 8])
+    }
 
 
 def boxes(seed=0):
@@ -55,8 +57,9 @@ def boxes(seed=0):
 def reference(cfg: dict, x, rois, size, scale):
     if cfg["op"] == "roi_pool":
         return roi_pool_reference(x, rois, size, scale)
-    return roi_align_reference(x, rois, size, scale, sampling_ratio=cfg["sampling_ratio"], aligned=cfg["aligned"],
-                               mode=cfg["mode"])
+    return roi_align_reference(
+        x, rois, size, scale, sampling_ratio=cfg["sampling_ratio"], aligned=cfg["aligned"], mode=cfg["mode"]
+    )
 
 
 def test_every_config_is_found():
@@ -71,8 +74,9 @@ def test_pooler_equals_reference_with_the_configs_settings(name, levels):
     if cfg["op"] == "roi_align":  # the configs must not rely on a default that differs between libraries
         assert {"aligned", "sampling_ratio", "mode"} <= set(cfg), f"{name} must set aligned, sampling_ratio, mode"
     names = ["p2", "p3", "p4", "p5"][:levels]
-    pooler = MultiLevelRoIPooler(output_size=5, in_features=names, strides=STRIDES[:levels],
-                                 roi_layer=RoILayerSpec(**cfg))
+    pooler = MultiLevelRoIPooler(
+        output_size=5, in_features=names, strides=STRIDES[:levels], roi_layer=RoILayerSpec(**cfg)
+    )
     feats, b = features(), boxes()
     out = pooler(feats, b)
     rois = torch.cat([torch.cat([torch.full((len(x), 1), float(i), dtype=x.dtype), x], 1) for i, x in enumerate(b)])
@@ -91,8 +95,12 @@ def test_mask_targets_are_unaligned_adaptive_roi_align(backend):
     b = [x[:5].float() * 0.15 for x in boxes(1)]  # five boxes per image, inside the 40 x 50 masks
     matched = [torch.tensor([0, 2, 1, 1, 0]), torch.tensor([1, 0, 0, 1, 1])]
     out = mask_targets(masks, b, matched, 7, backend=backend)
-    expected = torch.cat([
-        roi_align_reference(m[:, None].float(), torch.cat([i[:, None].float(), x], 1), 7, 1.0, sampling_ratio=0,
-                            aligned=False)[:, 0]
-        for m, x, i in zip(masks, b, matched)])
+    expected = torch.cat(
+        [
+            roi_align_reference(
+                m[:, None].float(), torch.cat([i[:, None].float(), x], 1), 7, 1.0, sampling_ratio=0, aligned=False
+            )[:, 0]
+            for m, x, i in zip(masks, b, matched)
+        ]
+    )
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torchvision
+from ops_helpers import assorted_rois, feature_map, random_rois
 
 from maskrcnn.ops import RoIPool, roi_pool, roi_pool_reference
-from ops_helpers import assorted_rois, feature_map, random_rois
 
 SCALE = 0.5
 

@@ -9,9 +9,9 @@ import copy
 import pytest
 import torch
 import torchvision
+from ops_helpers import assorted_rois, feature_map
 
 from maskrcnn import ops
-from ops_helpers import assorted_rois, feature_map
 
 tv = torchvision.ops
 SCALE = 0.5
@@ -41,8 +41,9 @@ ALIGN_CALLS = {
     "defaults": lambda f, x, r: f(x, r, 5),
     "positional": lambda f, x, r: f(x, r, (3, 2), SCALE, 2),
     "positional aligned": lambda f, x, r: f(x, r, [4, 3], SCALE, -1, True),
-    "keywords": lambda f, x, r: f(input=x, boxes=r, output_size=3, spatial_scale=SCALE, sampling_ratio=0,
-                                  aligned=False),
+    "keywords": lambda f, x, r: f(
+        input=x, boxes=r, output_size=3, spatial_scale=SCALE, sampling_ratio=0, aligned=False
+    ),
     "keywords aligned": lambda f, x, r: f(x, r, output_size=(2, 5), spatial_scale=0.25, aligned=True),
 }
 POOL_CALLS = {
@@ -96,7 +97,7 @@ def fpn_features(seed=0, dtype=torch.float64):
 def fpn_boxes(seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     out = []
-    for n in ((25, 0) if seed else (25, 17)):
+    for n in (25, 0) if seed else (25, 17):
         xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 110 - 5
         wh = torch.rand(n, 2, generator=g, dtype=torch.float64) ** 2 * 130 + 0.5  # every level, some tiny
         out.append(torch.cat([xy, xy + wh], 1).to(dtype))
@@ -104,9 +105,14 @@ def fpn_boxes(seed=0, dtype=torch.float64):
 
 
 @pytest.mark.parametrize("seed", [0, 1])  # seed 1: an image without boxes
-@pytest.mark.parametrize("args, kwargs", [((["0", "1", "2", "3"], 7, 2), {}),
-                                          ((["0", "2", "3"], (4, 3), 0), {"canonical_scale": 160}),
-                                          ((["1"], 5, -1), {"canonical_level": 3})])
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((["0", "1", "2", "3"], 7, 2), {}),
+        ((["0", "2", "3"], (4, 3), 0), {"canonical_scale": 160}),
+        ((["1"], 5, -1), {"canonical_level": 3}),
+    ],
+)
 def test_multiscale_roi_align(args, kwargs, seed):
     feats, boxes, shapes = fpn_features(seed), fpn_boxes(seed), [(128, 150), (120, 160)]
     ours, theirs = ops.MultiScaleRoIAlign(*args, **kwargs), tv.MultiScaleRoIAlign(*args, **kwargs)
@@ -135,9 +141,16 @@ def test_torchvision_mask_rcnn_with_our_multiscale_roi_align():
 
     torch.manual_seed(0)
     # Small and quick: 128 px images, 100 proposals and 20 detections per image.
-    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3, min_size=128, max_size=160,
-                                  rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100,
-                                  box_detections_per_img=20).eval()
+    model = maskrcnn_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        num_classes=3,
+        min_size=128,
+        max_size=160,
+        rpn_pre_nms_top_n_test=200,
+        rpn_post_nms_top_n_test=100,
+        box_detections_per_img=20,
+    ).eval()
     swapped = copy.deepcopy(model)
     swapped.roi_heads.box_roi_pool = ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
     swapped.roi_heads.mask_roi_pool = ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)

@@ -4,15 +4,14 @@ each traced / scripted / exported program gives the eager result."""
 from __future__ import annotations
 
 import warnings
-from typing import List
 
 import pytest
 import torch
+from ops_helpers import assorted_rois, feature_map
 from torch import Tensor, nn
 
 from maskrcnn import ops
 from maskrcnn.ops import multilevel_roi_align, roi_align, roi_pool
-from ops_helpers import assorted_rois, feature_map
 
 SCALE = 0.5
 X = feature_map(dtype=torch.float32)  # (3, 4, 13, 17)
@@ -72,7 +71,7 @@ def align_tensor(x: Tensor, rois: Tensor) -> Tensor:
     return roi_align(x, rois, 3, 0.5, 2, True) + roi_align(x, rois, [3, 3], 0.5, -1, False, "max")
 
 
-def align_list(x: Tensor, boxes: List[Tensor]) -> Tensor:
+def align_list(x: Tensor, boxes: list[Tensor]) -> Tensor:
     return roi_align(x, boxes, (2, 3), spatial_scale=0.5, sampling_ratio=0, aligned=True)
 
 
@@ -80,7 +79,7 @@ def pool_tensor(x: Tensor, rois: Tensor) -> Tensor:
     return roi_pool(x, rois, 3, 0.5)
 
 
-def pool_list(x: Tensor, boxes: List[Tensor]) -> Tensor:
+def pool_list(x: Tensor, boxes: list[Tensor]) -> Tensor:
     return roi_pool(x, boxes, [2, 3], 0.5)
 
 

@@ -11,17 +11,33 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _train(tmp_path, *overrides):
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "train.py"), "experiment=demo",
-                          f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "train.py"),
+            "experiment=demo",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *overrides,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+    )
     return run.returncode, run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("roi_layer=roi_algn", ["Could not find 'roi_layer/roi_algn'", "Available options in 'roi_layer'", "roi_align"]),
-    ("solver.base_lrr=0.1", ["Could not override 'solver.base_lrr'", "Key 'base_lrr' is not in struct"]),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "roi_layer=roi_algn",
+            ["Could not find 'roi_layer/roi_algn'", "Available options in 'roi_layer'", "roi_align"],
+        ),
+        ("solver.base_lrr=0.1", ["Could not override 'solver.base_lrr'", "Key 'base_lrr' is not in struct"]),
+    ],
+)
 def test_hydra_rejects_unknown_options_and_keys_without_a_traceback(tmp_path, override, expected):
     code, output = _train(tmp_path, override)
     assert code == 1
@@ -30,10 +46,13 @@ def test_hydra_rejects_unknown_options_and_keys_without_a_traceback(tmp_path, ov
     assert "Traceback" not in output, output
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("solver.base_lr=-1", "error: invalid config value solver.base_lr: must be > 0, got -1.0"),
-    ("paths.data_root=/nowhere", "error: COCO annotation file not found: /nowhere/"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("solver.base_lr=-1", "error: invalid config value solver.base_lr: must be > 0, got -1.0"),
+        ("paths.data_root=/nowhere", "error: COCO annotation file not found: /nowhere/"),
+    ],
+)
 def test_our_checks_print_one_error_line(tmp_path, override, expected):
     code, output = _train(tmp_path, override)
     assert code == 1
@@ -44,9 +63,24 @@ def test_our_checks_print_one_error_line(tmp_path, override, expected):
 
 def test_eval_on_a_truncated_checkpoint_prints_one_error_line(tmp_path):
     (tmp_path / "model_final.pt").write_bytes(b"PK\x03\x04 cut short")
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "eval.py"), f"checkpoint={tmp_path / 'model_final.pt'}",
-                          "dataset=synthetic", f"hydra.run.dir={tmp_path / 'eval'}"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "eval.py"),
+            f"checkpoint={tmp_path / 'model_final.pt'}",
+            "dataset=synthetic",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+    )
     assert run.returncode == 1
-    assert run.stderr.strip().splitlines()[-1].startswith(f"error: checkpoint {tmp_path / 'model_final.pt'} cannot be read")
+    assert (
+        run.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: checkpoint {tmp_path / 'model_final.pt'} cannot be read")
+    )
     assert "Traceback" not in run.stdout + run.stderr

@@ -41,9 +41,22 @@ def test_cli_converts_and_loads_strictly(tmp_path, capsys, arch, model):
     src = tmp_path / "tv.pth"
     torch.save(tv.state_dict(), src)
     out = tmp_path / "ours.pt"
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "convert_torchvision.py"), "--arch", arch,
-                           "--weights", str(src), "--out", str(out), "--coco80"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "convert_torchvision.py"),
+            "--arch",
+            arch,
+            "--weights",
+            str(src),
+            "--out",
+            str(out),
+            "--coco80",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "num_classes=80" in proc.stdout
     ckpt = torch.load(out, map_location="cpu", weights_only=True)
@@ -67,8 +80,10 @@ def test_unknown_keys_are_reported():
     from maskrcnn.modeling.torchvision_compat import convert_torchvision_state_dict
 
     with pytest.raises(ValueError, match="unexpected keys"):
-        convert_torchvision_state_dict({"roi_heads.box_predictor.cls_score.weight": torch.zeros(2, 3),
-                                        "foo.bar": torch.zeros(1)}, arch="fasterrcnn_resnet50_fpn")
+        convert_torchvision_state_dict(
+            {"roi_heads.box_predictor.cls_score.weight": torch.zeros(2, 3), "foo.bar": torch.zeros(1)},
+            arch="fasterrcnn_resnet50_fpn",
+        )
 
 
 def test_converted_checkpoint_describes_itself_to_predict(tmp_path):
@@ -88,9 +103,15 @@ def test_converted_checkpoint_describes_itself_to_predict(tmp_path):
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.full((48, 64, 3), 120, np.uint8))
     # The README's command (model= as converted), small test-time size to stay fast.
-    overrides = ["model=faster_rcnn_r50_fpn_torchvision", f"checkpoint={out}", f"inputs=[{image}]",
-                 f"output={tmp_path / 'results.json'}", "model.transform.min_size_test=64",
-                 "model.transform.max_size_test=64", "device=cpu"]
+    overrides = [
+        "model=faster_rcnn_r50_fpn_torchvision",
+        f"checkpoint={out}",
+        f"inputs=[{image}]",
+        f"output={tmp_path / 'results.json'}",
+        "model.transform.min_size_test=64",
+        "model.transform.max_size_test=64",
+        "device=cpu",
+    ]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose("predict", overrides=overrides)
     results = predict_run.predict(cfg, overrides=overrides)

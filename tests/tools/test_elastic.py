@@ -21,8 +21,17 @@ def _torchrun(tiny, cwd: Path, max_restarts: int) -> subprocess.Popen:  # noqa: 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MASKRCNN_RUN_STAMP", None)
     # No hydra.run.dir: the default outputs/<date>/<time> must be the same for every attempt.
-    cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", f"--max-restarts={max_restarts}",
-           "--monitor-interval=0.2", str(REPO / "tools" / "train.py"), *overrides(tiny, **ARGS)]
+    cmd = [
+        PY,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        f"--max-restarts={max_restarts}",
+        "--monitor-interval=0.2",
+        str(REPO / "tools" / "train.py"),
+        *overrides(tiny, **ARGS),
+    ]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -34,8 +34,14 @@ def test_results_file_scored_like_cocoeval(shared_data, tmp_path):
             continue
         x, y, w, h = ann["bbox"]
         dx, dy = rng.normal(0, 0.08 * w), rng.normal(0, 0.08 * h)  # noisy boxes: AP strictly between 0 and 1
-        results.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
-                        "bbox": [x + dx, y + dy, w, h], "score": float(rng.random())})
+        results.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "bbox": [x + dx, y + dy, w, h],
+                "score": float(rng.random()),
+            }
+        )
     results_file = tmp_path / "detections.json"
     results_file.write_text(json.dumps(results))
 

@@ -66,13 +66,39 @@ def test_worked_example_cli_output_and_figure(tmp_path, capsys):
     # main() with the command line of the issue, in this process (a subprocess would spend its time
     # importing torch again).
     figure = tmp_path / "roi.png"
-    code = TOOL_CLI.main(["--image-size", "800", "800", "--box", "0", "0", "665", "665", "--stride", "32",
-                   "--output-size", "7", "--sampling-ratio", "2", "--figure", str(figure)])
+    code = TOOL_CLI.main(
+        [
+            "--image-size",
+            "800",
+            "800",
+            "--box",
+            "0",
+            "0",
+            "665",
+            "665",
+            "--stride",
+            "32",
+            "--output-size",
+            "7",
+            "--sampling-ratio",
+            "2",
+            "--figure",
+            str(figure),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
-    for text in ("20.781 cells", "round(20.781) = 21", "size = end - start + 1 = 22 cells",  # the op
-                 "floor = 20", "20/7 = 2.86 -> 2 cells", "20.78/7 = 2.97", "= 25 px",  # the popular account
-                 "[0,4) [3,7) [6,10) [9,13) [12,16) [15,19) [18,22)", "largest |error| 1.219 cells =  39.0 px"):
+    for text in (
+        "20.781 cells",
+        "round(20.781) = 21",
+        "size = end - start + 1 = 22 cells",  # the op
+        "floor = 20",
+        "20/7 = 2.86 -> 2 cells",
+        "20.78/7 = 2.97",
+        "= 25 px",  # the popular account
+        "[0,4) [3,7) [6,10) [9,13) [12,16) [15,19) [18,22)",
+        "largest |error| 1.219 cells =  39.0 px",
+    ):
         assert text in out, f"{text!r} missing from the output:\n{out}"
     _assert_non_blank_png(figure)
 
@@ -94,8 +120,12 @@ def _bilinear_oracle(ys, xs, count):
         for px in xs:
             r, c = math.floor(py), math.floor(px)
             fy, fx = py - r, px - c
-            for cell, w in (((r, c), (1 - fy) * (1 - fx)), ((r, c + 1), (1 - fy) * fx),
-                            ((r + 1, c), fy * (1 - fx)), ((r + 1, c + 1), fy * fx)):
+            for cell, w in (
+                ((r, c), (1 - fy) * (1 - fx)),
+                ((r, c + 1), (1 - fy) * fx),
+                ((r + 1, c), fy * (1 - fx)),
+                ((r + 1, c + 1), fy * fx),
+            ):
                 weights[cell] = weights.get(cell, 0.0) + w / count
     return weights
 
@@ -166,16 +196,19 @@ def test_backward_report_and_figure(tmp_path, worked_weights):
     _assert_non_blank_png(path)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--stride", "0"], "--stride must be a positive"),
-    (["--box", "100", "0", "50", "10"], "x1 <= x2"),
-    (["--output-size", "0"], "--output-size must be one or two positive"),
-    (["--box", "0", "0", "900", "100"], "not inside the 800 x 800 image"),
-    (["--box", "-5", "0", "100", "100"], "not inside"),
-    (["--image-size", "0", "800"], "--image-size must be positive"),
-    (["--backward", "7,0"], "is not an output bin"),
-    (["--backward", "3"], "expected ROW,COL"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--stride", "0"], "--stride must be a positive"),
+        (["--box", "100", "0", "50", "10"], "x1 <= x2"),
+        (["--output-size", "0"], "--output-size must be one or two positive"),
+        (["--box", "0", "0", "900", "100"], "not inside the 800 x 800 image"),
+        (["--box", "-5", "0", "100", "100"], "not inside"),
+        (["--image-size", "0", "800"], "--image-size must be positive"),
+        (["--backward", "7,0"], "is not an output bin"),
+        (["--backward", "3"], "expected ROW,COL"),
+    ],
+)
 def test_bad_arguments_exit_with_a_clear_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         TOOL_CLI.parse_args(argv)

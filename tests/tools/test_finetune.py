@@ -24,10 +24,22 @@ def test_finetune_from_cached_torchvision_coco_weights(tiny, tmp_path):  # noqa:
     torch.save(source, home / "hub" / "checkpoints" / Path(urlparse(WEIGHTS.url).path).name)
 
     run = tmp_path / "run"
-    args = overrides(tiny, **{"model": "mask_rcnn_r50_fpn_torchvision", "solver.max_iter": 2,
-                              "model.roi_heads.mask_head.num_convs": 4, "trainer.vis_images": 0})
-    cmd = [PY, str(REPO / "tools" / "train.py"), *args, f"hydra.run.dir={run}",
-           "model.init=MaskRCNN_ResNet50_FPN_Weights.COCO_V1"]
+    args = overrides(
+        tiny,
+        **{
+            "model": "mask_rcnn_r50_fpn_torchvision",
+            "solver.max_iter": 2,
+            "model.roi_heads.mask_head.num_convs": 4,
+            "trainer.vis_images": 0,
+        },
+    )
+    cmd = [
+        PY,
+        str(REPO / "tools" / "train.py"),
+        *args,
+        f"hydra.run.dir={run}",
+        "model.init=MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
+    ]
     env = {**os.environ, "TORCH_HOME": str(home)}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -18,8 +18,11 @@ def _tool():
 
 
 def _digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_coco_layout_and_reproducible(tmp_path, capsys):
@@ -30,8 +33,11 @@ def test_coco_layout_and_reproducible(tmp_path, capsys):
     tool.main(["--out", str(tmp_path / "b")] + args)
     a = _digest(tmp_path / "a")
     assert a == _digest(tmp_path / "b")
-    assert sorted(a) == sorted(["annotations/instances_train.json", "annotations/instances_val.json"] +
-                               [f"train/train_{i:06d}.jpg" for i in range(5)] + [f"val/val_{i:06d}.jpg" for i in range(2)])
+    assert sorted(a) == sorted(
+        ["annotations/instances_train.json", "annotations/instances_val.json"]
+        + [f"train/train_{i:06d}.jpg" for i in range(5)]
+        + [f"val/val_{i:06d}.jpg" for i in range(2)]
+    )
     data = json.loads((tmp_path / "a" / "annotations" / "instances_train.json").read_text())
     assert [c["name"] for c in data["categories"]] == ["ellipse", "rectangle", "triangle"]
     assert max(max(i["height"], i["width"]) for i in data["images"]) == 128
@@ -40,11 +46,29 @@ def test_coco_layout_and_reproducible(tmp_path, capsys):
 
 
 def test_voc_layout(tmp_path):
-    _tool().main(["--out", str(tmp_path), "--format", "voc", "--num-images", "3", "--num-val", "1", "--seed", "0",
-                  "--image-size", "96"])
+    _tool().main(
+        [
+            "--out",
+            str(tmp_path),
+            "--format",
+            "voc",
+            "--num-images",
+            "3",
+            "--num-val",
+            "1",
+            "--seed",
+            "0",
+            "--image-size",
+            "96",
+        ]
+    )
     sets = tmp_path / "ImageSets" / "Main"
-    assert sets.joinpath("trainval.txt").read_text().split() == ["train_000000", "train_000001", "train_000002",
-                                                                 "val_000000"]
+    assert sets.joinpath("trainval.txt").read_text().split() == [
+        "train_000000",
+        "train_000001",
+        "train_000002",
+        "val_000000",
+    ]
     for sub in ("JPEGImages", "Annotations", "SegmentationObject", "SegmentationClass"):
         assert len(list((tmp_path / sub).iterdir())) == 4
 

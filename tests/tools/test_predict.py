@@ -19,8 +19,12 @@ from maskrcnn.engine import predict as predict_run
 from maskrcnn.evaluation.coco_evaluation import encode_masks
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ["model.transform.min_size_test=96", "model.transform.max_size_test=160",
-         "model.rpn.post_nms_topk_test=50", "roi_layer=torchvision"]
+SMALL = [
+    "model.transform.min_size_test=96",
+    "model.transform.max_size_test=160",
+    "model.rpn.post_nms_topk_test=50",
+    "roi_layer=torchvision",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +50,17 @@ def setup(tmp_path_factory):
 def test_cli_on_a_folder_with_drawings(setup):
     tmp, ckpt, images, model = setup
     out = tmp / "res" / "results.json"
-    cmd = [sys.executable, str(REPO / "tools" / "predict.py"), *SMALL, f"checkpoint={ckpt}",
-           f"inputs=[{images}]", f"output={out}", "visualize=true", "vis_score_threshold=0.0",
-           f"hydra.run.dir={tmp / 'hydra'}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "tools" / "predict.py"),
+        *SMALL,
+        f"checkpoint={ckpt}",
+        f"inputs=[{images}]",
+        f"output={out}",
+        "visualize=true",
+        "vis_score_threshold=0.0",
+        f"hydra.run.dir={tmp / 'hydra'}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -80,18 +92,27 @@ def test_coco_results_and_fallback_to_labels():
     masks = torch.zeros(2, 1, 20, 30)
     masks[0, 0, 2:8, 3:9] = 0.9
     masks[1, 0, 10:20, 0:30] = 0.6
-    det = {"boxes": torch.tensor([[3.0, 2.0, 9.0, 8.0], [0.0, 10.0, 30.0, 20.0]]),
-           "scores": torch.tensor([0.9, 0.3]), "labels": torch.tensor([2, 1]), "masks": masks}
-    res = predict_run.to_coco_results("x.jpg", 7, det, label_to_category_id=None, score_threshold=0.5, mask_threshold=0.5)
+    det = {
+        "boxes": torch.tensor([[3.0, 2.0, 9.0, 8.0], [0.0, 10.0, 30.0, 20.0]]),
+        "scores": torch.tensor([0.9, 0.3]),
+        "labels": torch.tensor([2, 1]),
+        "masks": masks,
+    }
+    res = predict_run.to_coco_results(
+        "x.jpg", 7, det, label_to_category_id=None, score_threshold=0.5, mask_threshold=0.5
+    )
     assert len(res) == 1 and res[0]["category_id"] == 2 and res[0]["image_id"] == 7
     assert res[0]["bbox"] == [3.0, 2.0, 6.0, 6.0]
     assert mask_util.area(res[0]["segmentation"]) == 36
-    res = predict_run.to_coco_results("x.jpg", 7, det, label_to_category_id={1: 5, 2: 9}, score_threshold=0.0,
-                                      mask_threshold=0.5)
+    res = predict_run.to_coco_results(
+        "x.jpg", 7, det, label_to_category_id={1: 5, 2: 9}, score_threshold=0.0, mask_threshold=0.5
+    )
     assert [r["category_id"] for r in res] == [9, 5]
     # The evaluator's encoding: a pixel at exactly the threshold is background (> 0.5).
     masks[0, 0, 2:4, 3:9] = 0.5
-    res = predict_run.to_coco_results("x.jpg", 7, det, label_to_category_id=None, score_threshold=0.5, mask_threshold=0.5)
+    res = predict_run.to_coco_results(
+        "x.jpg", 7, det, label_to_category_id=None, score_threshold=0.5, mask_threshold=0.5
+    )
     assert mask_util.area(res[0]["segmentation"]) == 24
     assert res[0]["segmentation"] == encode_masks(masks[:1])[0]
 
@@ -110,24 +131,43 @@ def test_results_file_scores_as_the_in_process_evaluation(tmp_path):
     annotations = []
     for i, (m, cat) in enumerate(zip(gt_masks, (3, 7)), start=1):
         rle = mask_util.encode(np.asfortranarray(m))
-        annotations.append({"id": i, "image_id": 1, "category_id": cat, "iscrowd": 0,
-                            "area": float(mask_util.area(rle)), "bbox": mask_util.toBbox(rle).tolist(),
-                            "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+        annotations.append(
+            {
+                "id": i,
+                "image_id": 1,
+                "category_id": cat,
+                "iscrowd": 0,
+                "area": float(mask_util.area(rle)),
+                "bbox": mask_util.toBbox(rle).tolist(),
+                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+            }
+        )
     gt_file = tmp_path / "gt.json"
-    gt_file.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": h, "width": w}],
-                                   "annotations": annotations,
-                                   "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}]}))
+    gt_file.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "height": h, "width": w}],
+                "annotations": annotations,
+                "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}],
+            }
+        )
+    )
     masks = torch.from_numpy(gt_masks[:, None].astype(np.float32)) * 0.9
     masks[0, 0, 2:12, 3:6] = 0.5  # at the threshold: background in both encodings
     masks[1, 0, 13, 10:30] = 0.51  # just above: foreground
-    det = {"boxes": torch.tensor([[3.0, 2.0, 15.0, 12.0], [10.0, 13.0, 30.0, 22.0]]),
-           "scores": torch.tensor([0.9, 0.7]), "labels": torch.tensor([1, 2]), "masks": masks}
+    det = {
+        "boxes": torch.tensor([[3.0, 2.0, 15.0, 12.0], [10.0, 13.0, 30.0, 22.0]]),
+        "scores": torch.tensor([0.9, 0.7]),
+        "labels": torch.tensor([1, 2]),
+        "masks": masks,
+    }
     mapping = {1: 3, 2: 7}
     evaluator = COCOEvaluator(coco_gt=COCO(str(gt_file)), label_to_category_id=mapping)
     evaluator.process([{"image_id": 1}], [det])
     in_process = evaluator.evaluate()
-    results = predict_run.to_coco_results("a.png", 1, det, label_to_category_id=mapping, score_threshold=0.0,
-                                          mask_threshold=0.5)
+    results = predict_run.to_coco_results(
+        "a.png", 1, det, label_to_category_id=mapping, score_threshold=0.0, mask_threshold=0.5
+    )
     (tmp_path / "results.json").write_text(json.dumps(results))
     from_file = score_coco_results(gt_file, tmp_path / "results.json")
     assert 0 < in_process["segm/AP"] < 1  # the 0.5 column lowers the first mask's IoU

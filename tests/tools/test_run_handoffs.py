@@ -51,23 +51,45 @@ val:
 # Small everything; the model's test-time keys differ from the config file's defaults, so an
 # evaluation that does not rebuild the model from the run gives other numbers (or fails).
 TRAIN_OVERRIDES = [
-    "model=mask_rcnn_r18_fpn_small", "dataset=tiny_augmented", "solver=demo", "device=cpu",
-    "solver.max_iter=6", "solver.ims_per_batch=2", "solver.warmup_iters=2", "solver.checkpoint_period=0",
-    "trainer.log_period=3", "trainer.num_workers=0", "trainer.vis_images=0",
-    "model.transform.min_size_test=64", "model.transform.max_size_test=64",
-    "model.rpn.pre_nms_topk_train=200", "model.rpn.post_nms_topk_train=32",
-    "model.rpn.pre_nms_topk_test=100", "model.rpn.post_nms_topk_test=20",
-    "model.roi_heads.batch_size_per_image=16", "model.roi_heads.detections_per_img=10",
+    "model=mask_rcnn_r18_fpn_small",
+    "dataset=tiny_augmented",
+    "solver=demo",
+    "device=cpu",
+    "solver.max_iter=6",
+    "solver.ims_per_batch=2",
+    "solver.warmup_iters=2",
+    "solver.checkpoint_period=0",
+    "trainer.log_period=3",
+    "trainer.num_workers=0",
+    "trainer.vis_images=0",
+    "model.transform.min_size_test=64",
+    "model.transform.max_size_test=64",
+    "model.rpn.pre_nms_topk_train=200",
+    "model.rpn.post_nms_topk_train=32",
+    "model.rpn.pre_nms_topk_test=100",
+    "model.rpn.post_nms_topk_test=20",
+    "model.roi_heads.batch_size_per_image=16",
+    "model.roi_heads.detections_per_img=10",
     "model.roi_heads.mask_head.num_convs=1",
 ]
 # Metrics compared: the overall ones (not the per-category APs).
-KEYS = ("bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/AR1", "bbox/AR10", "bbox/AR100",
-        "segm/AP", "segm/AP50", "segm/AR100")
+KEYS = (
+    "bbox/AP",
+    "bbox/AP50",
+    "bbox/AP75",
+    "bbox/AR1",
+    "bbox/AR10",
+    "bbox/AR100",
+    "segm/AP",
+    "segm/AP50",
+    "segm/AR100",
+)
 
 
 def cli(tool: str, *args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([PY, str(REPO / "tools" / f"{tool}.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=400)
+    proc = subprocess.run(
+        [PY, str(REPO / "tools" / f"{tool}.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=400
+    )
     if ok:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -84,8 +106,14 @@ def run(tmp_path_factory):
     (tmp / "cfg" / "dataset").mkdir(parents=True)
     (tmp / "cfg" / "dataset" / "tiny_augmented.yaml").write_text(TINY_DATASET)
     run_dir = tmp / "run"
-    cli("train", f"hydra.searchpath=[file://{tmp / 'cfg'}]", f"paths.data_root={data}", *TRAIN_OVERRIDES,
-        f"hydra.run.dir={run_dir}", cwd=tmp)
+    cli(
+        "train",
+        f"hydra.searchpath=[file://{tmp / 'cfg'}]",
+        f"paths.data_root={data}",
+        *TRAIN_OVERRIDES,
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp,
+    )
     return tmp, run_dir, data
 
 
@@ -101,8 +129,14 @@ def assert_same(actual: dict, expected: dict):
 def test_eval_of_a_run_checkpoint_needs_no_model_overrides(run):
     tmp, run_dir, _ = run
     out = tmp / "eval_val"
-    proc = cli("eval", f"checkpoint={run_dir / 'model_final.pt'}", "num_workers=0", "vis_images=0",
-               f"hydra.run.dir={out}", cwd=tmp)
+    proc = cli(
+        "eval",
+        f"checkpoint={run_dir / 'model_final.pt'}",
+        "num_workers=0",
+        "vis_images=0",
+        f"hydra.run.dir={out}",
+        cwd=tmp,
+    )
     assert "rebuilt from the checkpoint" in proc.stderr + proc.stdout
     trained = metrics_of(run_dir)
     assert any(trained[key] > 0 for key in KEYS)  # a comparison of zeros would prove nothing
@@ -115,10 +149,21 @@ def test_eval_on_the_train_split_uses_no_training_transforms(run):
     tmp, run_dir, data = run
     out = tmp / "eval_train"
     # Many low-score detections: the barely trained model then scores above zero on every metric.
-    many = {"model.roi_heads.detections_per_img": 100, "model.roi_heads.score_thresh": 0.0,
-            "model.rpn.post_nms_topk_test": 100}
-    cli("eval", f"checkpoint={run_dir / 'model_final.pt'}", "split=train", *(f"{k}={v}" for k, v in many.items()),
-        "num_workers=0", "vis_images=0", f"hydra.run.dir={out}", cwd=tmp)
+    many = {
+        "model.roi_heads.detections_per_img": 100,
+        "model.roi_heads.score_thresh": 0.0,
+        "model.rpn.post_nms_topk_test": 100,
+    }
+    cli(
+        "eval",
+        f"checkpoint={run_dir / 'model_final.pt'}",
+        "split=train",
+        *(f"{k}={v}" for k, v in many.items()),
+        "num_workers=0",
+        "vis_images=0",
+        f"hydra.run.dir={out}",
+        cwd=tmp,
+    )
     # The clean evaluation, here: the run's model config, the train split without transforms.
     from maskrcnn.data import CocoDetection, build_test_loader
     from maskrcnn.engine import inference_on_dataset
@@ -130,11 +175,18 @@ def test_eval_on_the_train_split_uses_no_training_transforms(run):
         OmegaConf.update(run_cfg, key, value)
     model = instantiate(run_cfg.model)
     model.load_state_dict(state["model"])
-    dataset = CocoDetection(image_dir=str(data / "train"), annotation_file=str(data / "annotations" /
-                                                                               "instances_train.json"),
-                            filter_empty=False, transforms=None)
-    clean = inference_on_dataset(model, build_test_loader(dataset, batch_size=1, num_workers=0),
-                                 build_evaluator(dataset, "coco"), device=torch.device("cpu"))
+    dataset = CocoDetection(
+        image_dir=str(data / "train"),
+        annotation_file=str(data / "annotations" / "instances_train.json"),
+        filter_empty=False,
+        transforms=None,
+    )
+    clean = inference_on_dataset(
+        model,
+        build_test_loader(dataset, batch_size=1, num_workers=0),
+        build_evaluator(dataset, "coco"),
+        device=torch.device("cpu"),
+    )
     assert all(clean[key] > 0 for key in ("bbox/AP", "bbox/AR100", "segm/AR100"))
     assert_same(metrics_of(out), clean)
 
@@ -142,8 +194,15 @@ def test_eval_on_the_train_split_uses_no_training_transforms(run):
 def test_predict_then_score_the_results_file(run):
     tmp, run_dir, data = run
     results = tmp / "pred" / "results.json"
-    cli("predict", f"checkpoint={run_dir / 'model_final.pt'}", f"inputs=[{data / 'val'}]", f"output={results}",
-        "visualize=true", f"hydra.run.dir={tmp / 'pred_hydra'}", cwd=tmp)
+    cli(
+        "predict",
+        f"checkpoint={run_dir / 'model_final.pt'}",
+        f"inputs=[{data / 'val'}]",
+        f"output={results}",
+        "visualize=true",
+        f"hydra.run.dir={tmp / 'pred_hydra'}",
+        cwd=tmp,
+    )
     written = json.loads(results.read_text())
     gt = json.loads((data / "annotations" / "instances_val.json").read_text())
     ids = {image["file_name"]: image["id"] for image in gt["images"]}
@@ -151,8 +210,15 @@ def test_predict_then_score_the_results_file(run):
     drawn = sorted(p.name for p in (tmp / "pred" / "results_vis").iterdir())
     assert drawn == sorted(f"image_{i}_{Path(name).stem}.png" for name, i in ids.items())
     out = tmp / "eval_results"
-    cli("eval", f"results={results}", f"hydra.searchpath=[file://{tmp / 'cfg'}]", "dataset=tiny_augmented",
-        f"paths.data_root={data}", f"hydra.run.dir={out}", cwd=tmp)
+    cli(
+        "eval",
+        f"results={results}",
+        f"hydra.searchpath=[file://{tmp / 'cfg'}]",
+        "dataset=tiny_augmented",
+        f"paths.data_root={data}",
+        f"hydra.run.dir={out}",
+        cwd=tmp,
+    )
     # In-process evaluation of the same checkpoint on the same split: the run's final evaluation.
     assert_same(metrics_of(out), metrics_of(run_dir))
 
@@ -197,8 +263,15 @@ def test_the_run_folder_config_and_mismatches(run):
 
 
 def test_resume_without_a_run_folder_stops_and_failed_runs_leave_no_folder(tmp_path):
-    proc = cli("train", "model=mask_rcnn_r18_fpn_small", "dataset=synthetic", "resume=true", "device=cpu",
-               cwd=tmp_path, ok=False)
+    proc = cli(
+        "train",
+        "model=mask_rcnn_r18_fpn_small",
+        "dataset=synthetic",
+        "resume=true",
+        "device=cpu",
+        cwd=tmp_path,
+        ok=False,
+    )
     assert proc.returncode != 0
     assert "resume=true continues a run in the folder named by hydra.run.dir" in proc.stderr
     assert "add hydra.run.dir=" in proc.stderr

@@ -31,10 +31,12 @@ def tiny(tmp_path_factory):
 def test_study_runs_reports_and_skips_finished_runs(tiny):
     base = helpers.overrides(tiny, **{"solver.max_iter": 2, "trainer.vis_images": 0})
     spec = tiny / "tiny_study.yaml"
-    spec.write_text("title: tiny\n"
-                    f"overrides: {json.dumps(base)}\n"
-                    "seeds: [0]\nbaseline: roi_pool\n"
-                    "variants: {roi_pool: [roi_layer=roi_pool], roi_align: [roi_layer=roi_align]}\n")
+    spec.write_text(
+        "title: tiny\n"
+        f"overrides: {json.dumps(base)}\n"
+        "seeds: [0]\nbaseline: roi_pool\n"
+        "variants: {roi_pool: [roi_layer=roi_pool], roi_align: [roi_layer=roi_align]}\n"
+    )
     root = tiny / "studies"
     cmd = [sys.executable, str(REPO / "tools" / "run_study.py"), str(spec), "--root", str(root)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
@@ -53,7 +55,12 @@ def test_study_runs_reports_and_skips_finished_runs(tiny):
 
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=200)
     assert again.returncode == 0 and "2 runs planned, 2 finished, 0 to run" in again.stderr
-    bad = subprocess.run([sys.executable, str(REPO / "tools" / "run_study.py"), "no_such_study"],
-                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "run_study.py"), "no_such_study"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "unknown study 'no_such_study'" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -13,19 +13,29 @@ from test_train import CONFIGS, PY, REPO, load_tool, overrides, tiny  # noqa: F4
 
 try:
     import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+
     HAVE_SUBMITIT = True
 except ImportError:
     HAVE_SUBMITIT = False
-needs_submitit = pytest.mark.skipif(not HAVE_SUBMITIT, reason="hydra-submitit-launcher is not installed "
-                                    "(pip install -e '.[cluster]'; the dev extra includes it)")
+needs_submitit = pytest.mark.skipif(
+    not HAVE_SUBMITIT,
+    reason="hydra-submitit-launcher is not installed (pip install -e '.[cluster]'; the dev extra includes it)",
+)
 
 
 @needs_submitit
 def test_sweep_through_submitit_local_executor_and_its_report(tiny):  # noqa: F811
     sweep = tiny / "submitit_sweep"
-    cmd = [PY, str(REPO / "tools" / "train.py"), "-m", "hydra/launcher=local", "experiment=ablation_synthetic",
-           *overrides(tiny, **{"solver.max_iter": 1, "solver.warmup_iters": 1, "trainer.vis_images": 0}),
-           "roi_layer=roi_pool,roi_align", f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        PY,
+        str(REPO / "tools" / "train.py"),
+        "-m",
+        "hydra/launcher=local",
+        "experiment=ablation_synthetic",
+        *overrides(tiny, **{"solver.max_iter": 1, "solver.warmup_iters": 1, "trainer.vis_images": 0}),
+        "roi_layer=roi_pool,roi_align",
+        f"hydra.sweep.dir={sweep}",
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     # Each job ran in a process of submitit's own, logged under .submitit/<job id>/.
@@ -47,12 +57,24 @@ def test_sweep_through_submitit_local_executor_and_its_report(tiny):  # noqa: F8
 @needs_submitit
 def test_slurm_launcher_config_one_task_per_gpu_and_overridable():
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True,
-                      overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4",
-                                 "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=90"])
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.gpus_per_node=4",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.timeout_min=90",
+            ],
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition, launcher.timeout_min) == (4, 4, "gpu", 90)
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition, launcher.timeout_min) == (
+        4,
+        4,
+        "gpu",
+        90,
+    )
 
 
 def test_export_submitit_task_env_gives_torchrun_variables(monkeypatch):
@@ -62,15 +84,29 @@ def test_export_submitit_task_env_gives_torchrun_variables(monkeypatch):
     # export_submitit_task_env writes os.environ directly: setenv first so that monkeypatch's undo
     # removes these keys again (delenv of an absent key records nothing, and a leaked RANK /
     # WORLD_SIZE makes every later in-process training wait for a process group forever).
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                "SUBMITIT_EXECUTOR"):
+    for key in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "SUBMITIT_EXECUTOR",
+    ):
         monkeypatch.setenv(key, "unset")
         monkeypatch.delenv(key)
     assert export_submitit_task_env() is False  # not in a submitit job
     # Task 5 of a 2-node x 4-task SLURM job, as SLURM describes it to the task.
-    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "1234", "SLURM_NTASKS": "8", "SLURM_PROCID": "5",
-             "SLURM_LOCALID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1",
-             "SLURM_JOB_NODELIST": "gpu[07-08]"}
+    slurm = {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "1234",
+        "SLURM_NTASKS": "8",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+    }
     for key, value in slurm.items():
         monkeypatch.setenv(key, value)
     assert isinstance(submitit.JobEnvironment(), submitit.slurm.slurm.SlurmJobEnvironment)

@@ -40,8 +40,21 @@ def tiny_run(tiny):  # noqa: F811
 
 def test_tensorboard_serves_losses_metrics_and_prediction_images(tiny_run):
     port = _free_port()
-    cmd = [PY, "-m", "tensorboard.main", "--logdir", str(tiny_run / "tensorboard"), "--host", "127.0.0.1",
-           "--port", str(port), "--load_fast", "false", "--reload_interval", "1"]
+    cmd = [
+        PY,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(tiny_run / "tensorboard"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--load_fast",
+        "false",
+        "--reload_interval",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     scalars = images = set()

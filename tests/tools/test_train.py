@@ -128,13 +128,21 @@ def test_end_to_end_outputs(full_run):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records if "loss" in r] == [2, 4, 6]
     train_keys = set(records[0])
-    for key in ("loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg",
-                "lr", "time/iter", "time/data"):
+    for key in (
+        "loss",
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_mask",
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "lr",
+        "time/iter",
+        "time/data",
+    ):
         assert key in train_keys, key
     assert any(r.get("segm/AP") is not None for r in records)
     # checkpoints: keep_last=3 of 2, 4 (6 is the final one), and the final weights
-    assert sorted(p.name for p in out.glob("model_*.pt")) == ["model_0000002.pt", "model_0000004.pt",
-                                                              "model_final.pt"]
+    assert sorted(p.name for p in out.glob("model_*.pt")) == ["model_0000002.pt", "model_0000004.pt", "model_final.pt"]
     assert len(list((out / "predictions" / "iter_0000006").glob("*.png"))) == 1
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -151,9 +159,16 @@ def test_eval_tool_reproduces_the_final_evaluation(full_run, tiny):
     out, results = full_run
     args = [a for a in overrides(tiny) if not a.startswith(("solver", "trainer", "hydra.searchpath"))]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[f"hydra.searchpath=[file://{tiny / 'cfg'}]", *args,
-                                                     f"checkpoint={out / 'model_final.pt'}", "vis_images=1",
-                                                     "num_workers=0"])
+        cfg = compose(
+            config_name="eval",
+            overrides=[
+                f"hydra.searchpath=[file://{tiny / 'cfg'}]",
+                *args,
+                f"checkpoint={out / 'model_final.pt'}",
+                "vis_images=1",
+                "num_workers=0",
+            ],
+        )
     eval_dir = tiny / "eval"
     metrics = eval_run.run(cfg, eval_dir)
     for key in ("bbox/AP", "bbox/AP50", "segm/AP"):
@@ -199,13 +214,20 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank, world_size, port, tiny, out, result_dir):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     from maskrcnn.engine import get_world_size, unwrap
 
-    cfg = compose_train(overrides(Path(tiny), **{"solver.max_iter": 3, "solver.checkpoint_period": 0,
-                                                  "trainer.vis_images": 0}))
+    cfg = compose_train(
+        overrides(Path(tiny), **{"solver.max_iter": 3, "solver.checkpoint_period": 0, "trainer.vis_images": 0})
+    )
     trainer = training.build_trainer(cfg, out)
     assert get_world_size() == world_size
     assert isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)
@@ -235,9 +257,15 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tiny):
 
 def test_multirun_sweep_and_ablation_report(tiny):
     sweep = tiny / "sweep"
-    cmd = [PY, str(REPO / "tools" / "train.py"), "-m", "experiment=ablation_synthetic",
-           *overrides(tiny, **{"solver.max_iter": 2, "trainer.vis_images": 0}),
-           "roi_layer=roi_pool,roi_align", f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        PY,
+        str(REPO / "tools" / "train.py"),
+        "-m",
+        "experiment=ablation_synthetic",
+        *overrides(tiny, **{"solver.max_iter": 2, "trainer.vis_images": 0}),
+        "roi_layer=roi_pool,roi_align",
+        f"hydra.sweep.dir={sweep}",
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p.name for p in sweep.iterdir() if p.is_dir())

@@ -13,16 +13,26 @@ Most of a batch's bytes are its binary instance masks ((N, H, W) uint8, one byte
 0/1 value: 7.6 MB for an average COCO image at 1333 x 800, twice its uint8 image). They travel as
 bits (``np.packbits``, 8x fewer bytes) and are unpacked in the main process; masks with other
 values travel as they are.
+
+A worker does not allocate a new segment per batch: creating one, and the main process mapping
+it, costs more than the batch's compute (page faults on 8 MB of fresh shared memory on both
+sides, and a file-descriptor round trip). Each worker keeps a few reusable slots
+(:class:`WorkerSlots`); a :class:`Shipment` carries the slot's tensor only on its first trip, and
+the :class:`SlotReceiver` of the training loop keeps every slot it has seen mapped and hands a
+slot back (clears its in-flight flag) once the batch's tensors, views of the slot, are freed; with
+CUDA it copies the batch into pinned memory and hands the slot back at once. docs/profile.md has the measurements.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import weakref
 
 import numpy as np
 import torch
 
-__all__ = ["pack_batch", "unpack_batch", "collate_packed"]
+__all__ = ["pack_batch", "unpack_batch", "collate_packed", "Shipment", "SlotReceiver", "WorkerSlots"]
 
 # Offsets in the buffer are multiples of this, so that every view is aligned for its dtype.
 _ALIGN = 64
@@ -55,13 +65,8 @@ class _Slot:
         return data.view(self.dtype).view(self.shape)
 
 
-def pack_batch(batch: list) -> tuple[torch.Tensor, list]:
-    """``[(image, target), ...]`` -> ``(buffer, layout)``.
-
-    ``buffer``: (B,) uint8 holding every tensor of the batch (images, and the tensors of the
-    target dicts; 0/1 ``masks`` as bits); ``layout``: the batch's structure with each tensor replaced by its slot.
-    Values that are not tensors (``image_id``) are kept in the layout as they are.
-    """
+def _plan(batch: list) -> tuple[list[tuple[_Slot, torch.Tensor]], int, list]:
+    """Where each tensor of ``batch`` goes: ``(placed, nbytes, layout)`` (see :func:`pack_batch`)."""
     placed: list[tuple[_Slot, torch.Tensor]] = []
     offset = 0
 
@@ -83,12 +88,24 @@ def pack_batch(batch: list) -> tuple[torch.Tensor, list]:
         )
         for image, target in batch
     ]
-    buffer = torch.empty(offset, dtype=torch.uint8)
-    if torch.utils.data.get_worker_info() is not None:
-        # In a worker: allocated in shared memory at once, so that sending it copies nothing.
-        buffer = buffer.new(buffer._typed_storage()._new_shared(offset, device=buffer.device))
+    return placed, offset, layout
+
+
+def _write(placed: list[tuple[_Slot, torch.Tensor]], buffer: torch.Tensor) -> None:
     for s, t in placed:
         s.stored(buffer).copy_(t)
+
+
+def pack_batch(batch: list) -> tuple[torch.Tensor, list]:
+    """``[(image, target), ...]`` -> ``(buffer, layout)``.
+
+    ``buffer``: (B,) uint8 holding every tensor of the batch (images, and the tensors of the
+    target dicts; 0/1 ``masks`` as bits); ``layout``: the batch's structure with each tensor replaced by its slot.
+    Values that are not tensors (``image_id``) are kept in the layout as they are.
+    """
+    placed, nbytes, layout = _plan(batch)
+    buffer = torch.empty(nbytes, dtype=torch.uint8)
+    _write(placed, buffer)
     return buffer, layout
 
 
@@ -105,6 +122,119 @@ def unpack_batch(packed) -> tuple[tuple, tuple]:
     return tuple(images), tuple(targets)
 
 
-def collate_packed(batch: list) -> tuple[torch.Tensor, list]:
-    """The ``collate_fn`` of loaders with worker processes: :func:`pack_batch`."""
-    return pack_batch(batch)
+# A slot: a 1-D uint8 tensor in shared memory; byte 0 is 1 while a batch written there is in
+# flight (set by the worker, cleared by the receiver once it copied the batch out), the batch
+# starts at _HEADER.
+_HEADER = _ALIGN
+_GRANULE = 1 << 20  # slot capacities are rounded up to this, with a quarter to spare
+
+
+class Shipment:
+    """One packed batch on its way from a worker: ``slot`` (the tensor: only on the slot's first
+    trip, else None), which slot of which worker (``owner``: the worker's pid, None outside a
+    worker), ``nbytes`` used in it and the batch's ``layout`` (:func:`pack_batch`)."""
+
+    __slots__ = ("owner", "index", "nbytes", "slot", "layout")
+
+    def __init__(self, *, owner: int | None, index: int, nbytes: int, slot: torch.Tensor | None, layout: list):
+        self.owner, self.index, self.nbytes, self.slot, self.layout = owner, index, nbytes, slot, layout
+
+    def __getstate__(self):
+        return (self.owner, self.index, self.nbytes, self.slot, self.layout)
+
+    def __setstate__(self, state):
+        self.owner, self.index, self.nbytes, self.slot, self.layout = state
+
+
+class WorkerSlots:
+    """A worker's reusable shared-memory slots. A slot is refilled only after the receiver cleared
+    its flag, which it does after it has mapped the slot: so a slot's tensor needs to travel on
+    its first trip only. The DataLoader keeps at most ``prefetch_factor`` batches of a worker in
+    flight, so a worker holds a few slots."""
+
+    def __init__(self) -> None:
+        self.slots: list[torch.Tensor] = []
+        self.sent: list[bool] = []
+
+    def _free_slot(self, nbytes: int) -> int:
+        free = [i for i, slot in enumerate(self.slots) if int(slot[0]) == 0]
+        for i in free:
+            if self.slots[i].numel() - _HEADER >= nbytes:
+                return i
+        i = free[0] if free else len(self.slots)  # replace a free slot that is too small, or add one
+        capacity = _HEADER + -(-(nbytes + nbytes // 4) // _GRANULE) * _GRANULE
+        slot = torch.zeros(capacity, dtype=torch.uint8).share_memory_()
+        if i == len(self.slots):
+            self.slots.append(slot)
+            self.sent.append(False)
+        else:
+            self.slots[i], self.sent[i] = slot, False
+        return i
+
+    def ship(self, batch: list) -> Shipment:
+        placed, nbytes, layout = _plan(batch)
+        i = self._free_slot(nbytes)
+        slot = self.slots[i]
+        _write(placed, slot[_HEADER : _HEADER + nbytes])
+        slot[0] = 1
+        first_trip = not self.sent[i]
+        self.sent[i] = True
+        return Shipment(owner=os.getpid(), index=i, nbytes=nbytes, slot=slot if first_trip else None, layout=layout)
+
+
+class SlotReceiver:
+    """The training loop's end of the transport: ``receive(shipment)`` -> ``(images, targets)``
+    as :func:`~maskrcnn.data.loader.collate` gives them: views of the worker's slot, which goes
+    back to the worker when they are all freed (or, with ``pin_memory``, a pinned copy, and the
+    slot goes back at once). Masks that travelled as bits are new tensors."""
+
+    def __init__(self, *, pin_memory: bool = False) -> None:
+        self.pin_memory = pin_memory
+        self.mapped: dict[tuple[int, int], torch.Tensor] = {}
+
+    def receive(self, shipment: Shipment) -> tuple[tuple, tuple]:
+        key = (shipment.owner, shipment.index)
+        if shipment.slot is not None:
+            slot = shipment.slot
+            if shipment.owner is not None:
+                self.mapped[key] = slot  # kept mapped: its later trips come without it
+        else:
+            slot = self.mapped.get(key)
+            if slot is None:
+                raise RuntimeError(
+                    f"batch in slot {shipment.index} of worker {shipment.owner} arrived before the slot itself; "
+                    "a Shipment must be received by the SlotReceiver that received that worker's earlier batches"
+                )
+        data = slot[_HEADER : _HEADER + shipment.nbytes]
+        if shipment.owner is None:  # packed in this process: the buffer is ours
+            buffer = data
+        elif self.pin_memory:  # copied into pinned memory, and the slot handed back at once
+            buffer = torch.empty(shipment.nbytes, dtype=torch.uint8, pin_memory=True)
+            buffer.copy_(data)
+            _release(slot)
+        else:
+            # No copy: the batch's tensors are views of the slot, through one ndarray that every
+            # view's storage holds; when the last of them is freed, the slot goes back to its worker.
+            array = slot.numpy()[_HEADER : _HEADER + shipment.nbytes]
+            buffer = torch.from_numpy(array)
+            weakref.finalize(array, _release, slot).atexit = False
+        return unpack_batch((buffer, shipment.layout))
+
+
+def _release(slot: torch.Tensor) -> None:
+    slot[0] = 0  # the worker may refill the slot
+
+
+_worker_slots: dict[int, WorkerSlots] = {}  # by process id: a forked worker starts from its parent's
+
+
+def collate_packed(batch: list) -> Shipment:
+    """The ``collate_fn`` of loaders with worker processes; :meth:`SlotReceiver.receive` is the
+    other end. In a worker the batch goes into one of its reusable shared-memory slots; outside a
+    worker (tests, ``num_workers=0``) into a plain buffer."""
+    if torch.utils.data.get_worker_info() is None:
+        placed, nbytes, layout = _plan(batch)
+        buffer = torch.zeros(_HEADER + nbytes, dtype=torch.uint8)
+        _write(placed, buffer[_HEADER:])
+        return Shipment(owner=None, index=0, nbytes=nbytes, slot=buffer, layout=layout)
+    return _worker_slots.setdefault(os.getpid(), WorkerSlots()).ship(batch)

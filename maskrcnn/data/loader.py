@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..distributed import get_rank, get_world_size
-from .batch_transport import collate_packed, unpack_batch
+from .batch_transport import SlotReceiver, collate_packed
 from .samplers import InferenceSampler, TrainingBatchSampler, aspect_ratio_group_ids
 
 
@@ -86,20 +86,23 @@ class TrainLoader:
         )
 
     def __iter__(self):
-        # With workers, a batch crosses to this process as one shared buffer (batch_transport.py).
+        # With workers, a batch crosses to this process in one of the worker's reusable shared
+        # buffers, and the receiver copies it out (into pinned memory with CUDA: batch_transport.py).
         packed = self.num_workers > 0
+        pin = torch.cuda.is_available()
+        receiver = SlotReceiver(pin_memory=pin) if packed else None
         loader = DataLoader(
             _SeededSamples(self.dataset),
             batch_sampler=self.batch_sampler(),
             num_workers=self.num_workers,
             collate_fn=collate_packed if packed else collate,
             worker_init_fn=_worker_init,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=pin and not packed,
             generator=torch.Generator().manual_seed(self.seed + self.rank),
         )
         for batch in loader:
             self.iteration += 1
-            yield unpack_batch(batch) if packed else batch
+            yield receiver.receive(batch) if packed else batch
 
     def state_dict(self) -> dict:
         return {

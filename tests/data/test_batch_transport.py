@@ -1,8 +1,9 @@
 """pack_batch / unpack_batch: the same tensors (values, dtypes, shapes) through one buffer, also
-through the worker pickler and pinned memory."""
+through the worker pickler, a worker's reusable shared-memory slots and pinned memory."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 from multiprocessing.reduction import ForkingPickler
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing  # noqa: F401  (registers the shared-memory reductions of tensors)
 
-from maskrcnn.data.batch_transport import collate_packed, pack_batch, unpack_batch
+from maskrcnn.data.batch_transport import SlotReceiver, WorkerSlots, collate_packed, pack_batch, unpack_batch
 from maskrcnn.data.loader import collate
 
 
@@ -75,19 +76,56 @@ def test_round_trip_is_exact_and_views_one_buffer():
     assert layout[0][1]["masks"].nbytes == 9 and layout[2][1]["masks"].nbytes == 4
 
 
-def test_round_trip_through_the_worker_pickler():
-    # What a DataLoader worker sends: the collated batch through ForkingPickler (the buffer as one
-    # shared-memory segment).
-    packed = collate_packed(_batch())
-    data = ForkingPickler.dumps(packed)
-    assert packed[0].is_shared()
-    _assert_same(unpack_batch(pickle.loads(data)), collate(_batch()))
+def _send(shipment):
+    # What crosses from a DataLoader worker: the pickle of ForkingPickler (tensors in shared
+    # memory travel as file descriptors; in this process they map the same memory).
+    return pickle.loads(ForkingPickler.dumps(shipment))
+
+
+def test_round_trip_outside_a_worker():
+    shipment = collate_packed(_batch())
+    assert shipment.owner is None
+    _assert_same(SlotReceiver().receive(_send(shipment)), collate(_batch()))
+
+
+def test_worker_slots_are_reused_once_the_batch_is_freed():
+    slots, receiver = WorkerSlots(), SlotReceiver()
+    first = slots.ship(_batch())
+    assert first.slot is not None and first.slot.is_shared() and int(first.slot[0]) == 1  # in flight
+    received = receiver.receive(_send(first))
+    _assert_same(received, collate(_batch()))
+    # While the batch's tensors live, its slot stays taken: the next batch goes to a new slot.
+    second = slots.ship(_batch()[::-1])
+    assert second.index == 1 and second.slot is not None
+    _assert_same(receiver.receive(_send(second)), collate(_batch()[::-1]))  # freed at once
+    _assert_same(received, collate(_batch()))  # the first batch was not overwritten
+    assert int(slots.slots[0][0]) == 1 and int(slots.slots[1][0]) == 0
+    del received
+    gc.collect()
+    assert int(slots.slots[0][0]) == 0
+    # A free slot is refilled, and its tensor does not travel again: the receiver kept it mapped.
+    third = slots.ship(_batch())
+    assert third.index == 0 and third.slot is None
+    _assert_same(receiver.receive(_send(third)), collate(_batch()))
+    # A batch larger than every free slot replaces one, and the new slot travels.
+    big = [(torch.randint(0, 256, (3, 800, 800), dtype=torch.uint8), {"image_id": 1})]
+    fourth = slots.ship(big)
+    assert fourth.slot is not None and len(slots.slots) == 2
+    images, _ = receiver.receive(_send(fourth))
+    assert torch.equal(images[0], big[0][0])
+
+
+def test_a_slot_without_its_first_trip_is_an_error():
+    slots = WorkerSlots()
+    slots.ship(_batch())  # the first trip, never received
+    slots.slots[0][0] = 0
+    with pytest.raises(RuntimeError, match="arrived before the slot itself"):
+        SlotReceiver().receive(_send(slots.ship(_batch())))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
 def test_round_trip_through_pinned_memory():
-    from torch.utils.data._utils.pin_memory import pin_memory
-
-    images, targets = unpack_batch(pin_memory(collate_packed(_batch())))
-    assert all(im.is_pinned() for im in images)
+    slots = WorkerSlots()
+    images, targets = SlotReceiver(pin_memory=True).receive(_send(slots.ship(_batch())))
+    assert all(im.is_pinned() for im in images) and int(slots.slots[0][0]) == 0  # copied: handed back
     _assert_same((images, targets), collate(_batch()))

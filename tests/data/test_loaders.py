@@ -104,6 +104,18 @@ def test_train_loader_batches_do_not_depend_on_workers(train_set):
     assert a == b
 
 
+def test_train_batches_held_while_workers_go_on_stay_intact(train_set):
+    # With workers, a batch's tensors are views of a worker's reusable shared-memory slot: batches
+    # kept alive while the workers refill slots must not change (batch_transport.py).
+    serial = list(itertools.islice(iter(build_train_loader(train_set, batch_size=2, num_workers=0, seed=3)), 8))
+    held = list(itertools.islice(iter(build_train_loader(train_set, batch_size=2, num_workers=2, seed=3)), 8))
+    for (images, targets), (images_s, targets_s) in zip(held, serial):
+        assert all(torch.equal(a, b) for a, b in zip(images, images_s))
+        for t, t_s in zip(targets, targets_s):
+            assert t.keys() == t_s.keys()
+            assert all(torch.equal(t[k], t_s[k]) if isinstance(t[k], torch.Tensor) else t[k] == t_s[k] for k in t)
+
+
 def test_train_batches_are_aspect_grouped_and_well_formed(train_set):
     loader = build_train_loader(train_set, batch_size=2, num_workers=0, seed=2)
     for images, targets in itertools.islice(iter(loader), 6):

@@ -257,9 +257,10 @@ def profile_config(
 
     from maskrcnn.data import build_train_loader
     from maskrcnn.distributed import resolve_device
-    from maskrcnn.engine import build_optimizer, validate_train_config
+    from maskrcnn.engine import validate_train_config
     from maskrcnn.engine.config import REPO_ROOT
     from maskrcnn.engine.launch import seed_all
+    from maskrcnn.engine.solver import optimizer_from_config
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         cfg = validate_train_config(compose(config_name="train", overrides=list(overrides)))
@@ -268,15 +269,7 @@ def profile_config(
     train_set = instantiate(cfg.dataset.train)
     model = instantiate(cfg.model).to(dev)
     s = cfg.solver
-    optimizer = build_optimizer(
-        model,
-        base_lr=s.base_lr,
-        momentum=s.momentum,
-        nesterov=s.nesterov,
-        weight_decay=s.weight_decay,
-        weight_decay_norm=s.weight_decay_norm,
-        weight_decay_bias=s.weight_decay_bias,
-    )
+    optimizer = optimizer_from_config(model, s)
     loader = build_train_loader(
         train_set,
         batch_size=s.ims_per_batch,

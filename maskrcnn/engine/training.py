@@ -29,7 +29,7 @@ from .inference import draw_dataset_predictions
 from .launch import evaluate_dataset, overall_metrics, seed_all, setup_process
 from .metrics import MetricsLogger
 from .run_config import checkpoint_meta, hydra_choice
-from .solver import build_lr_scheduler, build_optimizer
+from .solver import lr_scheduler_from_config, optimizer_from_config
 from .trainer import Trainer, unwrap
 
 logger = logging.getLogger("train")
@@ -103,26 +103,8 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
     initialize_detector(model, cfg.model.get("init"))  # model.init: the weights to fine-tune from
     model = model.to(device)
     s = cfg.solver
-    optimizer = build_optimizer(
-        model,
-        base_lr=s.base_lr,
-        momentum=s.momentum,
-        nesterov=s.nesterov,
-        weight_decay=s.weight_decay,
-        weight_decay_norm=s.weight_decay_norm,
-        weight_decay_bias=s.weight_decay_bias,
-    )
-    scheduler = build_lr_scheduler(
-        optimizer,
-        max_iter=s.max_iter,
-        name=s.scheduler.name,
-        steps=list(s.steps),
-        gamma=s.gamma,
-        warmup_iters=s.warmup_iters,
-        warmup_factor=s.warmup_factor,
-        warmup_method=s.warmup_method.name,
-        cosine_end_factor=s.cosine_end_factor,
-    )
+    optimizer = optimizer_from_config(model, s)
+    scheduler = lr_scheduler_from_config(optimizer, s)
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model,

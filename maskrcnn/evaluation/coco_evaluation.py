@@ -10,9 +10,8 @@ import pycocotools.mask as mask_util
 import torch
 from pycocotools.coco import COCO
 
-from ..distributed import is_main_process
 from .coco_scoring import IOU_TYPES, coco_metrics
-from .gather import gather_predictions
+from .gather import predictions_to_score
 from .table import format_per_category_table
 
 logger = logging.getLogger(__name__)
@@ -195,11 +194,8 @@ class COCOEvaluator:
 
     def evaluate(self) -> dict[str, float]:
         """Gather, score, return the flat metric dict (rank 0; ``{}`` on the other ranks)."""
-        predictions = gather_predictions(self._predictions)
-        if not is_main_process():
-            return {}
-        if not predictions:
-            logger.warning("COCOEvaluator.evaluate: no image was processed, nothing to evaluate")
+        predictions = predictions_to_score(self._predictions, evaluator="COCOEvaluator")
+        if predictions is None:
             return {}
         with_masks = {record["has_masks"] for record in predictions.values()}
         if len(with_masks) > 1:

@@ -4,7 +4,7 @@
 checkpointer and trainer; :func:`train` runs it and reports. Checkpoints carry the run's config
 (``meta``, see :mod:`maskrcnn.engine.run_config`), so evaluation and prediction rebuild the model
 as trained. Under ``torchrun --max-restarts`` a restarted worker continues from the newest
-readable checkpoint of the run directory (:mod:`maskrcnn.engine.elastic`).
+readable checkpoint of the run directory (:mod:`maskrcnn.elastic`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import build_train_loader
 from ..distributed import broadcast_object, get_rank, get_world_size, is_main_process
+from ..elastic import restart_count
 from ..modeling.pretrained import initialize_detector
 from .checkpoint import Checkpointer
 from .config import validate_train_config
-from .elastic import restart_count
 from .eval_data import build_eval_dataset
 from .inference import draw_dataset_predictions
 from .launch import evaluate_dataset, overall_metrics, seed_all, setup_process

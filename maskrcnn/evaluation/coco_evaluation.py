@@ -33,6 +33,13 @@ def image_id_of(target: Mapping) -> int | str:
     return image_id
 
 
+def binarize_masks(masks: torch.Tensor, *, threshold: float = MASK_THRESHOLD) -> torch.Tensor:
+    """Foreground of mask probabilities (any shape): a pixel is foreground when its probability
+    is > ``threshold`` (0.5: torchvision, detectron2); bool masks are taken as they are. The one
+    binarization of scoring, results files and drawings, so a drawing shows the scored pixels."""
+    return masks if masks.dtype == torch.bool else masks > threshold
+
+
 def encode_masks(masks: torch.Tensor, *, threshold: float = MASK_THRESHOLD) -> list[dict]:
     """Binarize mask probabilities and run-length encode them for COCO.
 
@@ -47,10 +54,7 @@ def encode_masks(masks: torch.Tensor, *, threshold: float = MASK_THRESHOLD) -> l
     """
     if masks.dim() != 4 or masks.shape[1] != 1:
         raise ValueError(f"masks must be (D, 1, H, W), got shape {tuple(masks.shape)}")
-    if masks.dtype == torch.bool:
-        binary = masks[:, 0]
-    else:
-        binary = masks[:, 0] > threshold
+    binary = binarize_masks(masks[:, 0], threshold=threshold)
     # pycocotools wants (H, W, D) uint8 in Fortran order
     array = np.asfortranarray(binary.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
     rles = mask_util.encode(array) if len(masks) else []

@@ -15,6 +15,9 @@ number gives every attempt fresh keys. The restart count is the same for every w
 one agent runs the job (one node); with several nodes the agents count restarts differently (a
 node that did not fail restarts without counting), so there we keep torch's default and say how
 to get a fresh store per attempt instead (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``).
+
+Only torch and the standard library are imported here: :mod:`maskrcnn.distributed` imports this
+module at its top, and everything else imports that one.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .elastic import attempt_store
+
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -34,21 +36,13 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tor
         torch.cuda.set_device(device)
     if launched_by_torchrun() and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        # Imported here: maskrcnn.engine imports this module (data and evaluation use it without the engine).
-        from .engine.elastic import attempt_store
-
         timeout = datetime.timedelta(minutes=timeout_minutes)
-        store = attempt_store(timeout)  # a restarted torchrun attempt gets fresh store keys
-        if store is None:
+        attempt = attempt_store(timeout)  # a restarted torchrun attempt gets fresh store keys
+        if attempt is None:
             dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
         else:
-            dist.init_process_group(
-                backend=backend,
-                store=store,
-                rank=int(os.environ["RANK"]),
-                world_size=int(os.environ["WORLD_SIZE"]),
-                timeout=timeout,
-            )
+            store, rank, world_size = attempt
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     return device
 
 

@@ -10,6 +10,8 @@ targets, loss), backward and the optimizer. A part's time includes the parts nes
     from maskrcnn.profiling import profile_training_steps
     report = profile_training_steps(model, optimizer, batches, device=device, steps=20)
     print(format_report(report))
+
+:func:`time_interleaved` is the timer of the benchmarks (``tools/bench_ops.py``, ``tools/bench_model.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.profiler import record_function
 
-__all__ = ["StepTimer", "instrument", "profile_training_steps", "format_report"]
+__all__ = ["StepTimer", "instrument", "profile_training_steps", "format_report", "time_interleaved"]
 
 # (name, parent): the report's rows in order. Parents come before their children.
 PARTS: list[tuple[str, str | None]] = [
@@ -257,9 +259,10 @@ def profile_config(
 
     from maskrcnn.data import build_train_loader
     from maskrcnn.distributed import resolve_device
-    from maskrcnn.engine import build_optimizer, validate_train_config
+    from maskrcnn.engine import validate_train_config
     from maskrcnn.engine.config import REPO_ROOT
     from maskrcnn.engine.launch import seed_all
+    from maskrcnn.engine.solver import optimizer_from_config
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         cfg = validate_train_config(compose(config_name="train", overrides=list(overrides)))
@@ -268,15 +271,7 @@ def profile_config(
     train_set = instantiate(cfg.dataset.train)
     model = instantiate(cfg.model).to(dev)
     s = cfg.solver
-    optimizer = build_optimizer(
-        model,
-        base_lr=s.base_lr,
-        momentum=s.momentum,
-        nesterov=s.nesterov,
-        weight_decay=s.weight_decay,
-        weight_decay_norm=s.weight_decay_norm,
-        weight_decay_bias=s.weight_decay_bias,
-    )
+    optimizer = optimizer_from_config(model, s)
     loader = build_train_loader(
         train_set,
         batch_size=s.ims_per_batch,
@@ -309,3 +304,33 @@ def profile_config(
         report["ops_table"] = prof.key_averages().table(sort_by=sort_by, row_limit=ops)
     report["context"] = context
     return report
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int, device: torch.device
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall-clock and process CPU milliseconds (all threads) of ``repeats`` calls of each of ``fns``
+    after ``warmup`` untimed ones: ``{name: (wall_ms, cpu_ms)}``, one entry per call.
+
+    The calls are interleaved (one of each fn per round), so that a change of load on a shared
+    machine hits every fn alike; the CPU time shows the work done even when other processes
+    inflate the wall clock. On CUDA each call is timed to the device's completion.
+    """
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync()
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            times[name][0].append((time.perf_counter() - start) * 1e3)
+            times[name][1].append((time.process_time() - start_cpu) * 1e3)
+    return times

@@ -30,6 +30,8 @@ import statistics
 
 import torch
 
+from maskrcnn.fpn import fpn_levels
+
 IMAGE_HW = (800, 1344)  # 1333 x 800 padded to a multiple of 32
 STRIDES = (4, 8, 16, 32)
 CHANNELS = 256
@@ -52,13 +54,6 @@ def _make_inputs(batch: int, dtype: torch.dtype, seed: int = 0):
     image = torch.arange(batch).repeat_interleave(ROIS_PER_IMAGE).float()
     rois = torch.cat([image[:, None], boxes], 1).cuda()
     return feats, rois
-
-
-def _levels(rois: torch.Tensor) -> torch.Tensor:
-    """FPN Eqn. 1 with k0 = 4, canonical size 224, clamped to P2-P5, as torchvision's LevelMapper."""
-    area = (rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])
-    k = torch.floor(4 + torch.log2(area.sqrt() / 224 + 1e-6))
-    return (k.clamp(2, 5) - 2).to(torch.int64)
 
 
 def _median_ms(fn, warmup: int, repeats: int) -> float:
@@ -149,7 +144,14 @@ def run_gpu_cases(*, quick: bool = False, warmup: int = 3, repeats: int = 15) ->
 
         def ours_multi():
             return multilevel_roi_align(
-                feats, rois, _levels(rois), scales, out_size, sampling_ratio=sampling, aligned=False, mode="avg"
+                feats,
+                rois,
+                fpn_levels(rois[:, 1:], min_level=2, max_level=5),
+                scales,
+                out_size,
+                sampling_ratio=sampling,
+                aligned=False,
+                mode="avg",
             )
 
         def peer_multi():

@@ -27,8 +27,7 @@ import torch
 from maskrcnn.data import CocoDetection, build_train_loader
 from maskrcnn.data.masks import InstanceMasks
 from maskrcnn.data.transforms import build_transforms
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from maskrcnn.engine.config import REPO_ROOT
 
 
 class FullResolutionMasks(CocoDetection):

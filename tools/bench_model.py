@@ -23,7 +23,6 @@ import copy
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,6 +38,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from maskrcnn.engine.config import REPO_ROOT
 from maskrcnn.modeling.torchvision_compat import convert_torchvision_state_dict
 from maskrcnn.ops import MultiScaleRoIAlign
+from maskrcnn.profiling import time_interleaved
 
 MODELS = ("torchvision", "swap", "ours")
 
@@ -112,25 +112,6 @@ def make_inputs(*, batch: int, h: int, w: int, num_classes: int, device: torch.d
     return images, targets
 
 
-def timed(fns: dict, *, iters: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
-    """Milliseconds of each of ``fns`` (name -> callable) per run. The models take turns, one run
-    each per round, so that a change of load on a shared machine hits all of them alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    out = {name: [] for name in fns}
-    for _ in range(iters):
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            out[name].append((time.perf_counter() - t) * 1000)
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -193,16 +174,19 @@ def main(argv=None) -> int:
         models[name].eval()
     infers = {name: infer_fn(models[name]) for name in names}
     dets = {name: fn() for name, fn in infers.items()}
-    inf = timed(infers, iters=iters, warmup=args.warmup, device=device)
+    inf = time_interleaved(infers, repeats=iters, warmup=args.warmup, device=device)
     for name in names:
         models[name].train()
-    train = timed({name: step_fn(models[name]) for name in names}, iters=iters, warmup=args.warmup, device=device)
+    steps = {name: step_fn(models[name]) for name in names}
+    train = time_interleaved(steps, repeats=iters, warmup=args.warmup, device=device)
     results = {
         name: {
-            "inference_ms": statistics.median(inf[name]),
-            "train_step_ms": statistics.median(train[name]),
-            "inference_all_ms": inf[name],
-            "train_all_ms": train[name],
+            "inference_ms": statistics.median(inf[name][0]),
+            "train_step_ms": statistics.median(train[name][0]),
+            "inference_cpu_ms": statistics.median(inf[name][1]),
+            "train_step_cpu_ms": statistics.median(train[name][1]),
+            "inference_all_ms": inf[name][0],
+            "train_all_ms": train[name][0],
             "detections_per_image": [int(d["boxes"].shape[0]) for d in dets[name]],
         }
         for name in names

@@ -25,13 +25,13 @@ import math
 import os
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 
 import torch
 import torchvision
 
 import maskrcnn.ops as ops
+from maskrcnn.profiling import time_interleaved
 
 
 @dataclass(frozen=True)
@@ -95,31 +95,6 @@ def random_rois(shape: Shape, rois_per_image: int, device, dtype, seed: int = 0)
     return torch.cat([index[:, None], boxes], dim=1).to(device=device, dtype=dtype)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_calls(fns: dict, device, repeats: int, warmup: int) -> dict:
-    """Wall-clock and process CPU milliseconds (all threads) of `repeats` calls of each fn after
-    `warmup` untimed ones: {name: (wall, cpu)}. The calls are interleaved (one of each fn per
-    round), so that a change of load on a shared machine hits every fn alike; the CPU time shows
-    the work done even when the wall clock is inflated by other processes."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    _sync(device)
-    times = {name: ([], []) for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            _sync(device)
-            times[name][0].append((time.perf_counter() - start) * 1e3)
-            times[name][1].append((time.process_time() - start_cpu) * 1e3)
-    return times
-
-
 def bench_shape(shape: Shape, op: str, impls: dict, args, device) -> list[dict]:
     dtype = getattr(torch, args.dtype)
     g = torch.Generator().manual_seed(1)
@@ -147,7 +122,8 @@ def bench_shape(shape: Shape, op: str, impls: dict, args, device) -> list[dict]:
 
     records = []
     for direction, make in (("forward", forward), ("forward+backward", forward_backward)):
-        timed = time_calls({name: make(fn) for name, fn in impls.items()}, device, args.repeats, args.warmup)
+        fns = {name: make(fn) for name, fn in impls.items()}
+        timed = time_interleaved(fns, repeats=args.repeats, warmup=args.warmup, device=device)
         for impl_name, (times, cpu) in timed.items():
             records.append(
                 {

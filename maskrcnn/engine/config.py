@@ -1,7 +1,11 @@
 """Schemas of the engine's config keys and start-up validation of a composed Hydra config.
 
-``tools/train.py`` and ``tools/eval.py`` call :func:`validate_train_config` /
-:func:`validate_eval_config` first: the composed config is merged into typed dataclasses
+What the tools run validates the composed config before building anything:
+:func:`maskrcnn.engine.training.build_trainer` (``tools/train.py``) and
+:func:`maskrcnn.profiling.profile_config` (``tools/profile_step.py``) call
+:func:`validate_train_config`, :func:`maskrcnn.engine.evaluate.run` (``tools/eval.py``) calls
+:func:`validate_eval_config`; the predict and check_dataset schemas are in
+:mod:`maskrcnn.engine.tool_configs`. The composed config is merged into typed dataclasses
 (OmegaConf structured configs), so a misspelled key (``solver.base_lrr``) or a wrong type
 (``solver.max_iter=abc``) stops the run with a :class:`ConfigError` naming the key. The groups
 owned by other parts (``model``, ``roi_layer``, ``dataset``) are checked for the keys the engine

@@ -21,9 +21,9 @@ from omegaconf import DictConfig
 
 from ..data import build_test_loader
 from ..distributed import broadcast_object, init_distributed, is_main_process, launched_by_torchrun
+from ..elastic import run_stamp
 from ..evaluation import build_evaluator
 from .checkpoint import Checkpointer
-from .elastic import run_stamp
 from .inference import inference_on_dataset
 from .run_config import RunConfig, apply_run_config, load_model_weights, load_run_config, without_initial_weights
 from .run_dir import remove_empty_run_dir

@@ -19,7 +19,7 @@ import cv2
 import torch
 from omegaconf import DictConfig
 
-from ..data.base import to_chw_float
+from ..data.base import to_chw_uint8
 from ..data.io import read_image
 from ..distributed import resolve_device
 from ..evaluation import coco_results
@@ -162,8 +162,9 @@ def predict(cfg: DictConfig, overrides: Sequence[str] | None = None) -> list[dic
         vis_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     for image_id, path in zip(ids, files):
-        # The datasets' own conversion to float: the same input tensor as in an evaluation.
-        image = torch.from_numpy(to_chw_float(read_image(path)))
+        # (3, H, W) uint8 as the datasets give it: the model converts and normalizes on its
+        # device, as in training and evaluation.
+        image = torch.from_numpy(to_chw_uint8(read_image(path)))
         with torch.no_grad():
             det = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
         results.extend(

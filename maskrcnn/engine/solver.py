@@ -152,3 +152,32 @@ class LRMultiplier:
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, **kwargs) -> torch.optim.lr_scheduler.LambdaLR:
     """``LambdaLR`` over :class:`LRMultiplier` (kwargs as its constructor); step once per iteration."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, LRMultiplier(**kwargs))
+
+
+def optimizer_from_config(model: nn.Module, solver) -> torch.optim.SGD:
+    """:func:`build_optimizer` from a validated ``solver`` config group (``configs/solver/*.yaml``);
+    the one place training and profiling turn the config into an optimizer."""
+    return build_optimizer(
+        model,
+        base_lr=solver.base_lr,
+        momentum=solver.momentum,
+        nesterov=solver.nesterov,
+        weight_decay=solver.weight_decay,
+        weight_decay_norm=solver.weight_decay_norm,
+        weight_decay_bias=solver.weight_decay_bias,
+    )
+
+
+def lr_scheduler_from_config(optimizer: torch.optim.Optimizer, solver) -> torch.optim.lr_scheduler.LambdaLR:
+    """:func:`build_lr_scheduler` from a validated ``solver`` config group (enum choices as names)."""
+    return build_lr_scheduler(
+        optimizer,
+        max_iter=solver.max_iter,
+        name=solver.scheduler.name,
+        steps=list(solver.steps),
+        gamma=solver.gamma,
+        warmup_iters=solver.warmup_iters,
+        warmup_factor=solver.warmup_factor,
+        warmup_method=solver.warmup_method.name,
+        cosine_end_factor=solver.cosine_end_factor,
+    )

@@ -4,7 +4,7 @@
 checkpointer and trainer; :func:`train` runs it and reports. Checkpoints carry the run's config
 (``meta``, see :mod:`maskrcnn.engine.run_config`), so evaluation and prediction rebuild the model
 as trained. Under ``torchrun --max-restarts`` a restarted worker continues from the newest
-readable checkpoint of the run directory (:mod:`maskrcnn.engine.elastic`).
+readable checkpoint of the run directory (:mod:`maskrcnn.elastic`).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import build_train_loader
 from ..distributed import broadcast_object, get_rank, get_world_size, is_main_process
+from ..elastic import restart_count
 from ..modeling.pretrained import initialize_detector
 from .checkpoint import Checkpointer
 from .config import validate_train_config
-from .elastic import restart_count
 from .eval_data import build_eval_dataset
 from .inference import draw_dataset_predictions
 from .launch import evaluate_dataset, overall_metrics, seed_all, setup_process
 from .metrics import MetricsLogger
 from .run_config import checkpoint_meta, hydra_choice
-from .solver import build_lr_scheduler, build_optimizer
+from .solver import lr_scheduler_from_config, optimizer_from_config
 from .trainer import Trainer, unwrap
 
 logger = logging.getLogger("train")
@@ -103,26 +103,8 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
     initialize_detector(model, cfg.model.get("init"))  # model.init: the weights to fine-tune from
     model = model.to(device)
     s = cfg.solver
-    optimizer = build_optimizer(
-        model,
-        base_lr=s.base_lr,
-        momentum=s.momentum,
-        nesterov=s.nesterov,
-        weight_decay=s.weight_decay,
-        weight_decay_norm=s.weight_decay_norm,
-        weight_decay_bias=s.weight_decay_bias,
-    )
-    scheduler = build_lr_scheduler(
-        optimizer,
-        max_iter=s.max_iter,
-        name=s.scheduler.name,
-        steps=list(s.steps),
-        gamma=s.gamma,
-        warmup_iters=s.warmup_iters,
-        warmup_factor=s.warmup_factor,
-        warmup_method=s.warmup_method.name,
-        cosine_end_factor=s.cosine_end_factor,
-    )
+    optimizer = optimizer_from_config(model, s)
+    scheduler = lr_scheduler_from_config(optimizer, s)
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model,

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..evaluation.coco_evaluation import MASK_THRESHOLD, binarize_masks
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,7 +28,7 @@ def draw_predictions(
     *,
     class_names: Sequence[str] | None = None,
     score_threshold: float = 0.5,
-    mask_threshold: float = 0.5,
+    mask_threshold: float = MASK_THRESHOLD,
 ) -> np.ndarray:
     """Boxes, labels, scores and masks of ``prediction`` over ``image``.
 
@@ -51,7 +53,7 @@ def draw_predictions(
     if masks is not None:
         masks = masks.detach().cpu()[keep]
         for mask, label in zip(masks, labels):
-            m = (mask[0] >= mask_threshold).numpy()
+            m = binarize_masks(mask[0], threshold=mask_threshold).numpy()
             if m.shape != canvas.shape[:2]:
                 continue
             canvas[m] = (0.5 * canvas[m] + 0.5 * np.array(_color(int(label)))).astype(np.uint8)

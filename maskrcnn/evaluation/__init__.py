@@ -4,7 +4,7 @@ All metrics are fractions in [0, 1], like ``COCOeval.stats``.
 """
 
 from .build import EVALUATOR_KINDS, build_evaluator
-from .coco_evaluation import COCOEvaluator, coco_results, encode_masks
+from .coco_evaluation import COCOEvaluator, binarize_masks, coco_results, encode_masks
 from .coco_scoring import COCO_METRIC_NAMES, coco_metrics
 from .results_scoring import score_coco_results
 from .table import format_per_category_table, per_category_from_metrics
@@ -15,6 +15,7 @@ __all__ = [
     "COCOEvaluator",
     "EVALUATOR_KINDS",
     "VOCEvaluator",
+    "binarize_masks",
     "build_evaluator",
     "coco_metrics",
     "coco_results",

@@ -10,9 +10,8 @@ import pycocotools.mask as mask_util
 import torch
 from pycocotools.coco import COCO
 
-from ..distributed import is_main_process
 from .coco_scoring import IOU_TYPES, coco_metrics
-from .gather import gather_predictions
+from .gather import predictions_to_score
 from .table import format_per_category_table
 
 logger = logging.getLogger(__name__)
@@ -34,6 +33,13 @@ def image_id_of(target: Mapping) -> int | str:
     return image_id
 
 
+def binarize_masks(masks: torch.Tensor, *, threshold: float = MASK_THRESHOLD) -> torch.Tensor:
+    """Foreground of mask probabilities (any shape): a pixel is foreground when its probability
+    is > ``threshold`` (0.5: torchvision, detectron2); bool masks are taken as they are. The one
+    binarization of scoring, results files and drawings, so a drawing shows the scored pixels."""
+    return masks if masks.dtype == torch.bool else masks > threshold
+
+
 def encode_masks(masks: torch.Tensor, *, threshold: float = MASK_THRESHOLD) -> list[dict]:
     """Binarize mask probabilities and run-length encode them for COCO.
 
@@ -48,10 +54,7 @@ def encode_masks(masks: torch.Tensor, *, threshold: float = MASK_THRESHOLD) -> l
     """
     if masks.dim() != 4 or masks.shape[1] != 1:
         raise ValueError(f"masks must be (D, 1, H, W), got shape {tuple(masks.shape)}")
-    if masks.dtype == torch.bool:
-        binary = masks[:, 0]
-    else:
-        binary = masks[:, 0] > threshold
+    binary = binarize_masks(masks[:, 0], threshold=threshold)
     # pycocotools wants (H, W, D) uint8 in Fortran order
     array = np.asfortranarray(binary.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
     rles = mask_util.encode(array) if len(masks) else []
@@ -195,11 +198,8 @@ class COCOEvaluator:
 
     def evaluate(self) -> dict[str, float]:
         """Gather, score, return the flat metric dict (rank 0; ``{}`` on the other ranks)."""
-        predictions = gather_predictions(self._predictions)
-        if not is_main_process():
-            return {}
-        if not predictions:
-            logger.warning("COCOEvaluator.evaluate: no image was processed, nothing to evaluate")
+        predictions = predictions_to_score(self._predictions, evaluator="COCOEvaluator")
+        if predictions is None:
             return {}
         with_masks = {record["has_masks"] for record in predictions.values()}
         if len(with_masks) > 1:

@@ -46,10 +46,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..distributed import is_main_process
 from .coco_evaluation import image_id_of
 from .coco_scoring import coco_metrics
-from .gather import gather_predictions
+from .gather import predictions_to_score
 from .table import format_per_category_table
 
 logger = logging.getLogger(__name__)
@@ -226,11 +225,8 @@ class VOCEvaluator:
             self._predictions[image_id] = (boxes, scores, labels)
 
     def evaluate(self) -> dict[str, float]:
-        predictions = gather_predictions(self._predictions)
-        if not is_main_process():
-            return {}
-        if not predictions:
-            logger.warning("VOCEvaluator.evaluate: no image was processed, nothing to evaluate")
+        predictions = predictions_to_score(self._predictions, evaluator="VOCEvaluator")
+        if predictions is None:
             return {}
         image_ids = sorted(predictions, key=lambda i: (str(type(i)), i))
         metrics: dict[str, float] = {}

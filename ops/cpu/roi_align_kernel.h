@@ -110,6 +110,38 @@ inline bool off_map_wins(T best, int64_t best_pos, int64_t first_invalid) {
   return first_invalid >= 0 && (best < T(0) || (best == T(0) && first_invalid < best_pos));
 }
 
+// Max mode, channels_last: the maximum over the valid samples of bin (ph, pw), for the nc
+// channels from c0 on, into best[0, nc); with Winner also the row-major index iy * nx + ix of the
+// first sample reaching it into win[0, nc) (the backward scatters to that sample). The bin has at
+// least one valid sample. One loop for forward and backward, so both pick the same sample.
+template <bool Winner, typename scalar_t, typename T>
+inline void channels_last_bin_max(const scalar_t* image, const FeatureMap<const scalar_t>& f, int64_t c0, int64_t nc,
+                                  const AxisPlan<T>& py, const AxisPlan<T>& px, int ph, int pw, T* best, int* win) {
+  const int ny = py.num_valid(ph), nx = px.num_valid(pw);
+  const int sy0 = py.sample_begin[ph], sx0 = px.sample_begin[pw];
+  for (int iy = 0; iy < ny; ++iy) {
+    for (int ix = 0; ix < nx; ++ix) {
+      const BilinearTaps<scalar_t, T> taps(image, f.sH, f.sW, c0, py.samples[sy0 + iy], px.samples[sx0 + ix]);
+      const int local = iy * nx + ix;
+      if (local == 0) {
+        for (int64_t j = 0; j < nc; ++j) {
+          best[j] = taps.value(j);
+          if constexpr (Winner) win[j] = 0;
+        }
+        continue;
+      }
+      for (int64_t j = 0; j < nc; ++j) {
+        const T v = taps.value(j);
+        if constexpr (Winner) {
+          keep_first_max(v, best[j], win[j], local);
+        } else {
+          best[j] = v > best[j] ? v : best[j];
+        }
+      }
+    }
+  }
+}
+
 // Forward of one RoI on channels [c0, c1): writes the (c1 - c0, oh, ow) output block.
 template <typename scalar_t, typename T, bool CL>
 void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const RoiPlan<T>& plan, int pooled_h,
@@ -185,24 +217,7 @@ void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const R
         for (int64_t j = 0; j < nc; ++j) o[j * out.sC] = static_cast<scalar_t>(0);
         continue;
       }
-      const int sy0 = py.sample_begin[ph], sx0 = px.sample_begin[pw];
-      for (int iy = 0; iy < ny; ++iy) {
-        for (int ix = 0; ix < nx; ++ix) {
-          const roi::AxisInterp<T>& sy = py.samples[sy0 + iy];
-          const roi::AxisInterp<T>& sx = px.samples[sx0 + ix];
-          const BilinearTaps<scalar_t, T> taps(image, f.sH, f.sW, c0, sy, sx);
-          if (iy == 0 && ix == 0) {
-            for (int64_t j = 0; j < nc; ++j) {
-              acc[j] = taps.value(j);
-            }
-            continue;
-          }
-          for (int64_t j = 0; j < nc; ++j) {
-            const T v = taps.value(j);
-            acc[j] = v > acc[j] ? v : acc[j];
-          }
-        }
-      }
+      channels_last_bin_max<false>(image, f, c0, nc, py, px, ph, pw, acc, nullptr);
       const bool has_off_map =
           first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid) >= 0;
       for (int64_t j = 0; j < nc; ++j) {
@@ -306,26 +321,7 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
       }
       const int ny = py.num_valid(ph), nx = px.num_valid(pw);
       if (ny == 0 || nx == 0) continue;
-      const int sy0 = py.sample_begin[ph], sx0 = px.sample_begin[pw];
-      for (int iy = 0; iy < ny; ++iy) {
-        for (int ix = 0; ix < nx; ++ix) {
-          const roi::AxisInterp<T>& sy = py.samples[sy0 + iy];
-          const roi::AxisInterp<T>& sx = px.samples[sx0 + ix];
-          const BilinearTaps<scalar_t, T> taps(image, f.sH, f.sW, c0, sy, sx);
-          const int local = iy * nx + ix;
-          if (local == 0) {
-            for (int64_t j = 0; j < nc; ++j) {
-              best[j] = taps.value(j);
-              win[j] = 0;
-            }
-            continue;
-          }
-          for (int64_t j = 0; j < nc; ++j) {
-            const T v = taps.value(j);
-            keep_first_max(v, best[j], win[j], local);
-          }
-        }
-      }
+      channels_last_bin_max<true>(image, f, c0, nc, py, px, ph, pw, best, win);
       const int64_t first_invalid =
           first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid);
       for (int64_t j = 0; j < nc; ++j) {

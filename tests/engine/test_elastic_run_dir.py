@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maskrcnn.engine import elastic
+from maskrcnn import elastic
 
 SOURCE = Path(elastic.__file__)
 PRINT_STAMP = (

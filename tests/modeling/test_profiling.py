@@ -9,7 +9,7 @@ import torch
 from modeling_helpers import build_model
 
 from maskrcnn.modeling import roi_heads as roi_heads_module
-from maskrcnn.profiling import PARTS, format_report, profile_training_steps
+from maskrcnn.profiling import PARTS, format_report, profile_training_steps, time_interleaved
 
 FAST = [
     "model.rpn.pre_nms_topk_train=300",
@@ -64,3 +64,14 @@ def test_parts_are_timed_nested_and_change_nothing(two_samples):
 
     table = format_report(report)
     assert table.splitlines()[1].split()[0] == "step" and "mask.targets" in table and "(rest)" in table
+
+
+def test_benchmark_timer_interleaves_the_calls_and_times_each():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = time_interleaved(fns, repeats=3, warmup=2, device=torch.device("cpu"))
+    # warm-up and timed calls alike take turns, so a change of load hits both
+    assert calls == ["a", "b"] * 5
+    assert set(times) == {"a", "b"}
+    for wall, cpu in times.values():
+        assert len(wall) == len(cpu) == 3 and all(t >= 0 for t in wall + cpu)

@@ -15,6 +15,9 @@ number gives every attempt fresh keys. The restart count is the same for every w
 one agent runs the job (one node); with several nodes the agents count restarts differently (a
 node that did not fail restarts without counting), so there we keep torch's default and say how
 to get a fresh store per attempt instead (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``).
+
+Only torch and the standard library are imported here: :mod:`maskrcnn.distributed` imports this
+module at its top, and everything else imports that one.
 """
 
 from __future__ import annotations
@@ -63,12 +66,14 @@ def run_stamp() -> str:
     return time.strftime("%Y-%m-%d/%H-%M-%S", time.localtime(started if started is not None else time.time()))
 
 
-def attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
-    """The store this attempt's process group should use, or None for torch's ``env://`` default.
+def attempt_store(timeout: datetime.timedelta) -> tuple[dist.Store, int, int] | None:
+    """``(store, rank, world_size)`` for this attempt's process group, or None for torch's
+    ``env://`` default.
 
     Under torchrun on one node: the job's store (as ``env://`` would build it) under the prefix
     ``maskrcnn/attempt_<restart count>/``, so that no key of an earlier attempt is read (see the
-    module docstring). Without torchrun, or with several nodes, None.
+    module docstring), with the rank and world size the rendezvous read from torchrun's
+    environment. Without torchrun, or with several nodes, None.
     """
     if not under_torchelastic():
         return None
@@ -82,5 +87,5 @@ def attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
                 os.environ["GROUP_WORLD_SIZE"],
             )
         return None
-    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
-    return dist.PrefixStore(f"maskrcnn/attempt_{restart_count()}/", store)
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    return dist.PrefixStore(f"maskrcnn/attempt_{restart_count()}/", store), rank, world_size

@@ -92,11 +92,17 @@ def _roi_pool_setup_context(ctx, inputs, output):
     input, rois, *params = inputs
     _, argmax = output
     ctx.mark_non_differentiable(argmax)
+    # The argmax gets no gradient: without this, autograd would hand the backward a zero-filled
+    # int32 tensor of its size (K, C, PH, PW), whose allocation and page faults cost as much as the
+    # whole backward kernel on the large heads (docs/ops.md).
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(input, rois, argmax)
     ctx.params = params  # spatial_scale, pooled_height, pooled_width
 
 
 def _roi_pool_backward(ctx, grad, grad_argmax):
+    if grad is None:  # grads are not materialized (see _roi_pool_setup_context)
+        return (None,) * 5
     input, rois, argmax = ctx.saved_tensors
     grad_input = torch.ops.maskrcnn._roi_pool_backward(grad, input, rois, argmax, *ctx.params)
     return (grad_input,) + (None,) * 4

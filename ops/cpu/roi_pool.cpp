@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -153,26 +154,26 @@ void pool_plane(const scalar_t* plane, int64_t sH, int64_t width, const roi::Poo
 
 // One RoI on a block of nc channels laid out channels-last: cell (h, w) of channel c0 + j at
 // image[h * sH + w * sW + j]. The innermost loops run over the contiguous channels (they
-// vectorize); the running maxima live in a float/double scratch. Output element (j, ph, pw) at
-// out[j * oC + ph * oH + pw * oW], the same for arg.
+// vectorize); the running maxima of every bin live in a float/double tile (bin i, channel j at
+// i * nc + j) that is written out once per RoI. Output element (j, ph, pw) at
+// out[j * oC + ph * oH + pw * oW], the same for arg. For an NCHW output the RoI's block is one
+// contiguous range, written in order: a scattered store per bin and channel (nc streams at once)
+// cost about half of the kernel's time on the large mask and C4 outputs.
 template <typename in_t, typename scalar_t, typename T>
 void pool_channels_last(const in_t* image, int64_t sH, int64_t sW, int64_t width, const roi::PoolRange* rows,
                         const roi::PoolRange* cols, int pooled_h, int pooled_w, int64_t nc, scalar_t* out, int* arg,
                         int64_t oC, int64_t oH, int64_t oW, PoolScratch<T>& s) {
-  s.resize(nc);
-  T* __restrict best = s.best.data();
-  int* __restrict where = s.where.data();
+  const int64_t bins = static_cast<int64_t>(pooled_h) * pooled_w;
+  s.resize(bins * nc);
   for (int ph = 0; ph < pooled_h; ++ph) {
     const roi::PoolRange r = rows[ph];
     for (int pw = 0; pw < pooled_w; ++pw) {
       const roi::PoolRange q = cols[pw];
-      scalar_t* ov = out + ph * oH + pw * oW;
-      int* oa = arg + ph * oH + pw * oW;
+      T* __restrict best = s.best.data() + (ph * pooled_w + pw) * nc;
+      int* __restrict where = s.where.data() + (ph * pooled_w + pw) * nc;
       if (r.end <= r.begin || q.end <= q.begin) {
-        for (int64_t j = 0; j < nc; ++j) {
-          ov[j * oC] = static_cast<scalar_t>(0);
-          oa[j * oC] = -1;
-        }
+        std::fill(best, best + nc, T(0));
+        std::fill(where, where + nc, -1);
         continue;
       }
       const in_t* __restrict first = image + r.begin * sH + q.begin * sW;
@@ -185,13 +186,36 @@ void pool_channels_last(const in_t* image, int64_t sH, int64_t sW, int64_t width
         for (int64_t w = (h == r.begin ? q.begin + 1 : q.begin); w < q.end; ++w) {
           const in_t* __restrict p = image + h * sH + w * sW;
           const int index = static_cast<int>(h * width + w);
+          if constexpr (std::is_same<in_t, float>::value && std::is_same<T, float>::value) {
+            if (nc >= 16) {  // worth a call (the AVX2 build where there is one)
+              keep_first_max_f32(p, best, where, nc, index);
+              continue;
+            }
+          }
           for (int64_t j = 0; j < nc; ++j) keep_first_max(static_cast<T>(p[j]), best[j], where[j], index);
         }
       }
+    }
+  }
+  const T* __restrict best = s.best.data();
+  const int* __restrict where = s.where.data();
+  if (oC == 1) {  // channels_last output: a bin's channels are contiguous
+    for (int64_t i = 0; i < bins; ++i) {
+      const int64_t o = (i / pooled_w) * oH + (i % pooled_w) * oW;
       for (int64_t j = 0; j < nc; ++j) {
-        ov[j * oC] = static_cast<scalar_t>(best[j]);
-        oa[j * oC] = where[j];
+        out[o + j] = static_cast<scalar_t>(best[i * nc + j]);
+        arg[o + j] = where[i * nc + j];
       }
+    }
+    return;
+  }
+  for (int64_t j = 0; j < nc; ++j) {
+    for (int ph = 0; ph < pooled_h; ++ph) {
+      scalar_t* __restrict ov = out + j * oC + ph * oH;
+      int* __restrict oa = arg + j * oC + ph * oH;
+      const int64_t i0 = static_cast<int64_t>(ph) * pooled_w;
+      for (int pw = 0; pw < pooled_w; ++pw) ov[pw * oW] = static_cast<scalar_t>(best[(i0 + pw) * nc + j]);
+      for (int pw = 0; pw < pooled_w; ++pw) oa[pw * oW] = where[(i0 + pw) * nc + j];
     }
   }
 }
@@ -209,6 +233,27 @@ void stage_channels_last(const scalar_t* image, int64_t sC, int64_t plane, int64
       const scalar_t* __restrict src = image + j * sC;
       for (int64_t i = i0; i < i1; ++i) dst[i * nc + j] = static_cast<T>(src[i]);
     }
+  }
+}
+
+[[noreturn]] C10_NOINLINE void bad_argmax(int64_t k, int a, int64_t plane) {
+  TORCH_CHECK_VALUE(false, "argmax of RoI ", k, " must be -1 or a cell index in [0, H * W = ", plane, "), got ", a);
+  std::abort();  // not reached
+}
+
+// Adds the bins' gradients g[i] into the cells arg[i] (h * W + w, -1 for an empty bin) of one
+// NCHW gradient plane, in the order of the bins. (Summing runs of equal cells in a register was
+// slower: the branch on a new cell mispredicts.)
+template <typename scalar_t, typename T>
+void scatter_plane(const scalar_t* __restrict g, const int* __restrict arg, int64_t bins, int64_t plane, int64_t k,
+                   T* __restrict plane_grad) {
+  for (int64_t i = 0; i < bins; ++i) {
+    const int a = arg[i];
+    if (static_cast<uint32_t>(a) >= static_cast<uint32_t>(plane)) {
+      if (a == -1) continue;  // empty bin
+      bad_argmax(k, a, plane);
+    }
+    plane_grad[a] += static_cast<T>(g[i]);
   }
 }
 
@@ -315,28 +360,26 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& inpu
       const ChannelSplit::Item it = prep.split.decode(item);
       const int64_t nc = it.c1 - it.c0;
       const GradSlice<scalar_t, T> slice(gi + it.n * gN + it.c0 * gC, gC, gH, gW, nc, height, width, cl, buffer);
-      // Adds gv into the cell a = h * W + w of `plane_grad` (cells are sW apart in both layouts).
-      auto add = [&](int64_t k, int a, scalar_t gv, T* __restrict plane_grad) {
-        if (static_cast<uint32_t>(a) >= static_cast<uint32_t>(plane)) {
-          if (a == -1) return;  // empty bin
-          TORCH_CHECK_VALUE(false, "argmax of RoI ", k, " must be -1 or a cell index in [0, H * W = ", plane, "), got ",
-                            a);
-        }
-        plane_grad[a * slice.sW] += static_cast<T>(gv);
-      };
       // Per RoI in order, and each channel's bins in order (the reference's order of the sums);
       // the loops follow the memory order of grad and argmax.
       for (const int64_t k : prep.bucket[it.n]) {
         if (cl) {
           for (int64_t i = 0; i < bins; ++i) {
             const int64_t o = k * oK + i * channels + it.c0;
-            for (int64_t j = 0; j < nc; ++j) add(k, arg[o + j], g[o + j], slice.data + j * slice.sC);
+            for (int64_t j = 0; j < nc; ++j) {
+              const int a = arg[o + j];
+              if (static_cast<uint32_t>(a) >= static_cast<uint32_t>(plane)) {
+                if (a == -1) continue;  // empty bin
+                bad_argmax(k, a, plane);
+              }
+              slice.data[j * slice.sC + a * slice.sW] += static_cast<T>(g[o + j]);
+            }
           }
         } else {
           for (int64_t j = 0; j < nc; ++j) {
-            const int64_t o = k * oK + (it.c0 + j) * bins;
-            T* plane_grad = slice.data + j * slice.sC;
-            for (int64_t i = 0; i < bins; ++i) add(k, arg[o + i], g[o + i], plane_grad);
+            // NCHW: the cells of a plane are adjacent (slice.sW == 1).
+            scatter_plane<scalar_t, T>(g + k * oK + (it.c0 + j) * bins, arg + k * oK + (it.c0 + j) * bins, bins, plane,
+                                       k, slice.data + j * slice.sC);
           }
         }
       }

@@ -123,16 +123,17 @@ def unpack_batch(packed) -> tuple[tuple, tuple]:
 
 
 # A slot: a 1-D uint8 tensor in shared memory; byte 0 is 1 while a batch written there is in
-# flight (set by the worker, cleared by the receiver once it copied the batch out), the batch
-# starts at _HEADER.
+# flight (set by the worker, cleared by the receiver once the batch's tensors are freed, or copied
+# into pinned memory), the batch starts at _HEADER.
 _HEADER = _ALIGN
 _GRANULE = 1 << 20  # slot capacities are rounded up to this, with a quarter to spare
 
 
 class Shipment:
     """One packed batch on its way from a worker: ``slot`` (the tensor: only on the slot's first
-    trip, else None), which slot of which worker (``owner``: the worker's pid, None outside a
-    worker), ``nbytes`` used in it and the batch's ``layout`` (:func:`pack_batch`)."""
+    trip, else None), which slot of which worker (``owner``: the worker's pid), ``nbytes`` used in
+    it and the batch's ``layout`` (:func:`pack_batch`). Outside a worker (``owner`` None), ``slot``
+    is the plain buffer of :func:`pack_batch`."""
 
     __slots__ = ("owner", "index", "nbytes", "slot", "layout")
 
@@ -205,10 +206,10 @@ class SlotReceiver:
                     f"batch in slot {shipment.index} of worker {shipment.owner} arrived before the slot itself; "
                     "a Shipment must be received by the SlotReceiver that received that worker's earlier batches"
                 )
-        data = slot[_HEADER : _HEADER + shipment.nbytes]
         if shipment.owner is None:  # packed in this process: the buffer is ours
-            buffer = data
-        elif self.pin_memory:  # copied into pinned memory, and the slot handed back at once
+            return unpack_batch((slot, shipment.layout))
+        data = slot[_HEADER : _HEADER + shipment.nbytes]
+        if self.pin_memory:  # copied into pinned memory, and the slot handed back at once
             buffer = torch.empty(shipment.nbytes, dtype=torch.uint8, pin_memory=True)
             buffer.copy_(data)
             _release(slot)
@@ -233,8 +234,6 @@ def collate_packed(batch: list) -> Shipment:
     other end. In a worker the batch goes into one of its reusable shared-memory slots; outside a
     worker (tests, ``num_workers=0``) into a plain buffer."""
     if torch.utils.data.get_worker_info() is None:
-        placed, nbytes, layout = _plan(batch)
-        buffer = torch.zeros(_HEADER + nbytes, dtype=torch.uint8)
-        _write(placed, buffer[_HEADER:])
-        return Shipment(owner=None, index=0, nbytes=nbytes, slot=buffer, layout=layout)
+        buffer, layout = pack_batch(batch)
+        return Shipment(owner=None, index=0, nbytes=buffer.numel(), slot=buffer, layout=layout)
     return _worker_slots.setdefault(os.getpid(), WorkerSlots()).ship(batch)

@@ -87,7 +87,7 @@ class TrainLoader:
 
     def __iter__(self):
         # With workers, a batch crosses to this process in one of the worker's reusable shared
-        # buffers, and the receiver copies it out (into pinned memory with CUDA: batch_transport.py).
+        # buffers and arrives as views of it (with CUDA, as a pinned copy: batch_transport.py).
         packed = self.num_workers > 0
         pin = torch.cuda.is_available()
         receiver = SlotReceiver(pin_memory=pin) if packed else None

@@ -30,6 +30,16 @@ TORCH_LIBRARY(maskrcnn, m) {
   m.def(
       "_roi_pool_backward(Tensor grad, Tensor input, Tensor rois, Tensor argmax, "
       "float spatial_scale, SymInt pooled_height, SymInt pooled_width) -> Tensor");
+  // What maskrcnn.ops.roi_pool calls on the CPU: (output, codes), the output of roi_pool and, with
+  // with_codes, uint8 codes of the winning cells (16 * dh + dw inside the bin, 255 for an empty
+  // bin; 255 also where a bin is over 15 cells high or wide: the backward finds those again),
+  // else an empty uint8 tensor. docs/ops.md.
+  m.def(
+      "_roi_pool_compact(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, bool with_codes) -> (Tensor, Tensor)");
+  m.def(
+      "_roi_pool_compact_backward(Tensor grad, Tensor input, Tensor rois, Tensor codes, "
+      "float spatial_scale, SymInt pooled_height, SymInt pooled_width) -> Tensor");
   // RoI Align over several FPN levels in one call: RoI k is pooled from features[levels[k]]
   // with spatial_scales[levels[k]]. levels: (K,) int64 with values in [0, len(features)).
   m.def(

@@ -130,6 +130,20 @@ inline void check_argmax(const at::Tensor& argmax, const at::Tensor& grad) {
   TORCH_CHECK_VALUE(argmax.device() == grad.device(), "argmax must be on the device of grad");
 }
 
+// codes: what _roi_pool_compact returned with with_codes=True for the same input and rois
+// (uint8 or int16, by the map's shape: `dtype`).
+inline void check_codes(const at::Tensor& codes, const at::Tensor& grad, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(codes.defined(), "codes is undefined");
+  const auto name = [](at::ScalarType t) -> std::string {
+    return t == at::kByte ? "uint8" : t == at::kShort ? "int16" : c10::toString(t);
+  };
+  TORCH_CHECK_TYPE(codes.scalar_type() == dtype, "codes must be ", name(dtype), " for this map and output size, got ",
+                   name(codes.scalar_type()));
+  TORCH_CHECK_VALUE(codes.sizes() == grad.sizes(), "codes must have the shape of grad (", grad.sizes(), "), got ",
+                    codes.sizes(), codes.numel() == 0 ? " (the forward ran with with_codes=False)" : "");
+  TORCH_CHECK_VALUE(codes.device() == grad.device(), "codes must be on the device of grad");
+}
+
 // features: a non-empty list of (N, C, H_l, W_l) maps with the same N, C, dtype and device;
 // levels: (K,) int64; one spatial scale per level.
 inline void check_multilevel_args(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,

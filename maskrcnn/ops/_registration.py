@@ -54,6 +54,34 @@ def _roi_pool_backward_fake(grad, input, rois, argmax, spatial_scale, pooled_hei
     return _empty_like_layout(input.shape, input)
 
 
+def roi_pool_codes_dtype(height, width, pooled_height, pooled_width) -> torch.dtype:
+    """The dtype of ``_roi_pool_compact``'s codes for a height x width map: uint8 where the bins
+    of every RoI inside the map are at most 15 cells high and wide (roi size at most the map's
+    + 1 cells, bins at most ceil(size / pooled) + 1 cells), else int16. The same rule as
+    ``codes_fit_in_byte`` in ops/cpu/roi_pool_kernel.h."""
+
+    def fits(size, pooled):
+        return (size + pooled) // pooled + 1 <= 15
+
+    return torch.uint8 if fits(height, pooled_height) and fits(width, pooled_width) else torch.int16
+
+
+@torch.library.register_fake("maskrcnn::_roi_pool_compact")
+def _roi_pool_compact_fake(input, rois, spatial_scale, pooled_height, pooled_width, with_codes):
+    shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
+    if with_codes:
+        dtype = roi_pool_codes_dtype(input.shape[2], input.shape[3], pooled_height, pooled_width)
+        codes = _empty_like_layout(shape, input, dtype)
+    else:
+        codes = input.new_empty((0,), dtype=torch.uint8)
+    return _empty_like_layout(shape, input), codes
+
+
+@torch.library.register_fake("maskrcnn::_roi_pool_compact_backward")
+def _roi_pool_compact_backward_fake(grad, input, rois, codes, spatial_scale, pooled_height, pooled_width):
+    return _empty_like_layout(input.shape, input)
+
+
 @torch.library.register_fake("maskrcnn::multilevel_roi_align")
 def _multilevel_roi_align_fake(
     features, rois, levels, spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned, mode
@@ -111,6 +139,28 @@ def _roi_pool_backward(ctx, grad, grad_argmax):
 torch.library.register_autograd("maskrcnn::roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup_context)
 
 
+def _roi_pool_compact_setup_context(ctx, inputs, output):
+    input, rois, *params, with_codes = inputs
+    _, codes = output
+    ctx.mark_non_differentiable(codes)
+    ctx.set_materialize_grads(False)  # as for roi_pool
+    ctx.save_for_backward(input, rois, codes)
+    ctx.params = params  # spatial_scale, pooled_height, pooled_width
+
+
+def _roi_pool_compact_backward(ctx, grad, grad_codes):
+    if grad is None:
+        return (None,) * 6
+    input, rois, codes = ctx.saved_tensors
+    grad_input = torch.ops.maskrcnn._roi_pool_compact_backward(grad, input, rois, codes, *ctx.params)
+    return (grad_input,) + (None,) * 5
+
+
+torch.library.register_autograd(
+    "maskrcnn::_roi_pool_compact", _roi_pool_compact_backward, setup_context=_roi_pool_compact_setup_context
+)
+
+
 def _multilevel_setup_context(ctx, inputs, output):
     features, rois, levels, *params = inputs
     ctx.num_levels = len(features)
@@ -165,6 +215,13 @@ def _autocast_kernels(key: str):
             out, argmax = torch.ops.maskrcnn.roi_pool(_to_float32(input), _to_float32(rois), *params)
         return out.to(input.dtype), argmax
 
+    def roi_pool_compact(input, rois, *params):
+        with torch._C._ExcludeDispatchKeyGuard(exclude):
+            if _native(input, rois):
+                return torch.ops.maskrcnn._roi_pool_compact(input, rois, *params)
+            out, codes = torch.ops.maskrcnn._roi_pool_compact(_to_float32(input), _to_float32(rois), *params)
+        return out.to(input.dtype), codes
+
     def multilevel_roi_align(features, rois, levels, *params):
         with torch._C._ExcludeDispatchKeyGuard(exclude):
             if _native(features[0], rois):
@@ -174,7 +231,12 @@ def _autocast_kernels(key: str):
             )
         return out.to(features[0].dtype)
 
-    return {"roi_align": roi_align, "roi_pool": roi_pool, "multilevel_roi_align": multilevel_roi_align}
+    return {
+        "roi_align": roi_align,
+        "roi_pool": roi_pool,
+        "_roi_pool_compact": roi_pool_compact,
+        "multilevel_roi_align": multilevel_roi_align,
+    }
 
 
 _autocast_lib = torch.library.Library("maskrcnn", "IMPL")  # kept alive: the registrations live with it

@@ -97,7 +97,14 @@ def roi_pool(
         rois = convert_rois(boxes, input)
         oh, ow = _output_size(output_size)
         scale = _spatial_scale(spatial_scale, "spatial_scale")
-        output, _ = torch.ops.maskrcnn.roi_pool(input, rois, scale, oh, ow)
+        if input.device.type == "cpu":
+            # The CPU op stores one-byte codes of the winners instead of the int32 argmax, and
+            # nothing when no gradient is needed: their page faults cost more than the pooling
+            # on the large heads (docs/ops.md, "RoI Pool's winners").
+            with_codes = torch.is_grad_enabled() and input.requires_grad
+            output, _ = torch.ops.maskrcnn._roi_pool_compact(input, rois, scale, oh, ow, with_codes)
+        else:
+            output, _ = torch.ops.maskrcnn.roi_pool(input, rois, scale, oh, ow)
         return output
     size = _pair(output_size)
     output, _ = torch.ops.maskrcnn.roi_pool(input, _rois_tensor(boxes), spatial_scale, size[0], size[1])

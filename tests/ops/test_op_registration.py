@@ -47,17 +47,29 @@ def opcheck_cases():
     coarse = torch.randn(2, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     levels = torch.tensor([0, 1, 0])
     _, argmax = ops.roi_pool(x.detach(), rois, 0.5, 3, 2)
+    _, codes = ops._roi_pool_compact(x.detach(), rois, 0.5, 3, 2, True)
+    wide = torch.randn(2, 2, 20, 16, dtype=torch.float64, requires_grad=True)  # int16 codes at 1 x 1
     grad = torch.randn(3, 2, 3, 2, dtype=torch.float64)
     return {
         "roi_align avg": (ops.roi_align.default, (x, rois, 0.5, 3, 2, 2, True, "avg")),
         "roi_align max channels_last": (ops.roi_align.default, (xc, rois, 0.5, 3, 2, -1, False, "max")),
         "roi_pool": (ops.roi_pool.default, (x, rois, 0.5, 3, 2)),
+        "_roi_pool_compact": (ops._roi_pool_compact.default, (x, rois, 0.5, 3, 2, True)),
+        "_roi_pool_compact int16 channels_last": (
+            ops._roi_pool_compact.default,
+            (wide.detach().contiguous(memory_format=torch.channels_last).requires_grad_(), rois, 1.0, 1, 1, True),
+        ),
+        "_roi_pool_compact without codes": (ops._roi_pool_compact.default, (x.detach(), rois, 0.5, 3, 2, False)),
         "multilevel_roi_align": (
             ops.multilevel_roi_align.default,
             ([x, coarse], rois, levels, [0.5, 0.25], 3, 2, 2, True, "avg"),
         ),
         "_roi_align_backward": (ops._roi_align_backward.default, (grad, x.detach(), rois, 0.5, 3, 2, 2, True, "max")),
         "_roi_pool_backward": (ops._roi_pool_backward.default, (grad, x.detach(), rois, argmax, 0.5, 3, 2)),
+        "_roi_pool_compact_backward": (
+            ops._roi_pool_compact_backward.default,
+            (grad, x.detach(), rois, codes, 0.5, 3, 2),
+        ),
         "_multilevel_roi_align_backward": (
             ops._multilevel_roi_align_backward.default,
             (grad, [x.detach(), coarse.detach()], rois, levels, [0.5, 0.25], 3, 2, 2, True, "avg"),

@@ -14,6 +14,7 @@
 #include <c10/util/string_view.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -119,6 +120,10 @@ inline void check_roi_pool_args(const at::Tensor& input, const at::Tensor& rois,
   check_rois(rois, input);
   check_spatial_scale(spatial_scale);
   check_output_size(pooled_h, pooled_w);
+  // The argmax (torchvision's int32) and the CPU backward index a plane's cells with int32.
+  TORCH_CHECK_VALUE(input.size(2) * input.size(3) <= std::numeric_limits<int32_t>::max(),
+                    "RoI Pool indexes the cells of a plane with int32: H * W must be below 2^31, got ", input.size(2),
+                    " x ", input.size(3));
 }
 
 // argmax of RoI Pool: int32 (K, C, oh, ow) like grad, on the same device.

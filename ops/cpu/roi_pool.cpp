@@ -76,7 +76,7 @@ struct CodedBins {
   using U = std::make_unsigned_t<code_t>;
   static constexpr int shift = Codes<code_t>::shift;
   static constexpr uint32_t mask = (1u << shift) - 1;
-  std::vector<int64_t> first;
+  std::vector<int32_t> first;
   std::vector<U> height, width;
 
   CodedBins(const PoolBins& bins, int64_t num_rois, int64_t map_width) {
@@ -93,7 +93,7 @@ struct CodedBins {
       for (int ph = 0; ph < bins.pooled_h; ++ph) {
         for (int pw = 0; pw < bins.pooled_w; ++pw) {
           const int64_t i = k * n + ph * bins.pooled_w + pw;
-          first[i] = rows[ph].begin * map_width + cols[pw].begin;
+          first[i] = static_cast<int32_t>(rows[ph].begin * map_width + cols[pw].begin);
           height[i] = extent(rows[ph]);
           width[i] = extent(cols[pw]);
         }
@@ -118,10 +118,11 @@ struct CodedBins {
   // vectorizes; a channel with an empty bin or a bad code takes the per-bin check.
   template <typename scalar_t, typename T>
   void scatter_plane(const scalar_t* __restrict g, const code_t* __restrict codes, int64_t i0, int64_t n,
-                     int64_t map_width, int64_t k, T* __restrict plane_grad) const {
+                     int64_t map_width, int64_t k, T* __restrict plane_grad, std::vector<int32_t>& decoded) const {
+    decoded.resize(n);
     const U* __restrict h = height.data() + i0;
     const U* __restrict w = width.data() + i0;
-    const int64_t* __restrict f = first.data() + i0;
+    const int32_t* __restrict f = first.data() + i0;
     uint32_t outside = 0;
     for (int64_t i = 0; i < n; ++i) {
       const U v = static_cast<U>(codes[i]);
@@ -134,10 +135,14 @@ struct CodedBins {
       }
       return;
     }
+    // The cells first, in a loop that vectorizes (int32: the argmax's range), then the scatter.
+    int32_t* __restrict cells = decoded.data();
+    const int32_t row = static_cast<int32_t>(map_width);
     for (int64_t i = 0; i < n; ++i) {
-      const U v = static_cast<U>(codes[i]);
-      plane_grad[f[i] + static_cast<int64_t>(v >> shift) * map_width + (v & mask)] += static_cast<T>(g[i]);
+      const int32_t v = static_cast<U>(codes[i]);
+      cells[i] = f[i] + (v >> shift) * row + (v & static_cast<int32_t>(mask));
     }
+    for (int64_t i = 0; i < n; ++i) plane_grad[cells[i]] += static_cast<T>(g[i]);
   }
 };
 
@@ -298,6 +303,7 @@ struct BackwardScratch {
   PoolScratch<T> pool;  // for the RoIs pooled again
   std::vector<scalar_t> pooled;
   std::vector<int> argmax;
+  std::vector<int32_t> decoded;  // a channel's cells, from its codes
 };
 
 // The backward of both ops: found is the argmax (found_t int) or the codes.
@@ -357,7 +363,7 @@ void pool_backward(const Prepared& prep, const PoolBins& bins, const at::Tensor&
                   for (int64_t j = 0; j < nc; ++j) {
                     const int64_t o = (c0 + j) * bins_per_roi;
                     coded->scatter_plane(gk + o, ck + o, k * bins_per_roi, bins_per_roi, width, k,
-                                         slice.data + j * slice.sC);
+                                         slice.data + j * slice.sC, s.decoded);
                   }
                 }
                 continue;

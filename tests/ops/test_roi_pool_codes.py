@@ -151,3 +151,15 @@ def test_functional_stores_codes_only_for_a_backward(grad_needed):
             roi_pool(x, rois, pooled, scale)
         (args,) = [a for f, a in record.calls if f == ops._roi_pool_compact.default]
         assert args[-1] is False
+
+
+def test_planes_beyond_int32_cells_are_refused():
+    # Zero channels: no memory, but a 50000 x 50000 plane, whose cells int32 cannot index.
+    x = torch.empty(1, 0, 50000, 50000)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 5.0, 5.0]])
+    for call in (
+        lambda: ops.roi_pool(x, rois, 1.0, 2, 2),
+        lambda: ops._roi_pool_compact(x, rois, 1.0, 2, 2, True),
+    ):
+        with pytest.raises(ValueError, match="H \\* W must be below 2\\^31"):
+            call()

@@ -31,9 +31,10 @@ TORCH_LIBRARY(maskrcnn, m) {
       "_roi_pool_backward(Tensor grad, Tensor input, Tensor rois, Tensor argmax, "
       "float spatial_scale, SymInt pooled_height, SymInt pooled_width) -> Tensor");
   // What maskrcnn.ops.roi_pool calls on the CPU: (output, codes), the output of roi_pool and, with
-  // with_codes, uint8 codes of the winning cells (16 * dh + dw inside the bin, 255 for an empty
-  // bin; 255 also where a bin is over 15 cells high or wide: the backward finds those again),
-  // else an empty uint8 tensor. docs/ops.md.
+  // with_codes, codes of the winning cells: (dh << s) + dw inside the bin, all ones for an empty bin
+  // and for the RoIs with bins too large for codes (the backward finds those again); uint8 (s = 4)
+  // or int16 (s = 7) by the map's shape and output size. Without with_codes, an empty uint8
+  // tensor. docs/ops.md, "RoI Pool's winners".
   m.def(
       "_roi_pool_compact(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
       "SymInt pooled_width, bool with_codes) -> (Tensor, Tensor)");

@@ -117,48 +117,40 @@ torch.library.register_autograd("maskrcnn::roi_align", _roi_align_backward, setu
 
 
 def _roi_pool_setup_context(ctx, inputs, output):
+    # roi_pool: (input, rois, spatial_scale, pooled_height, pooled_width); _roi_pool_compact has
+    # with_codes after them. The second output (argmax or codes) is what the backward scatters by.
     input, rois, *params = inputs
-    _, argmax = output
-    ctx.mark_non_differentiable(argmax)
-    # The argmax gets no gradient: without this, autograd would hand the backward a zero-filled
-    # int32 tensor of its size (K, C, PH, PW), whose allocation and page faults cost as much as the
+    _, winners = output
+    ctx.mark_non_differentiable(winners)
+    # The winners get no gradient: without this, autograd would hand the backward a zero-filled
+    # tensor of their size (K, C, PH, PW), whose allocation and page faults cost as much as the
     # whole backward kernel on the large heads (docs/ops.md).
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(input, rois, argmax)
-    ctx.params = params  # spatial_scale, pooled_height, pooled_width
+    ctx.save_for_backward(input, rois, winners)
+    ctx.params = params[:3]  # spatial_scale, pooled_height, pooled_width
+    ctx.num_inputs = len(inputs)
 
 
-def _roi_pool_backward(ctx, grad, grad_argmax):
-    if grad is None:  # grads are not materialized (see _roi_pool_setup_context)
-        return (None,) * 5
-    input, rois, argmax = ctx.saved_tensors
-    grad_input = torch.ops.maskrcnn._roi_pool_backward(grad, input, rois, argmax, *ctx.params)
-    return (grad_input,) + (None,) * 4
+def _roi_pool_backward_by(backward_op):
+    """The autograd formula of a RoI Pool forward whose backward op is ``backward_op``."""
+
+    def backward(ctx, grad, grad_winners):
+        if grad is None:  # grads are not materialized (see _roi_pool_setup_context)
+            return (None,) * ctx.num_inputs
+        input, rois, winners = ctx.saved_tensors
+        grad_input = backward_op(grad, input, rois, winners, *ctx.params)
+        return (grad_input,) + (None,) * (ctx.num_inputs - 1)
+
+    return backward
 
 
-torch.library.register_autograd("maskrcnn::roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup_context)
-
-
-def _roi_pool_compact_setup_context(ctx, inputs, output):
-    input, rois, *params, with_codes = inputs
-    _, codes = output
-    ctx.mark_non_differentiable(codes)
-    ctx.set_materialize_grads(False)  # as for roi_pool
-    ctx.save_for_backward(input, rois, codes)
-    ctx.params = params  # spatial_scale, pooled_height, pooled_width
-
-
-def _roi_pool_compact_backward(ctx, grad, grad_codes):
-    if grad is None:
-        return (None,) * 6
-    input, rois, codes = ctx.saved_tensors
-    grad_input = torch.ops.maskrcnn._roi_pool_compact_backward(grad, input, rois, codes, *ctx.params)
-    return (grad_input,) + (None,) * 5
-
-
-torch.library.register_autograd(
-    "maskrcnn::_roi_pool_compact", _roi_pool_compact_backward, setup_context=_roi_pool_compact_setup_context
-)
+for _forward, _backward in (
+    ("roi_pool", torch.ops.maskrcnn._roi_pool_backward),
+    ("_roi_pool_compact", torch.ops.maskrcnn._roi_pool_compact_backward),
+):
+    torch.library.register_autograd(
+        f"maskrcnn::{_forward}", _roi_pool_backward_by(_backward), setup_context=_roi_pool_setup_context
+    )
 
 
 def _multilevel_setup_context(ctx, inputs, output):
@@ -208,19 +200,15 @@ def _autocast_kernels(key: str):
             out = torch.ops.maskrcnn.roi_align(_to_float32(input), _to_float32(rois), *params)
         return out.to(input.dtype)
 
-    def roi_pool(input, rois, *params):
-        with torch._C._ExcludeDispatchKeyGuard(exclude):
-            if _native(input, rois):
-                return torch.ops.maskrcnn.roi_pool(input, rois, *params)
-            out, argmax = torch.ops.maskrcnn.roi_pool(_to_float32(input), _to_float32(rois), *params)
-        return out.to(input.dtype), argmax
+    def roi_pool_by(op):  # roi_pool and _roi_pool_compact: (output, winners), winners as they are
+        def roi_pool(input, rois, *params):
+            with torch._C._ExcludeDispatchKeyGuard(exclude):
+                if _native(input, rois):
+                    return op(input, rois, *params)
+                out, winners = op(_to_float32(input), _to_float32(rois), *params)
+            return out.to(input.dtype), winners
 
-    def roi_pool_compact(input, rois, *params):
-        with torch._C._ExcludeDispatchKeyGuard(exclude):
-            if _native(input, rois):
-                return torch.ops.maskrcnn._roi_pool_compact(input, rois, *params)
-            out, codes = torch.ops.maskrcnn._roi_pool_compact(_to_float32(input), _to_float32(rois), *params)
-        return out.to(input.dtype), codes
+        return roi_pool
 
     def multilevel_roi_align(features, rois, levels, *params):
         with torch._C._ExcludeDispatchKeyGuard(exclude):
@@ -233,8 +221,8 @@ def _autocast_kernels(key: str):
 
     return {
         "roi_align": roi_align,
-        "roi_pool": roi_pool,
-        "_roi_pool_compact": roi_pool_compact,
+        "roi_pool": roi_pool_by(torch.ops.maskrcnn.roi_pool),
+        "_roi_pool_compact": roi_pool_by(torch.ops.maskrcnn._roi_pool_compact),
         "multilevel_roi_align": multilevel_roi_align,
     }
 

@@ -1,6 +1,6 @@
 // RoI Pool (Fast R-CNN) on the CPU: torch.ops.maskrcnn.roi_pool and _roi_pool_backward (the
 // public pair, torchvision's argmax), and _roi_pool_compact and its backward (what
-// maskrcnn.ops.roi_pool calls on the CPU: one-byte codes instead of the argmax, or none).
+// maskrcnn.ops.roi_pool calls on the CPU: one- or two-byte codes instead of the argmax, or none).
 //
 // Forward items are (image, channel block) and visit the image's RoIs; the winning cell of every
 // bin is stored so that the backward is a plain scatter. The public op stores it as the argmax
@@ -8,7 +8,7 @@
 // cell's row and column inside its bin as a one- or two-byte code (Codes<code_t>): a quarter or
 // half of the argmax's bytes, whose page faults on first touch cost more than the pooling on the
 // mask and C4 heads (docs/ops.md). A RoI whose bins are too large for the codes (only RoIs far
-// outside the map can have them) is pooled again by the backward, with the forward's kernel.
+// larger than the map can have them) is pooled again by the backward, with the forward's kernel.
 //
 // Backward items are the same: each owns its gradient planes and visits the image's RoIs in order
 // (no atomics, deterministic). Two forward kernels (ops/cpu/roi_pool_kernel.h), chosen per RoI by
@@ -259,6 +259,11 @@ void pool_forward(const Prepared& prep, const PoolBins& bins, at::Tensor& output
 // What the forward stores of each bin's winning cell.
 enum class Winners { argmax, codes, none };
 
+// The dtype of the compact op's codes for this map and output size (codes_fit_in_byte).
+at::ScalarType codes_dtype(const at::Tensor& input, int64_t pooled_h, int64_t pooled_w) {
+  return codes_fit_in_byte(input.size(2), input.size(3), pooled_h, pooled_w) ? at::kByte : at::kShort;
+}
+
 std::tuple<at::Tensor, at::Tensor> forward_op(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
                                               int64_t pooled_h, int64_t pooled_w, Winners winners) {
   checks::check_roi_pool_args(input_, rois_, spatial_scale, pooled_h, pooled_w);
@@ -267,18 +272,18 @@ std::tuple<at::Tensor, at::Tensor> forward_op(const at::Tensor& input_, const at
   const int64_t num_rois = prep.rois.size(0), channels = input.size(1);
   const auto layout = input.options().memory_format(prep.out_format);
   const std::vector<int64_t> shape{num_rois, channels, pooled_h, pooled_w};
-  const bool byte_codes = codes_fit_in_byte(input.size(2), input.size(3), pooled_h, pooled_w);
   at::Tensor output = at::empty(shape, layout);
-  at::Tensor found = winners == Winners::argmax  ? at::empty(shape, layout.dtype(at::kInt))
-                     : winners == Winners::codes ? at::empty(shape, layout.dtype(byte_codes ? at::kByte : at::kShort))
-                                                 : at::empty({0}, input.options().dtype(at::kByte));
+  at::Tensor found = winners == Winners::argmax ? at::empty(shape, layout.dtype(at::kInt))
+                     : winners == Winners::codes
+                         ? at::empty(shape, layout.dtype(codes_dtype(input, pooled_h, pooled_w)))
+                         : at::empty({0}, input.options().dtype(at::kByte));
   if (num_rois == 0 || channels == 0) return {output, found};
   const PoolBins bins = bins_of(prep, spatial_scale, static_cast<int>(pooled_h), static_cast<int>(pooled_w));
   if (winners == Winners::argmax) {
     pool_forward<int>(prep, bins, output, found.data_ptr<int>());
   } else if (winners == Winners::none) {
     pool_forward<uint8_t>(prep, bins, output, nullptr);
-  } else if (byte_codes) {
+  } else if (found.scalar_type() == at::kByte) {
     pool_forward<uint8_t>(prep, bins, output, found.data_ptr<uint8_t>());
   } else {
     pool_forward<int16_t>(prep, bins, output, found.data_ptr<int16_t>());
@@ -324,9 +329,12 @@ void pool_backward(const Prepared& prep, const PoolBins& bins, const at::Tensor&
     using T = at::opmath_type<scalar_t>;
     const RoiPooler<scalar_t, T> pooler = pooler_of<scalar_t, T>(prep, bins);
     std::vector<char> stage(input.size(0), 0);  // images whose RoIs pooled again read a staged copy
-    for (int64_t n = 0; n < input.size(0) && codes; ++n) {
-      for (const int64_t k : prep.bucket[n])
-        stage[n] = stage[n] || (bins.extent[k] > max_extent && pooler.reads_staged(k));
+    if constexpr (codes) {
+      for (int64_t n = 0; n < input.size(0); ++n) {
+        for (const int64_t k : prep.bucket[n]) {
+          stage[n] = stage[n] || (bins.extent[k] > max_extent && pooler.reads_staged(k));
+        }
+      }
     }
     const scalar_t* g = grad.data_ptr<scalar_t>();
     const scalar_t* in = input.data_ptr<scalar_t>();
@@ -344,6 +352,17 @@ void pool_backward(const Prepared& prep, const PoolBins& bins, const at::Tensor&
           const GradSlice<scalar_t, T> slice(gi + it.n * gN + c0 * gC, gC, gH, gW, nc, height, width, cl, s.grad);
           const scalar_t* block = in + it.n * input.stride(0) + c0 * input.stride(1);
           if (stage[it.n]) pooler.stage(block, nc, s.pool);
+          // channels_last: adds the gradient of channel c0 + j, bin i of RoI k into cell_of(i, j)
+          // (h * W + w; -1 for an empty bin), bins outer (the memory order of grad).
+          const auto scatter_channels_last = [&](const scalar_t* gk, const auto& cell_of) {
+            for (int64_t i = 0; i < bins_per_roi; ++i) {
+              const int64_t o = i * channels + c0;
+              for (int64_t j = 0; j < nc; ++j) {
+                const int64_t cell = cell_of(i, j);
+                if (cell >= 0) slice.data[j * slice.sC + cell * slice.sW] += static_cast<T>(gk[o + j]);
+              }
+            }
+          };
           // Per RoI in order, and each channel's bins in order (the reference's order of the
           // sums); the loops follow the memory order of grad and of what the forward stored.
           for (const int64_t k : prep.bucket[it.n]) {
@@ -352,13 +371,9 @@ void pool_backward(const Prepared& prep, const PoolBins& bins, const at::Tensor&
               if (bins.extent[k] <= max_extent) {
                 const found_t* ck = found + k * oK;
                 if (cl) {
-                  for (int64_t i = 0; i < bins_per_roi; ++i) {
-                    const int64_t o = i * channels + c0;
-                    for (int64_t j = 0; j < nc; ++j) {
-                      const int64_t cell = coded->cell(k * bins_per_roi + i, ck[o + j], width, k);
-                      if (cell >= 0) slice.data[j * slice.sC + cell * slice.sW] += static_cast<T>(gk[o + j]);
-                    }
-                  }
+                  scatter_channels_last(gk, [&](int64_t i, int64_t j) {
+                    return coded->cell(k * bins_per_roi + i, ck[i * channels + c0 + j], width, k);
+                  });
                 } else {
                   for (int64_t j = 0; j < nc; ++j) {
                     const int64_t o = (c0 + j) * bins_per_roi;
@@ -384,17 +399,13 @@ void pool_backward(const Prepared& prep, const PoolBins& bins, const at::Tensor&
               if (cl) a_c = 1, a_bin = channels;
             }
             if (cl) {
-              for (int64_t i = 0; i < bins_per_roi; ++i) {
-                const int64_t o = i * channels + c0;
-                for (int64_t j = 0; j < nc; ++j) {
-                  const int cell = a[j * a_c + i * a_bin];
-                  if (static_cast<uint32_t>(cell) >= static_cast<uint32_t>(plane)) {
-                    if (cell == -1) continue;  // empty bin
-                    bad_argmax(k, cell, plane);
-                  }
-                  slice.data[j * slice.sC + cell * slice.sW] += static_cast<T>(gk[o + j]);
+              scatter_channels_last(gk, [&](int64_t i, int64_t j) -> int64_t {
+                const int cell = a[j * a_c + i * a_bin];
+                if (static_cast<uint32_t>(cell) >= static_cast<uint32_t>(plane) && cell != -1) {
+                  bad_argmax(k, cell, plane);
                 }
-              }
+                return cell;  // -1: an empty bin
+              });
             } else {
               for (int64_t j = 0; j < nc; ++j) {
                 // NCHW: the cells of a plane are adjacent (slice.sW == 1).
@@ -413,11 +424,10 @@ at::Tensor backward_op(const at::Tensor& grad_, const at::Tensor& input_, const 
                        Winners winners) {
   checks::check_roi_pool_args(input_, rois_, spatial_scale, pooled_h, pooled_w);
   checks::check_grad(grad_, rois_.size(0), input_, pooled_h, pooled_w);
-  const bool byte_codes = codes_fit_in_byte(input_.size(2), input_.size(3), pooled_h, pooled_w);
   if (winners == Winners::argmax) {
     checks::check_argmax(found_, grad_);
   } else {
-    checks::check_codes(found_, grad_, byte_codes ? at::kByte : at::kShort);
+    checks::check_codes(found_, grad_, codes_dtype(input_, pooled_h, pooled_w));
   }
   const Prepared prep = prepare_pool(input_, rois_, spatial_scale);
   const auto format = prep.out_format;
@@ -431,7 +441,7 @@ at::Tensor backward_op(const at::Tensor& grad_, const at::Tensor& input_, const 
                             : PoolBins{{}, {}, {}, static_cast<int>(pooled_h), static_cast<int>(pooled_w)};
   if (winners == Winners::argmax) {
     pool_backward<int>(prep, bins, grad, found.data_ptr<int>(), grad_input);
-  } else if (byte_codes) {
+  } else if (found.scalar_type() == at::kByte) {
     pool_backward<uint8_t>(prep, bins, grad, found.data_ptr<uint8_t>(), grad_input);
   } else {
     pool_backward<int16_t>(prep, bins, grad, found.data_ptr<int16_t>(), grad_input);

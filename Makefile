@@ -12,7 +12,8 @@ EXT_STAMP  := build/.ext-built
 OPS_SOURCES := $(shell find ops -name '*.cpp' -o -name '*.h' -o -name '*.cuh' -o -name '*.cu' 2>/dev/null) setup.py
 PYTEST_ARGS ?=
 
-.PHONY: setup build lint format test test-cuda test-compat gpu-wheels demo bench clean
+.PHONY: setup build build-cuda-emulation sanitize-cuda-emulation lint format test test-cuda test-compat gpu-wheels \
+	demo bench clean
 
 setup: $(DEPS_STAMP) $(EXT_STAMP)
 build: $(EXT_STAMP)
@@ -31,6 +32,25 @@ $(EXT_STAMP): $(DEPS_STAMP) $(OPS_SOURCES)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace
 	mkdir -p build && touch $@
 
+# The CUDA kernels of ops/cuda compiled as host C++ for device emulation (maskrcnn/_C_cuda_emu*.so,
+# a minute or two on 2 cores, then incremental): `make test` runs the CUDA op tests on them, and
+# MASKRCNN_CUDA_EMULATION=1 makes the whole package use them (docs/ops.md, "CUDA device emulation").
+EMU_STAMP := build/.cuda-emulation-built
+$(EMU_STAMP): $(DEPS_STAMP) $(OPS_SOURCES)
+	MASKRCNN_BUILD=cuda-emulation MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace \
+		--build-temp build/temp-cuda-emulation
+	mkdir -p build && touch $@
+build-cuda-emulation: $(EMU_STAMP)
+
+# The emulated kernels under AddressSanitizer + UndefinedBehaviorSanitizer, then under
+# ThreadSanitizer (races between the threads of a block), each running the emulated CUDA op tests
+# (MASKRCNN_CUDA_EMULATION_LIB points the loader at the sanitized library; the Python interpreter
+# is not instrumented, so the sanitizer runtime is preloaded). Not part of `make test`.
+SANITIZE_TESTS ?= tests/ops/test_cuda_roi_align.py tests/ops/test_cuda_roi_pool.py tests/ops/test_cuda_multilevel.py \
+	tests/ops/test_cuda_emulation.py
+sanitize-cuda-emulation: setup
+	bash tools/sanitize_cuda_emulation.sh $(PY) $(SANITIZE_TESTS)
+
 # Lint and format checks (a few seconds): ruff for Python ([tool.ruff] in pyproject.toml),
 # clang-format for the C++ / CUDA kernels (.clang-format). `make format` rewrites the tree in place.
 CXX_SOURCES := $(filter-out setup.py,$(OPS_SOURCES))
@@ -44,7 +64,7 @@ format: $(DEPS_STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
 
-test: setup lint
+test: setup build-cuda-emulation lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-cuda: setup

@@ -5,6 +5,11 @@ The CPU kernels are always built. The CUDA kernels are added when torch sees a G
 architectures come from ``TORCH_CUDA_ARCH_LIST`` as usual for torch extensions.
 ``MASKRCNN_NO_EXT=1`` skips the extension (the Makefile registers the editable package that way
 and then builds the extension incrementally with ``setup.py build_ext --inplace``).
+
+``MASKRCNN_BUILD=cuda-emulation`` builds, instead, ``maskrcnn._C_cuda_emu``: the CUDA kernels of
+``ops/cuda`` compiled as host C++ for device emulation (``make build-cuda-emulation``; docs/ops.md,
+"CUDA device emulation"), with no CUDA toolkit. ``MASKRCNN_SANITIZE=address,undefined`` or
+``thread`` adds the sanitizers to that build (``make sanitize-cuda-emulation``).
 """
 
 import glob
@@ -28,9 +33,35 @@ def _pip_cuda_include_dirs():
     return sorted({d for r in roots for d in glob.glob(os.path.join(r, "nvidia", "*", "include"))})
 
 
+def _cuda_emulation_extension():
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+    # Each ops/cuda/emulation/*.cpp includes one ops/cuda/*.cu (BuildExtension sends .cu files to nvcc).
+    sources = _sources("ops/cuda/emulation/*.cpp")
+    flags = ["-O2", "-fopenmp", "-ffp-contract=off"]
+    link = ["-fopenmp"]
+    sanitize = os.environ.get("MASKRCNN_SANITIZE", "")
+    if sanitize:
+        flags = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}", "-fopenmp"]
+        if "undefined" in sanitize:
+            flags.append("-fno-sanitize-recover=undefined")
+        link = [f"-fsanitize={sanitize}", "-fopenmp"]
+    extension = CppExtension(
+        "maskrcnn._C_cuda_emu",
+        sources,
+        include_dirs=[os.path.join(ROOT, "ops")],
+        define_macros=[("MASKRCNN_CUDA_EMULATION", None)],
+        extra_compile_args={"cxx": flags},
+        extra_link_args=link,
+    )
+    return [extension], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
 def _extensions():
     if os.environ.get("MASKRCNN_NO_EXT") == "1":
         return [], {}
+    if os.environ.get("MASKRCNN_BUILD") == "cuda-emulation":
+        return _cuda_emulation_extension()
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 

@@ -209,51 +209,89 @@ inline at::Tensor adaptive_samples_per_bin(const at::Tensor& scaled, int64_t poo
          (roi_w / static_cast<double>(pooled_w)).ceil().clamp_min(0);
 }
 
-// Value checks of rois: batch index an integer in [0, N), finite coordinates whose scaled
-// values stay within +-2^40 feature cells. `scales` holds the spatial scale of each RoI (one
-// value broadcast for single-level ops). With `adaptive_align`, also rejects RoIs whose adaptive
-// sample count per bin (ceil(h / oh) * ceil(w / ow)) would not fit the kernels' int.
-// The arithmetic is in float64: the bounds are far from where float32 rounding matters.
+// The value rules of rois, as per-RoI masks computed on the RoIs' device without reading any
+// value on the host: batch index an integer in [0, N), finite coordinates whose scaled values
+// stay within +-2^40 feature cells and, with `adaptive_align`, an adaptive sample count per bin
+// (ceil(h / oh) * ceil(w / ow)) that fits the kernels' int. `scales` is the spatial scale of
+// each RoI ((K,), on the RoIs' device) or one value for all (a 0-d CPU tensor). The arithmetic is
+// in float64: the bounds are far from where float32 rounding matters.
+struct RoiValueMasks {
+  at::Tensor box;        // (K, 4) float64
+  at::Tensor scaled;     // (K, 4) the box times its scale
+  at::Tensor bad_index;  // (K,) each mask
+  at::Tensor not_finite;
+  at::Tensor too_large;
+  at::Tensor too_many;  // undefined without adaptive_align
+  at::Tensor samples;   // adaptive sample points per bin (undefined without adaptive_align)
+};
+
+inline RoiValueMasks roi_value_masks(const at::Tensor& rois, int64_t batch_size, const at::Tensor& scales,
+                                     bool adaptive_align, int64_t pooled_h, int64_t pooled_w, bool aligned) {
+  RoiValueMasks m;
+  const at::Tensor r = rois.to(at::kDouble);
+  const at::Tensor index = r.select(1, 0);
+  m.bad_index = (index != index.floor()) | (index < 0) | (index >= static_cast<double>(batch_size));
+  m.box = r.narrow(1, 1, 4);
+  m.not_finite = m.box.isfinite().logical_not().any(1);
+  // A 0-d CPU scale multiplies as a number (a CPU tensor of another shape cannot meet CUDA ones).
+  m.scaled = scales.dim() == 0 ? m.box * scales.item<double>() : m.box * scales.to(at::kDouble).reshape({-1, 1});
+  // NaN compares false, so a non-finite box is reported by not_finite, which is checked first.
+  m.too_large = (m.scaled.abs() > kMaxCoordinate).any(1);
+  if (adaptive_align) {
+    m.samples = adaptive_samples_per_bin(m.scaled, pooled_h, pooled_w, aligned);
+    m.too_many = m.samples >= kMaxSamplesPerBin;
+  }
+  return m;
+}
+
+// One bool (0-d, on the RoIs' device): does any RoI break a rule?
+inline at::Tensor any_invalid(const RoiValueMasks& m) {
+  at::Tensor bad = m.bad_index | m.not_finite | m.too_large;
+  if (m.too_many.defined()) bad = bad | m.too_many;
+  return bad.any();
+}
+
+// Raises the message of the first rule broken (in the order of the rules, then of the RoIs).
+inline void raise_invalid_rois(const RoiValueMasks& m, int64_t batch_size, const at::Tensor& rois) {
+  if (m.bad_index.any().item<bool>()) {
+    const int64_t k = first_true(m.bad_index);
+    TORCH_CHECK_VALUE(false, "rois[", k, ", 0] (batch index) must be an integer in [0, ", batch_size, "), got ",
+                      rois[k][0].item<double>());
+  }
+  if (m.not_finite.any().item<bool>()) {
+    const int64_t k = first_true(m.not_finite);
+    TORCH_CHECK_VALUE(false, "rois[", k, "] must have finite box coordinates, got ", row_string(m.box, k));
+  }
+  if (m.too_large.any().item<bool>()) {
+    const int64_t k = first_true(m.too_large);
+    TORCH_CHECK_VALUE(false, "rois[", k, "] is too large: box coordinates times spatial_scale must",
+                      " stay within +-2^40 feature cells, got ", row_string(m.scaled, k));
+  }
+  if (m.too_many.defined() && m.too_many.any().item<bool>()) {
+    const int64_t k = first_true(m.too_many);
+    TORCH_CHECK_VALUE(false, "rois[", k, "] is too large for adaptive sampling (", m.samples[k].item<double>(),
+                      " sample points per bin, at most 2^30); ", "pass a positive sampling_ratio");
+  }
+}
+
+// Value checks of rois (the rules of roi_value_masks), raising a ValueError that names the first
+// bad RoI.
 inline void check_roi_values(const at::Tensor& rois, int64_t batch_size, const at::Tensor& scales,
                              bool adaptive_align = false, int64_t pooled_h = 1, int64_t pooled_w = 1,
                              bool aligned = true) {
   if (rois.size(0) == 0) return;
-  const at::Tensor r = rois.to(at::kDouble);
-  const at::Tensor index = r.select(1, 0);
-  const at::Tensor bad_index = (index != index.floor()) | (index < 0) | (index >= static_cast<double>(batch_size));
-  if (bad_index.any().item<bool>()) {
-    const int64_t k = first_true(bad_index);
-    TORCH_CHECK_VALUE(false, "rois[", k, ", 0] (batch index) must be an integer in [0, ", batch_size, "), got ",
-                      index[k].item<double>());
-  }
-  const at::Tensor box = r.narrow(1, 1, 4);
-  const at::Tensor not_finite = box.isfinite().logical_not().any(1);
-  if (not_finite.any().item<bool>()) {
-    const int64_t k = first_true(not_finite);
-    TORCH_CHECK_VALUE(false, "rois[", k, "] must have finite box coordinates, got ", row_string(box, k));
-  }
-  const at::Tensor scaled = box * scales.to(at::kDouble).reshape({-1, 1});
-  const at::Tensor too_large = (scaled.abs() > kMaxCoordinate).any(1);
-  if (too_large.any().item<bool>()) {
-    const int64_t k = first_true(too_large);
-    TORCH_CHECK_VALUE(false, "rois[", k, "] is too large: box coordinates times spatial_scale must",
-                      " stay within +-2^40 feature cells, got ", row_string(scaled, k));
-  }
-  if (adaptive_align) {
-    const at::Tensor samples = adaptive_samples_per_bin(scaled, pooled_h, pooled_w, aligned);
-    const at::Tensor too_many = samples >= kMaxSamplesPerBin;
-    if (too_many.any().item<bool>()) {
-      const int64_t k = first_true(too_many);
-      TORCH_CHECK_VALUE(false, "rois[", k, "] is too large for adaptive sampling (", samples[k].item<double>(),
-                        " sample points per bin, at most 2^30); ", "pass a positive sampling_ratio");
-    }
-  }
+  const RoiValueMasks m = roi_value_masks(rois, batch_size, scales, adaptive_align, pooled_h, pooled_w, aligned);
+  raise_invalid_rois(m, batch_size, rois);
 }
 
 // levels: every value in [0, num_levels).
+inline at::Tensor level_values_invalid(const at::Tensor& levels, int64_t num_levels) {
+  return (levels < 0) | (levels >= num_levels);
+}
+
 inline void check_level_values(const at::Tensor& levels, int64_t num_levels) {
   if (levels.numel() == 0) return;
-  const at::Tensor bad = (levels < 0) | (levels >= num_levels);
+  const at::Tensor bad = level_values_invalid(levels, num_levels);
   if (bad.any().item<bool>()) {
     const int64_t k = first_true(bad);
     TORCH_CHECK_VALUE(false, "levels[", k, "] must be in [0, ", num_levels, "), got ", levels[k].item<int64_t>());

@@ -28,13 +28,13 @@ namespace roi {
 // (float for half, bfloat16 and float; double for double).
 template <typename T>
 struct AlignGeometry {
-  T start_h;   // top edge of the RoI, after scaling and the optional half-pixel offset
-  T start_w;   // left edge
-  T bin_h;     // height of one output bin
-  T bin_w;     // width of one output bin
-  int grid_h;  // sample points per bin along y (>= 0)
-  int grid_w;  // sample points per bin along x (>= 0)
-  int count;   // divisor of the average: max(grid_h * grid_w, 1)
+  T start_h;      // top edge of the RoI, after scaling and the optional half-pixel offset
+  T start_w;      // left edge
+  T bin_h;        // height of one output bin
+  T bin_w;        // width of one output bin
+  int grid_h;     // sample points per bin along y (>= 0)
+  int grid_w;     // sample points per bin along x (>= 0)
+  int64_t count;  // divisor of the average: max(grid_h * grid_w, 1), in 64 bits (each grid < 2^31)
 };
 
 // ceil(bin_size) as a sample count: 0 for empty or negative bins. The float-to-int conversion is
@@ -70,7 +70,7 @@ ROI_HD AlignGeometry<T> align_geometry(T x1, T y1, T x2, T y2, T spatial_scale, 
   // size (aligned) gets no sample points, hence a zero output.
   g.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_h / pooled_h);
   g.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_w / pooled_w);
-  const int count = g.grid_h * g.grid_w;
+  const int64_t count = static_cast<int64_t>(g.grid_h) * g.grid_w;
   g.count = count > 1 ? count : 1;
   return g;
 }
@@ -115,6 +115,60 @@ ROI_HD AxisInterp<T> axis_interp(T coord, int64_t size) {
   a.w_high = coord - static_cast<T>(a.low);
   a.w_low = T(1) - a.w_high;
   return a;
+}
+
+// First sample i in [from, grid) of bin `bin` whose coordinate is past `bound` in the direction
+// the coordinates travel (rising for a non-negative bin size): coord > bound (strict) or
+// coord >= bound when rising, coord < bound or coord <= bound when falling; `grid` if none. The
+// coordinates of a bin's samples are monotone in i, so a binary search finds it.
+template <typename T>
+ROI_HD int first_sample_past(T start, T bin_size, int bin, int grid, int from, T bound, bool rising, bool strict) {
+  int lo = from, hi = grid;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    const T c = sample_coord(start, bin_size, bin, mid, grid);
+    const bool past = rising ? (strict ? c > bound : c >= bound) : (strict ? c < bound : c <= bound);
+    if (past) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// The samples of bin `bin` that lie on an axis of `size` cells (axis_interp's rule: the
+// coordinate in [-1, size]) form one run [*lo, *hi) of its grid. Visiting only that run keeps
+// the work proportional to the samples on the map, even for huge boxes with adaptive sampling.
+template <typename T>
+ROI_HD void valid_sample_range(T start, T bin_size, int bin, int grid, int64_t size, int* lo, int* hi) {
+  const T lower = T(-1);
+  const T upper = static_cast<T>(size);
+  if (bin_size >= T(0)) {
+    *lo = first_sample_past(start, bin_size, bin, grid, 0, lower, true, false);
+    *hi = first_sample_past(start, bin_size, bin, grid, *lo, upper, true, true);
+  } else {  // an inverted box with fixed sampling: the coordinates fall
+    *lo = first_sample_past(start, bin_size, bin, grid, 0, upper, false, false);
+    *hi = first_sample_past(start, bin_size, bin, grid, *lo, lower, false, true);
+  }
+}
+
+// Max mode. The on-map samples of a bin are the rectangle [ly, ly + ny) x [lx, lx + nx) of its
+// grid_y x grid_x grid; every other sample lies off the map, has value 0 and competes for the
+// maximum, ties going to the first sample in row-major order (docs/ops.md). Returns the row-major
+// position of the first off-map sample, -1 when there is none.
+ROI_HD int64_t first_off_map_position(int ly, int ny, int grid_y, int lx, int nx, int grid_x) {
+  if (ny == 0 || nx == 0 || ly > 0 || lx > 0) return 0;
+  if (nx < grid_x) return nx;
+  if (ny < grid_y) return static_cast<int64_t>(ny) * grid_x;
+  return -1;
+}
+
+// Does an off-map sample (value 0, first at `first_off_map`) beat the best on-map sample `best`
+// at row-major position `best_pos`? Ties go to the first sample; a NaN best stays.
+template <typename T>
+ROI_HD bool off_map_wins(T best, int64_t best_pos, int64_t first_off_map) {
+  return first_off_map >= 0 && (best < T(0) || (best == T(0) && first_off_map < best_pos));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Semantics: docs/ops.md."""
 import torch.fx
 
 from . import _loader, _registration  # noqa: F401  (load the kernels, register fake/autograd/autocast)
+from ._registration import cuda_emulation_ops, kernel_backend
 from .functional import multilevel_roi_align, roi_align, roi_pool
 from .modules import RoIAlign, RoIPool
 from .multiscale import MultiScaleRoIAlign
@@ -17,6 +18,8 @@ torch.fx.wrap("roi_pool")
 torch.fx.wrap("multilevel_roi_align")
 
 __all__ = [
+    "cuda_emulation_ops",
+    "kernel_backend",
     "MultiScaleRoIAlign",
     "RoIAlign",
     "RoIPool",

@@ -31,25 +31,21 @@ def _empty_like_layout(shape, like: Tensor, dtype=None) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-@torch.library.register_fake("maskrcnn::roi_align")
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, mode):
     return _empty_like_layout((rois.shape[0], input.shape[1], pooled_height, pooled_width), input)
 
 
-@torch.library.register_fake("maskrcnn::_roi_align_backward")
 def _roi_align_backward_fake(
     grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, mode
 ):
     return _empty_like_layout(input.shape, input)
 
 
-@torch.library.register_fake("maskrcnn::roi_pool")
 def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
     shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
     return _empty_like_layout(shape, input), _empty_like_layout(shape, input, torch.int32)
 
 
-@torch.library.register_fake("maskrcnn::_roi_pool_backward")
 def _roi_pool_backward_fake(grad, input, rois, argmax, spatial_scale, pooled_height, pooled_width):
     return _empty_like_layout(input.shape, input)
 
@@ -66,7 +62,6 @@ def roi_pool_codes_dtype(height, width, pooled_height, pooled_width) -> torch.dt
     return torch.uint8 if fits(height, pooled_height) and fits(width, pooled_width) else torch.int16
 
 
-@torch.library.register_fake("maskrcnn::_roi_pool_compact")
 def _roi_pool_compact_fake(input, rois, spatial_scale, pooled_height, pooled_width, with_codes):
     shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
     if with_codes:
@@ -77,19 +72,16 @@ def _roi_pool_compact_fake(input, rois, spatial_scale, pooled_height, pooled_wid
     return _empty_like_layout(shape, input), codes
 
 
-@torch.library.register_fake("maskrcnn::_roi_pool_compact_backward")
 def _roi_pool_compact_backward_fake(grad, input, rois, codes, spatial_scale, pooled_height, pooled_width):
     return _empty_like_layout(input.shape, input)
 
 
-@torch.library.register_fake("maskrcnn::multilevel_roi_align")
 def _multilevel_roi_align_fake(
     features, rois, levels, spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned, mode
 ):
     return _empty_like_layout((rois.shape[0], features[0].shape[1], pooled_height, pooled_width), features[0])
 
 
-@torch.library.register_fake("maskrcnn::_multilevel_roi_align_backward")
 def _multilevel_roi_align_backward_fake(
     grad, features, rois, levels, spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned, mode
 ):
@@ -107,13 +99,13 @@ def _roi_align_setup_context(ctx, inputs, output):
     ctx.params = params  # spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, mode
 
 
-def _roi_align_backward(ctx, grad):
-    input, rois = ctx.saved_tensors
-    grad_input = torch.ops.maskrcnn._roi_align_backward(grad, input, rois, *ctx.params)
-    return (grad_input,) + (None,) * 7
+def _roi_align_backward_by(backward_op):
+    def backward(ctx, grad):
+        input, rois = ctx.saved_tensors
+        grad_input = backward_op(grad, input, rois, *ctx.params)
+        return (grad_input,) + (None,) * 7
 
-
-torch.library.register_autograd("maskrcnn::roi_align", _roi_align_backward, setup_context=_roi_align_setup_context)
+    return backward
 
 
 def _roi_pool_setup_context(ctx, inputs, output):
@@ -144,15 +136,6 @@ def _roi_pool_backward_by(backward_op):
     return backward
 
 
-for _forward, _backward in (
-    ("roi_pool", torch.ops.maskrcnn._roi_pool_backward),
-    ("_roi_pool_compact", torch.ops.maskrcnn._roi_pool_compact_backward),
-):
-    torch.library.register_autograd(
-        f"maskrcnn::{_forward}", _roi_pool_backward_by(_backward), setup_context=_roi_pool_setup_context
-    )
-
-
 def _multilevel_setup_context(ctx, inputs, output):
     features, rois, levels, *params = inputs
     ctx.num_levels = len(features)
@@ -160,15 +143,71 @@ def _multilevel_setup_context(ctx, inputs, output):
     ctx.params = params  # spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned, mode
 
 
-def _multilevel_backward(ctx, grad):
-    rois, levels, *features = ctx.saved_tensors
-    grads = torch.ops.maskrcnn._multilevel_roi_align_backward(grad, features, rois, levels, *ctx.params)
-    return (list(grads),) + (None,) * 8
+def _multilevel_backward_by(backward_op):
+    def backward(ctx, grad):
+        rois, levels, *features = ctx.saved_tensors
+        grads = backward_op(grad, features, rois, levels, *ctx.params)
+        return (list(grads),) + (None,) * 8
+
+    return backward
 
 
-torch.library.register_autograd(
-    "maskrcnn::multilevel_roi_align", _multilevel_backward, setup_context=_multilevel_setup_context
-)
+_FAKE_KERNELS = {
+    "roi_align": _roi_align_fake,
+    "_roi_align_backward": _roi_align_backward_fake,
+    "roi_pool": _roi_pool_fake,
+    "_roi_pool_backward": _roi_pool_backward_fake,
+    "_roi_pool_compact": _roi_pool_compact_fake,
+    "_roi_pool_compact_backward": _roi_pool_compact_backward_fake,
+    "multilevel_roi_align": _multilevel_roi_align_fake,
+    "_multilevel_roi_align_backward": _multilevel_roi_align_backward_fake,
+}
+
+
+def register_fake_and_autograd(namespace: str) -> None:
+    """Fake kernels and autograd formulas of the ops of ``namespace``: ``maskrcnn`` (at import) or
+    ``maskrcnn_cuda_emu``, the emulated CUDA kernels under the same schemas (ops/schemas.h)."""
+    ops = getattr(torch.ops, namespace)
+    for name, fake in _FAKE_KERNELS.items():
+        torch.library.register_fake(f"{namespace}::{name}", fake)
+    torch.library.register_autograd(
+        f"{namespace}::roi_align",
+        _roi_align_backward_by(ops._roi_align_backward),
+        setup_context=_roi_align_setup_context,
+    )
+    for forward, backward in (("roi_pool", "_roi_pool_backward"), ("_roi_pool_compact", "_roi_pool_compact_backward")):
+        torch.library.register_autograd(
+            f"{namespace}::{forward}",
+            _roi_pool_backward_by(getattr(ops, backward)),
+            setup_context=_roi_pool_setup_context,
+        )
+    torch.library.register_autograd(
+        f"{namespace}::multilevel_roi_align",
+        _multilevel_backward_by(ops._multilevel_roi_align_backward),
+        setup_context=_multilevel_setup_context,
+    )
+
+
+register_fake_and_autograd("maskrcnn")
+_registered_namespaces = {"maskrcnn"}
+
+
+def cuda_emulation_ops():
+    """``torch.ops.maskrcnn_cuda_emu``: the CUDA kernels under device emulation, on CPU tensors,
+    with the schemas, fake kernels and autograd of ``torch.ops.maskrcnn`` (loaded on first use;
+    ImportError naming `make build-cuda-emulation` when they are not built)."""
+    _loader.load_cuda_emulation()
+    if "maskrcnn_cuda_emu" not in _registered_namespaces:
+        register_fake_and_autograd("maskrcnn_cuda_emu")
+        _registered_namespaces.add("maskrcnn_cuda_emu")
+    return torch.ops.maskrcnn_cuda_emu
+
+
+def kernel_backend() -> str:
+    """Which kernels serve ``torch.ops.maskrcnn.*`` on CPU tensors in this process:
+    ``"cuda-emulation"`` under MASKRCNN_CUDA_EMULATION=1 (the CUDA kernels, emulated), else
+    ``"native"`` (the CPU kernels; CUDA tensors always run the real CUDA kernels)."""
+    return "cuda-emulation" if _loader.CUDA_EMULATION_REQUESTED else "native"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,20 +37,6 @@ struct AxisPlan {
   int num_valid(int p) const { return sample_begin[p + 1] - sample_begin[p]; }
 };
 
-// First i in [lo, hi) with pred(i) true, for a predicate that is false then true; hi if none.
-template <typename Pred>
-int first_true_index(int lo, int hi, const Pred& pred) {
-  while (lo < hi) {
-    const int mid = lo + (hi - lo) / 2;
-    if (pred(mid)) {
-      hi = mid;
-    } else {
-      lo = mid + 1;
-    }
-  }
-  return lo;
-}
-
 // Fills `plan` for one axis of one RoI: `pooled` bins of size `bin_size` starting at `start`,
 // `grid` samples per bin, on an axis of `size` cells. `with_taps` builds the merged taps
 // (average mode); otherwise only the samples (max mode).
@@ -60,23 +46,13 @@ void build_axis_plan(T start, T bin_size, int pooled, int grid, int64_t size, bo
   plan.samples.clear();
   plan.sample_begin.resize(pooled + 1);
   plan.first_valid.resize(pooled);
-  const T lower = T(-1);
-  const T upper = static_cast<T>(size);
   for (int p = 0; p < pooled; ++p) {
     plan.sample_begin[p] = static_cast<int>(plan.samples.size());
-    auto coord = [&](int i) { return roi::sample_coord(start, bin_size, p, i, grid); };
-    // Valid means lower <= coord <= upper (axis_interp's rule). The coordinates rise with i for
-    // a positive bin size and fall for a negative one (an inverted box with fixed sampling).
     int lo, hi;
-    if (bin_size >= T(0)) {
-      lo = first_true_index(0, grid, [&](int i) { return coord(i) >= lower; });
-      hi = first_true_index(lo, grid, [&](int i) { return coord(i) > upper; });
-    } else {
-      lo = first_true_index(0, grid, [&](int i) { return coord(i) <= upper; });
-      hi = first_true_index(lo, grid, [&](int i) { return coord(i) < lower; });
-    }
+    roi::valid_sample_range(start, bin_size, p, grid, size, &lo, &hi);
     plan.first_valid[p] = lo;
-    for (int i = lo; i < hi; ++i) plan.samples.push_back(roi::axis_interp(coord(i), size));
+    for (int i = lo; i < hi; ++i)
+      plan.samples.push_back(roi::axis_interp(roi::sample_coord(start, bin_size, p, i, grid), size));
   }
   plan.sample_begin[pooled] = static_cast<int>(plan.samples.size());
   if (!with_taps) return;
@@ -108,17 +84,6 @@ void build_axis_plan(T start, T bin_size, int pooled, int grid, int64_t size, bo
   plan.tap_begin[pooled] = static_cast<int>(plan.tap_index.size());
   plan.tap_lo = plan.tap_index.empty() ? 0 : *std::min_element(plan.tap_index.begin(), plan.tap_index.end());
   plan.tap_hi = plan.tap_index.empty() ? 0 : *std::max_element(plan.tap_index.begin(), plan.tap_index.end()) + 1;
-}
-
-// Row-major position (iy * grid_x + ix) of the first sample of a bin that lies off the map, or
-// -1 when all its samples are on the map. The valid samples form the rectangle
-// [ly, ly + ny) x [lx, lx + nx) of the grid_y x grid_x grid. Max mode needs it: an off-map sample
-// has value 0 and competes for the maximum (ties go to the first sample in row-major order).
-inline int64_t first_invalid_position(int ly, int ny, int grid_y, int lx, int nx, int grid_x) {
-  if (ny == 0 || nx == 0 || ly > 0 || lx > 0) return 0;
-  if (nx < grid_x) return nx;
-  if (ny < grid_y) return static_cast<int64_t>(ny) * grid_x;
-  return -1;
 }
 
 }  // namespace cpu

@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend.h"
 #include "cpu/parallel.h"
 #include "cpu/prepare.h"
 #include "cpu/roi_align_kernel.h"
@@ -213,6 +214,8 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cpu(const at::Tensor& grad
 }  // namespace maskrcnn
 
 TORCH_LIBRARY_IMPL(maskrcnn, CPU, m) {
+  // With MASKRCNN_CUDA_EMULATION=1 the emulated CUDA kernels serve these ops (ops/backend.h).
+  if (maskrcnn::cuda_emulation_requested()) return;
   m.impl("roi_align", &maskrcnn::cpu::roi_align_cpu);
   m.impl("_roi_align_backward", &maskrcnn::cpu::roi_align_backward_cpu);
   m.impl("multilevel_roi_align", &maskrcnn::cpu::multilevel_roi_align_cpu);

@@ -65,7 +65,7 @@ struct BilinearTaps {
 template <typename T>
 struct RoiPlan {
   AxisPlan<T> y, x;
-  int count = 1;
+  int64_t count = 1;
   // Average mode, computed separably (roi_align_separable.h): first along y over the RoI's
   // column span, then along x. Chosen from the plan alone, so both layouts make the same choice
   // and give bit-identical results.
@@ -101,13 +101,6 @@ inline T sample_value(const scalar_t* base, const roi::AxisInterp<T>& sy, const 
          (sy.w_low * sx.w_high) * static_cast<T>(lo[sx.high * sW]) +
          (sy.w_high * sx.w_low) * static_cast<T>(hi[sx.low * sW]) +
          (sy.w_high * sx.w_high) * static_cast<T>(hi[sx.high * sW]);
-}
-
-// Max mode: does an off-map sample (value 0) beat the best on-map sample `best` at row-major
-// position `best_pos`? Ties go to the first sample.
-template <typename T>
-inline bool off_map_wins(T best, int64_t best_pos, int64_t first_invalid) {
-  return first_invalid >= 0 && (best < T(0) || (best == T(0) && first_invalid < best_pos));
 }
 
 // Max mode, channels_last: the maximum over the valid samples of bin (ph, pw), for the nc
@@ -184,7 +177,7 @@ void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const R
             }
           }
           const bool has_off_map =
-              first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid) >= 0;
+              roi::first_off_map_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid) >= 0;
           if (has_off_map && best < T(0)) best = T(0);
           *o = static_cast<scalar_t>(best);
         }
@@ -219,7 +212,7 @@ void align_forward_block(const FeatureMap<const scalar_t>& f, int64_t n, const R
       }
       channels_last_bin_max<false>(image, f, c0, nc, py, px, ph, pw, acc, nullptr);
       const bool has_off_map =
-          first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid) >= 0;
+          roi::first_off_map_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid) >= 0;
       for (int64_t j = 0; j < nc; ++j) {
         const T v = has_off_map && acc[j] < T(0) ? T(0) : acc[j];
         o[j * out.sC] = static_cast<scalar_t>(v);
@@ -289,8 +282,8 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
             }
           }
           const int64_t first_invalid =
-              first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid);
-          if (!off_map_wins(best, grid_position(ph, pw, win), first_invalid)) scatter(ph, pw, c, win, g);
+              roi::first_off_map_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid);
+          if (!roi::off_map_wins(best, grid_position(ph, pw, win), first_invalid)) scatter(ph, pw, c, win, g);
         }
       }
     }
@@ -323,9 +316,9 @@ void align_backward_block(const FeatureMap<const scalar_t>& f, const FeatureMap<
       if (ny == 0 || nx == 0) continue;
       channels_last_bin_max<true>(image, f, c0, nc, py, px, ph, pw, best, win);
       const int64_t first_invalid =
-          first_invalid_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid);
+          roi::first_off_map_position(py.first_valid[ph], ny, py.grid, px.first_valid[pw], nx, px.grid);
       for (int64_t j = 0; j < nc; ++j) {
-        if (off_map_wins(best[j], grid_position(ph, pw, win[j]), first_invalid)) continue;
+        if (roi::off_map_wins(best[j], grid_position(ph, pw, win[j]), first_invalid)) continue;
         scatter(ph, pw, c0 + j, win[j], static_cast<T>(g[j * go.sC]));
       }
     }

@@ -30,6 +30,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backend.h"
 #include "cpu/parallel.h"
 #include "cpu/prepare.h"
 #include "cpu/roi_pool_kernel.h"
@@ -465,8 +466,12 @@ at::Tensor roi_pool_compact_backward_cpu(const at::Tensor& grad, const at::Tenso
 }  // namespace maskrcnn
 
 TORCH_LIBRARY_IMPL(maskrcnn, CPU, m) {
-  m.impl("roi_pool", &maskrcnn::cpu::roi_pool_cpu);
-  m.impl("_roi_pool_backward", &maskrcnn::cpu::roi_pool_backward_cpu);
+  // With MASKRCNN_CUDA_EMULATION=1 the emulated CUDA kernels serve roi_pool (ops/backend.h); the
+  // compact ops are the CPU's own and have no CUDA kernels.
+  if (!maskrcnn::cuda_emulation_requested()) {
+    m.impl("roi_pool", &maskrcnn::cpu::roi_pool_cpu);
+    m.impl("_roi_pool_backward", &maskrcnn::cpu::roi_pool_backward_cpu);
+  }
   m.impl("_roi_pool_compact", &maskrcnn::cpu::roi_pool_compact_cpu);
   m.impl("_roi_pool_compact_backward", &maskrcnn::cpu::roi_pool_compact_backward_cpu);
 }

@@ -32,7 +32,7 @@ at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& 
   const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
   const std::vector<at::Tensor> feats = prepare_features(features);
   const bool is_max = checks::parse_mode(mode);
-  const at::cuda::CUDAGuard guard(feats[0].device());
+  const DeviceGuard guard(feats[0].device());
   check_roi_values(rois, feats[0].size(0), scales, levels, sampling_ratio <= 0, pooled_h, pooled_w, aligned);
   return roi_align_levels_forward(feats, scales, rois, levels.contiguous(), pooled_h, pooled_w, sampling_ratio, aligned,
                                   is_max);
@@ -60,7 +60,7 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cuda(const at::Tensor& gra
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn, CUDA, m) {
+MASKRCNN_CUDA_LIBRARY_IMPL(m) {
   m.impl("multilevel_roi_align", TORCH_FN(multilevel_roi_align_cuda));
   m.impl("_multilevel_roi_align_backward", TORCH_FN(multilevel_roi_align_backward_cuda));
 }

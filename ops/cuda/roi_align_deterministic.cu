@@ -12,7 +12,6 @@
 //      (RoI, sample row, sample column), then writes each cell exactly once.
 // The gradient is read from a channels_last copy, so the 8 channels of a bin are contiguous.
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
 
 #include <type_traits>
 
@@ -23,9 +22,6 @@
 namespace maskrcnn {
 namespace cuda {
 namespace {
-
-constexpr int kChannelsPerThread = 8;
-constexpr int kChannelGroup = 64;  // channels per block (8 passes of 8)
 
 template <typename scalar_t, typename acc_t>
 __global__ void align_footprints(LevelTable<scalar_t, acc_t> lv, const acc_t* rois, const int64_t* levels, int64_t K,
@@ -62,21 +58,15 @@ __global__ void align_winners(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
   const index_t channels = static_cast<index_t>(lv.channels);
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const index_t c = i % channels;
-    const int pw = static_cast<int>((i / channels) % pooled_w);
-    const int ph = static_cast<int>((i / (channels * pooled_w)) % pooled_h);
-    const index_t k = i / (channels * pooled_w * pooled_h);
+    const OutputIndex<index_t> o = decode_output_index<true>(i, channels, pooled_h, pooled_w);
     int winner = -1;
-    const RoiRef<acc_t> r = load_roi(rois, levels, k, lv.batch, lv.num_levels);
+    const RoiRef<acc_t> r = load_roi(rois, levels, o.k, lv.batch, lv.num_levels);
     if (r.ok) {
       const int64_t H = lv.height[r.level], W = lv.width[r.level];
       const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(r.x1, r.y1, r.x2, r.y2, lv.scale[r.level],
                                                                      pooled_h, pooled_w, sampling_ratio, aligned);
-      const index_t plane = kChannelsLast ? static_cast<index_t>(r.n) * H * W * channels + c
-                                          : (static_cast<index_t>(r.n) * channels + c) * H * W;
-      const index_t row_stride = kChannelsLast ? static_cast<index_t>(W * channels) : W;
-      const index_t col_stride = kChannelsLast ? static_cast<index_t>(channels) : 1;
-      align_bin<true>(lv.data[r.level] + plane, row_stride, col_stride, H, W, g, ph, pw, &winner);
+      const PlaneView<index_t> p = plane_view<kChannelsLast, index_t>(r.n, o.c, lv.channels, H, W);
+      align_bin<true>(lv.data[r.level] + p.offset, p.row, p.col, H, W, g, o.ph, o.pw, &winner);
     }
     winners[i] = winner;
   }
@@ -90,7 +80,8 @@ __global__ void __launch_bounds__(kGatherThreads)
   __shared__ int list[kListCap];
   __shared__ int warp_counts[kGatherThreads / 32];
   __shared__ acc_t s_start_h[kListCap], s_start_w[kListCap], s_bin_h[kListCap], s_bin_w[kListCap];
-  __shared__ int s_grid_h[kListCap], s_grid_w[kListCap], s_count[kListCap];
+  __shared__ acc_t s_divisor[kListCap];
+  __shared__ int s_grid_h[kListCap], s_grid_w[kListCap];
 
   const TileRef tile = locate_tile(tt, blockIdx.x, lv.batch);
   const int64_t C = lv.channels;
@@ -128,7 +119,7 @@ __global__ void __launch_bounds__(kGatherThreads)
           s_bin_w[threadIdx.x] = g.bin_w;
           s_grid_h[threadIdx.x] = g.grid_h;
           s_grid_w[threadIdx.x] = g.grid_w;
-          s_count[threadIdx.x] = g.count;
+          s_divisor[threadIdx.x] = static_cast<acc_t>(g.count);
         }
         __syncthreads();
       }
@@ -137,16 +128,16 @@ __global__ void __launch_bounds__(kGatherThreads)
         const acc_t start_h = s_start_h[e], start_w = s_start_w[e];
         const acc_t bin_h = s_bin_h[e], bin_w = s_bin_w[e];
         const int gh = s_grid_h[e], gw = s_grid_w[e];
-        const acc_t inv_count = acc_t(1) / static_cast<acc_t>(s_count[e]);
-        int jy0, jy1, jx0, jx1;
+        const acc_t divisor = s_divisor[e];
+        int64_t jy0, jy1, jx0, jx1;
         candidate_samples(y, start_h, bin_h, pooled_h, gh, &jy0, &jy1);
         candidate_samples(x, start_w, bin_w, pooled_w, gw, &jx0, &jx1);
-        for (int jy = jy0; jy <= jy1; ++jy) {
-          const int ph = jy / gh, iy = jy % gh;
+        for (int64_t jy = jy0; jy <= jy1; ++jy) {
+          const int ph = static_cast<int>(jy / gh), iy = static_cast<int>(jy % gh);
           acc_t wy;
           if (!cell_weight(roi::axis_interp(roi::sample_coord(start_h, bin_h, ph, iy, gh), H), y, &wy)) continue;
-          for (int jx = jx0; jx <= jx1; ++jx) {
-            const int pw = jx / gw, ix = jx % gw;
+          for (int64_t jx = jx0; jx <= jx1; ++jx) {
+            const int pw = static_cast<int>(jx / gw), ix = static_cast<int>(jx % gw);
             acc_t wx;
             if (!cell_weight(roi::axis_interp(roi::sample_coord(start_w, bin_w, pw, ix, gw), W), x, &wx)) continue;
             const acc_t w = wy * wx;
@@ -159,7 +150,7 @@ __global__ void __launch_bounds__(kGatherThreads)
                 if (kMax) {
                   if (winners[bin * C + c0 + j] == iy * gw + ix) acc[j] += gv * w;
                 } else {
-                  acc[j] += gv * inv_count * w;
+                  acc[j] += (gv / divisor) * w;  // the order of the atomic path and the CPU
                 }
               }
             }
@@ -209,41 +200,43 @@ void roi_align_backward_gather(const at::Tensor& grad_cl, const std::vector<at::
     tt.tile_base[l + 1] = tt.tile_base[l] + N * tt.tiles_h[l] * tt.tiles_w[l];
   }
   const int64_t tiles = tt.tile_base[L];
+  if (tiles == 0) return;  // no cell on any level: nothing to write (and a grid of 0 blocks is invalid)
   const int64_t* levels_ptr = levels.defined() ? levels.data_ptr<int64_t>() : nullptr;
   const bool cl = is_channels_last(features[0]);
   int64_t max_numel = grad_cl.numel();
   for (const auto& f : features) max_numel = std::max<int64_t>(max_numel, f.numel());
   const bool use_int64 = needs_int64({max_numel});
-  at::Tensor footprints = at::empty({K, kFootprintInts}, rois_acc.options().dtype(at::kInt));
+  at::Tensor footprints = empty_unfilled({K, kFootprintInts}, rois_acc.options().dtype(at::kInt));
   at::Tensor winners;
-  if (is_max) winners = at::empty({grad_cl.numel()}, rois_acc.options().dtype(at::kInt));
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (is_max) winners = empty_unfilled({grad_cl.numel()}, rois_acc.options().dtype(at::kInt));
+  cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features[0].scalar_type(), "roi_align_backward_gather", [&] {
         using acc_t = at::acc_type<scalar_t, true>;
         auto lv = make_level_table<scalar_t, acc_t>(features, scales);
         for (int l = 0; l < L; ++l) lv.grad[l] = out[l].data_ptr<acc_t>();
         const acc_t* rois_ptr = rois_acc.data_ptr<acc_t>();
-        align_footprints<<<blocks_for(K), kThreads, 0, stream>>>(lv, rois_ptr, levels_ptr, K, pooled_h, pooled_w,
-                                                                 sampling_ratio, aligned, footprints.data_ptr<int>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        MASKRCNN_LAUNCH(blocks_for(K), kThreads, 0, stream, align_footprints<scalar_t, acc_t>)(
+            lv, rois_ptr, levels_ptr, K, pooled_h, pooled_w, sampling_ratio, aligned, footprints.data_ptr<int>());
+        MASKRCNN_LAUNCH_CHECK();
         with_index_type(use_int64, [&](auto index_tag) {
           using index_t = decltype(index_tag);
           const auto launch = [&](auto max_tag, auto cl_tag) {
             constexpr bool kMax = decltype(max_tag)::value;
             constexpr bool kCL = decltype(cl_tag)::value;
             if (kMax) {
-              align_winners<kCL, scalar_t, acc_t, index_t><<<blocks_for(grad_cl.numel()), kThreads, 0, stream>>>(
-                  lv, rois_ptr, levels_ptr, grad_cl.numel(), pooled_h, pooled_w, sampling_ratio, aligned,
-                  winners.data_ptr<int>());
-              C10_CUDA_KERNEL_LAUNCH_CHECK();
+              MASKRCNN_LAUNCH(blocks_for(grad_cl.numel()), kThreads, 0, stream,
+                              align_winners<kCL, scalar_t, acc_t, index_t>)(lv, rois_ptr, levels_ptr, grad_cl.numel(),
+                                                                            pooled_h, pooled_w, sampling_ratio, aligned,
+                                                                            winners.data_ptr<int>());
+              MASKRCNN_LAUNCH_CHECK();
             }
             const dim3 grid(static_cast<unsigned int>(tiles),
                             static_cast<unsigned int>((C + kChannelGroup - 1) / kChannelGroup));
-            align_gather<kMax, kCL, scalar_t, acc_t, index_t><<<grid, kGatherThreads, 0, stream>>>(
+            MASKRCNN_LAUNCH(grid, kGatherThreads, 0, stream, align_gather<kMax, kCL, scalar_t, acc_t, index_t>)(
                 lv, tt, rois_ptr, footprints.data_ptr<int>(), K, grad_cl.data_ptr<scalar_t>(),
                 kMax ? winners.data_ptr<int>() : nullptr, pooled_h, pooled_w, sampling_ratio, aligned);
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
+            MASKRCNN_LAUNCH_CHECK();
           };
           if (is_max) {
             cl ? launch(std::true_type{}, std::true_type{}) : launch(std::true_type{}, std::false_type{});

@@ -79,38 +79,94 @@ __device__ __forceinline__ acc_t load(const scalar_t* p) {
   return static_cast<acc_t>(*p);
 }
 
-// RoI Align of one output bin over one (image, channel) plane: the average or the maximum of
-// its grid_h x grid_w bilinear samples (docs/ops.md). In max mode *winner receives the
-// row-major index of the first maximal sample (-1 when the bin has no samples), which the
-// backward passes use to route the gradient; a sample outside the map is 0 and takes part.
+// The position of output element i of a (K, C, oh, ow) output (or gradient) stored NCHW
+// (pw fastest) or channels_last (c fastest); the kernels give one thread per element this way.
+template <typename index_t>
+struct OutputIndex {
+  index_t k, c;
+  int ph, pw;
+};
+
+template <bool kChannelsLast, typename index_t>
+__device__ __forceinline__ OutputIndex<index_t> decode_output_index(index_t i, index_t channels, int pooled_h,
+                                                                    int pooled_w) {
+  // Widened before any product: pooled_h * pooled_w alone can pass 2^31 in the int64 path.
+  const index_t oh = static_cast<index_t>(pooled_h), ow = static_cast<index_t>(pooled_w);
+  OutputIndex<index_t> o;
+  if (kChannelsLast) {
+    o.c = i % channels;
+    const index_t bin = i / channels;
+    o.pw = static_cast<int>(bin % ow);
+    o.ph = static_cast<int>((bin / ow) % oh);
+    o.k = bin / (ow * oh);
+  } else {
+    o.pw = static_cast<int>(i % ow);
+    o.ph = static_cast<int>((i / ow) % oh);
+    const index_t plane = i / (ow * oh);
+    o.c = plane % channels;
+    o.k = plane / channels;
+  }
+  return o;
+}
+
+// One (image, channel) plane of a (N, C, H, W) map: cell (y, x) is at offset + y * row + x * col.
+template <typename index_t>
+struct PlaneView {
+  index_t offset, row, col;
+};
+
+template <bool kChannelsLast, typename index_t>
+__device__ __forceinline__ PlaneView<index_t> plane_view(int64_t n, int64_t c, int64_t channels, int64_t height,
+                                                         int64_t width) {
+  const index_t C = static_cast<index_t>(channels), H = static_cast<index_t>(height), W = static_cast<index_t>(width);
+  PlaneView<index_t> v;
+  if (kChannelsLast) {
+    v.offset = static_cast<index_t>(n) * H * W * C + static_cast<index_t>(c);
+    v.row = W * C;
+    v.col = C;
+  } else {
+    v.offset = (static_cast<index_t>(n) * C + static_cast<index_t>(c)) * H * W;
+    v.row = W;
+    v.col = 1;
+  }
+  return v;
+}
+
+// RoI Align of one output bin over one plane (docs/ops.md), visiting only the bin's samples that
+// lie on the map (roi::valid_sample_range): the average over all grid_h x grid_w samples (an
+// off-map one adds 0), or the maximum. Max mode follows the CPU kernel and the reference exactly:
+// the maximum starts from the first on-map sample (so a NaN there stays), and an off-map sample
+// (value 0) wins when the best on-map value is below 0, or equals 0 and comes later in row-major
+// order. *winner receives the row-major index of the winning sample, -1 when none is on the map
+// or an off-map sample wins (no gradient), which the backward passes use to route the gradient.
 template <bool kMax, typename acc_t, typename scalar_t, typename index_t>
 __device__ __forceinline__ acc_t align_bin(const scalar_t* base, index_t row_stride, index_t col_stride, int64_t height,
                                            int64_t width, const roi::AlignGeometry<acc_t>& g, int ph, int pw,
                                            int* winner) {
+  int y0, y1, x0, x1;
+  roi::valid_sample_range(g.start_h, g.bin_h, ph, g.grid_h, height, &y0, &y1);
+  roi::valid_sample_range(g.start_w, g.bin_w, pw, g.grid_w, width, &x0, &x1);
   acc_t sum = 0;
   acc_t best = 0;
-  int best_i = -1;
-  for (int iy = 0; iy < g.grid_h; ++iy) {
+  int64_t best_pos = -1;
+  for (int iy = y0; iy < y1; ++iy) {
     const roi::AxisInterp<acc_t> ay = roi::axis_interp(roi::sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h), height);
     const index_t r_lo = static_cast<index_t>(ay.low) * row_stride;
     const index_t r_hi = static_cast<index_t>(ay.high) * row_stride;
-    for (int ix = 0; ix < g.grid_w; ++ix) {
+    for (int ix = x0; ix < x1; ++ix) {
       const roi::AxisInterp<acc_t> ax =
           roi::axis_interp(roi::sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w), width);
-      acc_t v = 0;
-      if (ay.valid && ax.valid) {
-        const index_t c_lo = static_cast<index_t>(ax.low) * col_stride;
-        const index_t c_hi = static_cast<index_t>(ax.high) * col_stride;
-        // Same operation order as torchvision: w1 v1 + w2 v2 + w3 v3 + w4 v4.
-        v = ay.w_low * ax.w_low * load<acc_t>(base + r_lo + c_lo) +
-            ay.w_low * ax.w_high * load<acc_t>(base + r_lo + c_hi) +
-            ay.w_high * ax.w_low * load<acc_t>(base + r_hi + c_lo) +
-            ay.w_high * ax.w_high * load<acc_t>(base + r_hi + c_hi);
-      }
+      const index_t c_lo = static_cast<index_t>(ax.low) * col_stride;
+      const index_t c_hi = static_cast<index_t>(ax.high) * col_stride;
+      // Same operation order as torchvision: w1 v1 + w2 v2 + w3 v3 + w4 v4.
+      const acc_t v = ay.w_low * ax.w_low * load<acc_t>(base + r_lo + c_lo) +
+                      ay.w_low * ax.w_high * load<acc_t>(base + r_lo + c_hi) +
+                      ay.w_high * ax.w_low * load<acc_t>(base + r_hi + c_lo) +
+                      ay.w_high * ax.w_high * load<acc_t>(base + r_hi + c_hi);
       if (kMax) {
-        if (best_i < 0 || v > best) {
+        if (best_pos < 0 || v > best) {
           best = v;
-          best_i = iy * g.grid_w + ix;
+          best_pos = static_cast<int64_t>(iy) * g.grid_w + ix;
         }
       } else {
         sum += v;
@@ -118,8 +174,13 @@ __device__ __forceinline__ acc_t align_bin(const scalar_t* base, index_t row_str
     }
   }
   if (kMax) {
-    *winner = best_i;
-    return best_i < 0 ? acc_t(0) : best;
+    const int64_t first_off = roi::first_off_map_position(y0, y1 - y0, g.grid_h, x0, x1 - x0, g.grid_w);
+    if (best_pos < 0 || roi::off_map_wins(best, best_pos, first_off)) {
+      *winner = -1;
+      return acc_t(0);
+    }
+    *winner = static_cast<int>(best_pos);
+    return best;
   }
   return sum / static_cast<acc_t>(g.count);
 }

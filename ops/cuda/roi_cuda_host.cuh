@@ -4,15 +4,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGraphsC10Utils.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "cuda/device_api.cuh"
 #include "cuda/roi_cuda_common.cuh"
 #include "roi_checks.h"
 
@@ -27,46 +25,41 @@ inline at::MemoryFormat layout_of(const at::Tensor& t) { return checks::memory_f
 
 inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-inline void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.is_cuda(), name, " must be a CUDA tensor, got device ", t.device());
+inline void check_cuda(const at::Tensor& t, const char* name) { check_device(t, name); }
+
+// The spatial scale of each RoI, (K,) float64 on the RoIs' device, made without copying anything
+// from the host (the scales are kernel arguments): a fill for one level, a select by `levels` for
+// several (an out-of-range level gets 0; the level check reports it).
+inline at::Tensor scale_per_roi(const at::Tensor& rois, const std::vector<double>& level_scales,
+                                const at::Tensor& levels) {
+  const at::TensorOptions opts = rois.options().dtype(at::kDouble);
+  if (!levels.defined()) return at::full({rois.size(0)}, level_scales[0], opts);
+  at::Tensor s = at::zeros({rois.size(0)}, opts);
+  for (size_t l = 0; l < level_scales.size(); ++l) {
+    s = at::where(levels == static_cast<int64_t>(l), at::Scalar(level_scales[l]), s);
+  }
+  return s;
 }
 
-// Values of the RoIs (and levels): the checks of ops/roi_checks.h, fused into one reduction and a
-// single host synchronisation on the good path; only when something is wrong are the detailed
-// checks of roi_checks.h run again to raise their precise error. Skipped while the current stream
-// is being captured into a CUDA graph (a synchronisation is illegal there): the kernels then skip
-// bad RoIs (zero output, no gradient) and never read out of bounds.
-//   scales: the spatial scale of each level (one value for single-level ops, levels undefined).
+// Values of the RoIs (and levels): the rules of ops/roi_checks.h, reduced on the device to one
+// flag and read back in a single host synchronisation on the good path; only when something is
+// wrong are the rules' messages raised. Skipped while the current stream is being captured into
+// a CUDA graph (a synchronisation is illegal there): the kernels then skip bad RoIs (zero output,
+// no gradient) and never read out of bounds.
+//   level_scales: the spatial scale of each level (one value for single-level ops, levels undefined).
 inline void check_roi_values(const at::Tensor& rois, int64_t batch, const std::vector<double>& level_scales,
                              const at::Tensor& levels, bool adaptive_align, int64_t pooled_h, int64_t pooled_w,
                              bool aligned) {
-  if (rois.size(0) == 0) return;
-  if (c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) return;
+  if (rois.size(0) == 0 || capturing_graph()) return;
   const int64_t num_levels = static_cast<int64_t>(level_scales.size());
-  // A 0-d CPU tensor broadcasts against CUDA tensors; the per-level table must be on the device.
-  const at::Tensor scales = levels.defined() ? at::tensor(level_scales, at::kDouble).to(rois.device())
-                                             : at::scalar_tensor(level_scales[0], at::kDouble);
-  const at::Tensor r = rois.to(at::kDouble);
-  const at::Tensor index = r.select(1, 0);
-  const at::Tensor box = r.narrow(1, 1, 4);
-  std::vector<at::Tensor> flags;
-  flags.push_back(((index != index.floor()) | (index < 0) | (index >= static_cast<double>(batch))).any());
-  flags.push_back(box.isfinite().logical_not().any());
-  at::Tensor lv_ok = levels.defined() ? levels.clamp(0, num_levels - 1) : at::Tensor();
-  const at::Tensor s = levels.defined() ? scales.index_select(0, lv_ok) : scales;
-  const at::Tensor scaled = box * s.reshape({-1, 1});
-  // NaN compares false, so a non-finite box is reported by the flag above, not here.
-  flags.push_back((scaled.abs() > checks::kMaxCoordinate).any());
-  if (adaptive_align) {
-    const at::Tensor samples = checks::adaptive_samples_per_bin(scaled, pooled_h, pooled_w, aligned);
-    flags.push_back((samples >= checks::kMaxSamplesPerBin).any());
-  }
-  if (levels.defined()) flags.push_back(((levels < 0) | (levels >= num_levels)).any());
-  if (!at::stack(flags).any().item<bool>()) return;  // the one synchronisation
-  // Something is wrong: let the shared checks find it and raise their message.
+  const at::Tensor scales = scale_per_roi(rois, level_scales, levels);
+  const checks::RoiValueMasks masks =
+      checks::roi_value_masks(rois, batch, scales, adaptive_align, pooled_h, pooled_w, aligned);
+  at::Tensor bad = checks::any_invalid(masks);
+  if (levels.defined()) bad = bad | checks::level_values_invalid(levels, num_levels).any();
+  if (!bad.item<bool>()) return;  // the one synchronisation
   if (levels.defined()) checks::check_level_values(levels, num_levels);
-  checks::check_roi_values(rois, batch, levels.defined() ? scales.index_select(0, levels) : scales, adaptive_align,
-                           pooled_h, pooled_w, aligned);
+  checks::raise_invalid_rois(masks, batch, rois);
   TORCH_CHECK_VALUE(false, "rois hold invalid values");  // not reached
 }
 

@@ -25,6 +25,8 @@ constexpr int kTileW = 32;                       // one warp along a row: coales
 constexpr int kGatherThreads = kTileH * kTileW;  // 256
 constexpr int kListCap = kGatherThreads;         // RoIs held in shared memory per round
 constexpr int kFootprintInts = 5;                // key, y0, y1, x0, x1
+constexpr int kChannelsPerThread = 8;            // a thread's cell is summed for 8 channels at once
+constexpr int kChannelGroup = 64;                // channels per block (8 passes of 8): gridDim.y groups
 
 // The tiles of every (level, image), numbered level by level, image by image, row by row.
 struct TileTable {
@@ -111,9 +113,9 @@ __device__ __forceinline__ int collect_rois(const int* footprints, int64_t K, in
 // can lie within one cell of `cell`: the inverse of sample_coord, widened for rounding. The caller
 // checks every candidate exactly with axis_interp, so the range only has to be a superset.
 template <typename acc_t>
-__device__ __forceinline__ void candidate_samples(int64_t cell, acc_t start, acc_t bin, int pooled, int grid, int* j0,
-                                                  int* j1) {
-  const int n = pooled * grid;
+__device__ __forceinline__ void candidate_samples(int64_t cell, acc_t start, acc_t bin, int pooled, int grid,
+                                                  int64_t* j0, int64_t* j1) {
+  const int64_t n = static_cast<int64_t>(pooled) * grid;  // past 2^31 for huge adaptive RoIs
   *j0 = 0;
   *j1 = n - 1;
   const acc_t step = bin / static_cast<acc_t>(grid);
@@ -123,8 +125,8 @@ __device__ __forceinline__ void candidate_samples(int64_t cell, acc_t start, acc
   const acc_t c = static_cast<acc_t>(cell);
   const acc_t lo = (c - acc_t(1) - tol - start) / step - acc_t(1.5);
   const acc_t hi = (c + acc_t(1) + tol - start) / step + acc_t(0.5);
-  if (lo > acc_t(0)) *j0 = lo >= static_cast<acc_t>(n) ? n : static_cast<int>(floor(lo));
-  if (hi < static_cast<acc_t>(n - 1)) *j1 = hi < acc_t(0) ? -1 : static_cast<int>(ceil(hi));
+  if (lo > acc_t(0)) *j0 = lo >= static_cast<acc_t>(n) ? n : static_cast<int64_t>(floor(lo));
+  if (hi < static_cast<acc_t>(n - 1)) *j1 = hi < acc_t(0) ? -1 : static_cast<int64_t>(ceil(hi));
 }
 
 // Weight of `cell` in the linear interpolation `a` (both neighbours may be the cell at the border).

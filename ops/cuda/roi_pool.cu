@@ -12,7 +12,6 @@
 //                  channels and adds, in RoI then bin order, the grads of the bins whose argmax
 //                  is its cell.
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -25,33 +24,15 @@ namespace maskrcnn {
 namespace cuda {
 namespace {
 
-template <bool kChannelsLast, typename index_t>
-__device__ __forceinline__ void cell_strides(int64_t n, int64_t c, int64_t C, int64_t H, int64_t W, index_t* plane,
-                                             index_t* row, index_t* col) {
-  *plane = kChannelsLast ? static_cast<index_t>(n) * H * W * C + c : (static_cast<index_t>(n) * C + c) * H * W;
-  *row = kChannelsLast ? static_cast<index_t>(W * C) : static_cast<index_t>(W);
-  *col = kChannelsLast ? static_cast<index_t>(C) : index_t(1);
-}
-
 template <bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
 __global__ void pool_forward(const scalar_t* input, int64_t N, int64_t C, int64_t H, int64_t W, const acc_t* rois,
                              acc_t scale, index_t total, int pooled_h, int pooled_w, scalar_t* out, int* argmax) {
   const index_t Ci = static_cast<index_t>(C);  // 32-bit div/mod when index_t is int32
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    index_t c, k;
-    int ph, pw;
-    if (kChannelsLast) {
-      c = i % Ci;
-      pw = static_cast<int>((i / Ci) % pooled_w);
-      ph = static_cast<int>((i / (Ci * pooled_w)) % pooled_h);
-      k = i / (Ci * pooled_w * pooled_h);
-    } else {
-      pw = static_cast<int>(i % pooled_w);
-      ph = static_cast<int>((i / pooled_w) % pooled_h);
-      c = (i / (pooled_w * pooled_h)) % Ci;
-      k = i / (pooled_w * pooled_h * Ci);
-    }
+    const OutputIndex<index_t> pos = decode_output_index<kChannelsLast>(i, Ci, pooled_h, pooled_w);
+    const index_t c = pos.c, k = pos.k;
+    const int ph = pos.ph, pw = pos.pw;
     const index_t o = i;  // output and argmax are in the input's layout: i is the offset
     const RoiRef<acc_t> r = load_roi(rois, static_cast<const int64_t*>(nullptr), k, N, 1);
     acc_t best = 0;
@@ -60,12 +41,11 @@ __global__ void pool_forward(const scalar_t* input, int64_t N, int64_t C, int64_
       const roi::PoolGeometry g = roi::pool_geometry<acc_t>(r.x1, r.y1, r.x2, r.y2, scale);
       const roi::PoolRange rh = roi::pool_bin_range<acc_t>(g.start_h, g.roi_h, ph, pooled_h, H);
       const roi::PoolRange rw = roi::pool_bin_range<acc_t>(g.start_w, g.roi_w, pw, pooled_w, W);
-      index_t plane, row, col;
-      cell_strides<kChannelsLast>(r.n, c, C, H, W, &plane, &row, &col);
-      const scalar_t* base = input + plane;
+      const PlaneView<index_t> p = plane_view<kChannelsLast, index_t>(r.n, c, C, H, W);
+      const scalar_t* base = input + p.offset;
       for (int64_t h = rh.begin; h < rh.end; ++h) {
         for (int64_t w = rw.begin; w < rw.end; ++w) {
-          const acc_t v = load<acc_t>(base + static_cast<index_t>(h) * row + static_cast<index_t>(w) * col);
+          const acc_t v = load<acc_t>(base + static_cast<index_t>(h) * p.row + static_cast<index_t>(w) * p.col);
           if (best_i < 0 || v > best) {
             best = v;
             best_i = static_cast<int>(h * W + w);
@@ -87,27 +67,16 @@ __global__ void pool_backward_atomic(const scalar_t* grad, index_t gs_k, index_t
   const index_t Ci = static_cast<index_t>(C);  // 32-bit div/mod when index_t is int32
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    index_t c, k;
-    int ph, pw;
-    if (kChannelsLast) {
-      c = i % Ci;
-      pw = static_cast<int>((i / Ci) % pooled_w);
-      ph = static_cast<int>((i / (Ci * pooled_w)) % pooled_h);
-      k = i / (Ci * pooled_w * pooled_h);
-    } else {
-      pw = static_cast<int>(i % pooled_w);
-      ph = static_cast<int>((i / pooled_w) % pooled_h);
-      c = (i / (pooled_w * pooled_h)) % Ci;
-      k = i / (pooled_w * pooled_h * Ci);
-    }
+    const OutputIndex<index_t> pos = decode_output_index<kChannelsLast>(i, Ci, pooled_h, pooled_w);
+    const index_t c = pos.c, k = pos.k;
+    const int ph = pos.ph, pw = pos.pw;
     const int a = argmax[k * as_k + c * as_c + ph * as_h + pw * as_w];
     if (a < 0 || a >= H * W) continue;  // empty bin (or a corrupt argmax: never write outside)
     const RoiRef<acc_t> r = load_roi(rois, static_cast<const int64_t*>(nullptr), k, N, 1);
     if (!r.ok) continue;
-    index_t plane, row, col;
-    cell_strides<kChannelsLast>(r.n, c, C, H, W, &plane, &row, &col);
-    const index_t cell = static_cast<index_t>(a / W) * row + static_cast<index_t>(a % W) * col;
-    atomicAdd(grad_input + plane + cell, static_cast<acc_t>(grad[k * gs_k + c * gs_c + ph * gs_h + pw * gs_w]));
+    const PlaneView<index_t> p = plane_view<kChannelsLast, index_t>(r.n, c, C, H, W);
+    const index_t cell = static_cast<index_t>(a / W) * p.row + static_cast<index_t>(a % W) * p.col;
+    atomicAdd(grad_input + p.offset + cell, static_cast<acc_t>(grad[k * gs_k + c * gs_c + ph * gs_h + pw * gs_w]));
   }
 }
 
@@ -149,9 +118,6 @@ __device__ __forceinline__ void candidate_bins(int64_t cell, int64_t start, int6
   *b1 = hi >= acc_t(pooled - 1) ? pooled - 1 : (hi < acc_t(0) ? -1 : static_cast<int>(hi));
 }
 
-constexpr int kPoolChannelsPerThread = 8;
-constexpr int kPoolChannelGroup = 64;
-
 template <bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kGatherThreads)
     pool_gather(TileTable tt, const acc_t* rois, const int* footprints, int64_t K, int64_t N, int64_t C, int64_t H,
@@ -167,17 +133,17 @@ __global__ void __launch_bounds__(kGatherThreads)
   const bool inside = y < H && x < W;
   const int ty1 = static_cast<int>(min64(tile.y0 + kTileH, H) - 1);
   const int tx1 = static_cast<int>(min64(tile.x0 + kTileW, W) - 1);
-  const int64_t c_begin = static_cast<int64_t>(blockIdx.y) * kPoolChannelGroup;
-  const int64_t c_end = min64(c_begin + kPoolChannelGroup, C);
+  const int64_t c_begin = static_cast<int64_t>(blockIdx.y) * kChannelGroup;
+  const int64_t c_end = min64(c_begin + kChannelGroup, C);
   const int64_t bins = static_cast<int64_t>(pooled_h) * pooled_w;
   const int self = static_cast<int>(y * W + x);
 
   bool list_is_all = false;
   int count = 0;
-  for (int64_t c0 = c_begin; c0 < c_end; c0 += kPoolChannelsPerThread) {
-    acc_t acc[kPoolChannelsPerThread];
+  for (int64_t c0 = c_begin; c0 < c_end; c0 += kChannelsPerThread) {
+    acc_t acc[kChannelsPerThread];
 #pragma unroll
-    for (int j = 0; j < kPoolChannelsPerThread; ++j) acc[j] = acc_t(0);
+    for (int j = 0; j < kChannelsPerThread; ++j) acc[j] = acc_t(0);
     int64_t from = 0;
     const bool done = list_is_all;
     while (true) {
@@ -209,7 +175,7 @@ __global__ void __launch_bounds__(kGatherThreads)
             const roi::PoolRange rx = roi::pool_bin_range<acc_t>(sw, rw, pw, pooled_w, W);
             if (x < rx.begin || x >= rx.end) continue;
 #pragma unroll
-            for (int j = 0; j < kPoolChannelsPerThread; ++j) {
+            for (int j = 0; j < kChannelsPerThread; ++j) {
               if (c0 + j < c_end) {
                 const int64_t o = (k * C + c0 + j) * bins + ph * pooled_w + pw;
                 if (argmax[o] == self) acc[j] += static_cast<acc_t>(grad[o]);
@@ -223,7 +189,7 @@ __global__ void __launch_bounds__(kGatherThreads)
     }
     if (inside) {
 #pragma unroll
-      for (int j = 0; j < kPoolChannelsPerThread; ++j) {
+      for (int j = 0; j < kChannelsPerThread; ++j) {
         const int64_t c = c0 + j;
         if (c < c_end) {
           const index_t o = kChannelsLast ? ((static_cast<index_t>(tile.n) * H + y) * W + x) * C + c
@@ -240,7 +206,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const 
                                                  int64_t pooled_h, int64_t pooled_w) {
   checks::check_roi_pool_args(input, rois, spatial_scale, pooled_h, pooled_w);
   check_cuda(input, "input");
-  const at::cuda::CUDAGuard guard(input.device());
+  const DeviceGuard guard(input.device());
   check_roi_values(rois, input.size(0), {spatial_scale}, at::Tensor(), false, pooled_h, pooled_w, true);
   TORCH_CHECK(input.size(2) * input.size(3) < std::numeric_limits<int32_t>::max(),
               "roi_pool: the input plane is too large for an int32 argmax");
@@ -248,22 +214,23 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const 
   const at::Tensor x = input.contiguous(layout_of(input));
   const int64_t K = rois.size(0), N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const auto opts = x.options().memory_format(layout_of(input));
-  at::Tensor out = at::empty({K, C, pooled_h, pooled_w}, opts);
-  at::Tensor argmax = at::empty({K, C, pooled_h, pooled_w}, opts.dtype(at::kInt));
+  // Every element is written: no NaN fill under deterministic algorithms.
+  at::Tensor out = empty_unfilled({K, C, pooled_h, pooled_w}, opts);
+  at::Tensor argmax = empty_unfilled({K, C, pooled_h, pooled_w}, opts.dtype(at::kInt));
   if (out.numel() == 0) return {out, argmax};
   const at::Tensor rois_acc = rois.to(acc_dtype(x.scalar_type())).contiguous();
   const bool use_int64 = needs_int64({out.numel(), x.numel()});
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "roi_pool_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
     with_index_type(use_int64, [&](auto index_tag) {
       using index_t = decltype(index_tag);
       const auto launch = [&](auto cl_tag) {
-        pool_forward<decltype(cl_tag)::value, scalar_t, acc_t, index_t>
-            <<<blocks_for(out.numel()), kThreads, 0, stream>>>(
-                x.data_ptr<scalar_t>(), N, C, H, W, rois_acc.data_ptr<acc_t>(), static_cast<acc_t>(spatial_scale),
-                out.numel(), pooled_h, pooled_w, out.data_ptr<scalar_t>(), argmax.data_ptr<int>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        MASKRCNN_LAUNCH(blocks_for(out.numel()), kThreads, 0, stream,
+                        pool_forward<decltype(cl_tag)::value, scalar_t, acc_t, index_t>)(
+            x.data_ptr<scalar_t>(), N, C, H, W, rois_acc.data_ptr<acc_t>(), static_cast<acc_t>(spatial_scale),
+            out.numel(), pooled_h, pooled_w, out.data_ptr<scalar_t>(), argmax.data_ptr<int>());
+        MASKRCNN_LAUNCH_CHECK();
       };
       cl ? launch(std::true_type{}) : launch(std::false_type{});
     });
@@ -280,19 +247,21 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& inpu
   // No value check (a host synchronisation per step): the kernels skip bad RoIs and argmax
   // values outside the plane without reading or writing out of bounds.
   const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
-  const at::cuda::CUDAGuard guard(input.device());
+  const DeviceGuard guard(input.device());
   const at::ScalarType dtype = input.scalar_type(), acc = acc_dtype(dtype);
   const bool cl = is_channels_last(input);
   const bool deterministic = at::globalContext().deterministicAlgorithms();
-  auto opts = input.options().dtype(acc).memory_format(layout_of(input));
-  at::Tensor buf = deterministic ? at::empty(input.sizes(), opts) : at::zeros(input.sizes(), opts);
+  // In the input's layout: the gather writes every element once (no NaN fill under deterministic
+  // algorithms), the atomics need zeros (not at::zeros(sizes, options), which drops the layout).
+  const auto opts = input.options().dtype(acc).memory_format(layout_of(input));
+  at::Tensor buf = deterministic ? empty_unfilled(input.sizes(), opts) : at::empty(input.sizes(), opts).zero_();
   if (grad.numel() == 0 || input.numel() == 0) {
     if (deterministic) buf.zero_();
     return buf.to(dtype);
   }
   const at::Tensor rois_acc = rois.to(acc).contiguous();
   const bool use_int64 = needs_int64({grad.numel(), input.numel()});
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = current_stream();
   // The atomic path reads grad and argmax in the input's layout (no copy for the forward's own
   // outputs), so every offset is below grad.numel().
   const at::Tensor gl = deterministic ? at::Tensor() : grad.contiguous(layout_of(input));
@@ -300,9 +269,9 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& inpu
   at::Tensor footprints, g, am;
   TileTable tt{};
   if (deterministic) {
-    TORCH_CHECK(N < std::numeric_limits<int32_t>::max() && (C + kPoolChannelGroup - 1) / kPoolChannelGroup <= 65535,
+    TORCH_CHECK(N < std::numeric_limits<int32_t>::max() && (C + kChannelGroup - 1) / kChannelGroup <= 65535,
                 "input too large for the deterministic RoI Pool backward");
-    footprints = at::empty({K, kFootprintInts}, rois_acc.options().dtype(at::kInt));
+    footprints = empty_unfilled({K, kFootprintInts}, rois_acc.options().dtype(at::kInt));
     g = grad.contiguous();  // the gather reads grad and argmax as NCHW
     am = argmax.contiguous();
     tt.num_levels = 1;
@@ -319,23 +288,24 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& inpu
       const auto launch = [&](auto cl_tag) {
         constexpr bool kCL = decltype(cl_tag)::value;
         if (deterministic) {
-          pool_footprints<<<blocks_for(K), kThreads, 0, stream>>>(
+          MASKRCNN_LAUNCH(blocks_for(K), kThreads, 0, stream, pool_footprints<acc_t>)(
               rois_ptr, K, N, H, W, static_cast<acc_t>(spatial_scale), footprints.data_ptr<int>());
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          MASKRCNN_LAUNCH_CHECK();
           const dim3 grid(static_cast<unsigned int>(tt.tile_base[1]),
-                          static_cast<unsigned int>((C + kPoolChannelGroup - 1) / kPoolChannelGroup));
+                          static_cast<unsigned int>((C + kChannelGroup - 1) / kChannelGroup));
           if (tt.tile_base[1] > 0) {
-            pool_gather<kCL, scalar_t, acc_t, index_t><<<grid, kGatherThreads, 0, stream>>>(
+            MASKRCNN_LAUNCH(grid, kGatherThreads, 0, stream, pool_gather<kCL, scalar_t, acc_t, index_t>)(
                 tt, rois_ptr, footprints.data_ptr<int>(), K, N, C, H, W, static_cast<acc_t>(spatial_scale),
                 g.data_ptr<scalar_t>(), am.data_ptr<int>(), pooled_h, pooled_w, buf.data_ptr<acc_t>());
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
+            MASKRCNN_LAUNCH_CHECK();
           }
         } else {
-          pool_backward_atomic<kCL, scalar_t, acc_t, index_t><<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
+          MASKRCNN_LAUNCH(blocks_for(grad.numel()), kThreads, 0, stream,
+                          pool_backward_atomic<kCL, scalar_t, acc_t, index_t>)(
               gl.data_ptr<scalar_t>(), gl.stride(0), gl.stride(1), gl.stride(2), gl.stride(3), al.data_ptr<int>(),
               al.stride(0), al.stride(1), al.stride(2), al.stride(3), rois_ptr, N, C, H, W, grad.numel(), pooled_h,
               pooled_w, buf.data_ptr<acc_t>());
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          MASKRCNN_LAUNCH_CHECK();
         }
       };
       cl ? launch(std::true_type{}) : launch(std::false_type{});
@@ -346,7 +316,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& inpu
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn, CUDA, m) {
+MASKRCNN_CUDA_LIBRARY_IMPL(m) {
   m.impl("roi_pool", TORCH_FN(roi_pool_cuda));
   m.impl("_roi_pool_backward", TORCH_FN(roi_pool_backward_cuda));
 }

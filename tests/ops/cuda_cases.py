@@ -1,4 +1,8 @@
-"""Inputs shared by the GPU tests of the RoI ops (tests/ops/test_cuda_*.py).
+"""Inputs and targets shared by the tests of the CUDA RoI kernels (tests/ops/test_cuda_*.py).
+
+Every such test runs on two targets (the ``target`` fixture of tests/ops/conftest.py): the real
+kernels on a GPU (``cuda``, skipped without one) and the same kernel sources compiled for device
+emulation on the CPU (``emulated``, torch.ops.maskrcnn_cuda_emu, always), with the same oracles.
 
 Imported by the test modules as ``cuda_cases`` (pytest puts tests/ops on sys.path).
 """
@@ -22,6 +26,49 @@ def _ops():
     import maskrcnn.ops  # noqa: F401  (loads the extension and registers autograd / fake kernels)
 
     return torch.ops.maskrcnn
+
+
+class Target:
+    """Where the CUDA kernels run: ``cuda`` (a GPU, torch.ops.maskrcnn on CUDA tensors) or
+    ``emulated`` (torch.ops.maskrcnn_cuda_emu on CPU tensors)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.is_gpu = name == "cuda"
+        if self.is_gpu:
+            self.ops = _ops()
+            self.device = torch.device("cuda")
+        else:
+            from maskrcnn.ops import cuda_emulation_ops
+
+            self.ops = cuda_emulation_ops()
+            self.device = torch.device("cpu")
+
+    def to(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on the target's device (a copy, so that a test may change it freely)."""
+        return t.to(self.device) if self.is_gpu else t.clone()
+
+    def synchronize(self) -> None:
+        """Waits for the device (an illegal memory access would surface here on a GPU)."""
+        if self.is_gpu:
+            torch.cuda.synchronize()
+
+    def size(self, gpu: int, emulated: int) -> int:
+        """A problem size: the GPU's, or a smaller one that keeps the emulated run to seconds."""
+        return gpu if self.is_gpu else emulated
+
+    def __repr__(self) -> str:
+        return f"Target({self.name!r})"
+
+
+def with_deterministic(flag: bool, fn):
+    """fn() with torch.use_deterministic_algorithms(flag), restoring the previous setting."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(flag)
+    try:
+        return fn()
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
 def make_rois(

@@ -1,0 +1,3 @@
+// The device-emulation build of ops/cuda/roi_align.cu: the same source, compiled as host C++
+// (torch's extension builder would hand a .cu file to nvcc). See cuda_emulation.h.
+#include "cuda/roi_align.cu"

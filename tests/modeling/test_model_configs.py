@@ -28,7 +28,15 @@ def test_expected_configs_exist():
         "faster_rcnn_r18_c4_small",
     ]:
         assert name in MODELS
-    assert set(ROI_LAYERS) == {"roi_pool", "roi_align", "roi_align_unaligned", "roi_align_max", "torchvision"}
+    assert set(ROI_LAYERS) == {
+        "roi_pool",
+        "roi_align",
+        "roi_align_unaligned",
+        "roi_align_max",
+        "roi_warp",
+        "roi_warp_avg",
+        "torchvision",
+    }
 
 
 @pytest.mark.parametrize("roi_layer", ROI_LAYERS)
@@ -109,6 +117,23 @@ def test_default_roi_layer_runs_our_kernels(two_samples):
     with torch.no_grad():
         out = net.eval()(two_samples[0])
     assert len(out) == 2
+
+
+@needs_ops
+def test_roi_warp_trains_through_the_fpn_poolers(two_samples):
+    # Four levels: each RoI rounded on its own level, one fused call; gradients reach the pyramid.
+    # (roi_warp_avg differs in the mode only, which tests/ops/test_roi_layer_configs.py covers.)
+    torch.manual_seed(0)
+    net = build_model(
+        "mask_rcnn_r18_fpn_small",
+        "roi_warp",
+        overrides=["model.rpn.post_nms_topk_train=30", "model.roi_heads.batch_size_per_image=16"],
+    )
+    assert net.roi_heads.box_pooler.roi_layer.op == net.roi_heads.mask_pooler.roi_layer.op == "roi_warp"
+    losses = net.train()(*two_samples)
+    assert all(torch.isfinite(v) for v in losses.values()) and "loss_mask" in losses
+    sum(losses.values()).backward()
+    assert net.backbone.layer_blocks[0][0].weight.grad.abs().sum() > 0  # P2, through the RoI layer
 
 
 def test_mask_model_on_box_only_data_names_the_box_only_configs(two_samples):

@@ -182,6 +182,16 @@ def test_equals_the_reference(mode):
     )
 
 
+def test_under_cpu_autocast_equals_roi_align_of_the_quantized_boxes():
+    # Autocast runs RoI Align in float32 on float32 rois: the rounding is of the float32 product.
+    x = feature_map(n=2, c=3, h=9, w=11, dtype=torch.float32)
+    rois = torch.cat([tie_rois(1 / 16), assorted_rois(2, 9, 11, 1 / 16, dtype=torch.float32)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = roi_warp(x.bfloat16(), rois, 3, 1 / 16, 2)
+        expected = roi_align(x.bfloat16(), oracle_quantize(rois, 1 / 16), 3, 1.0, 2, False, "max")
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
+
+
 def test_list_of_boxes_equals_the_rois_tensor():
     x = feature_map(n=2, c=3, h=9, w=11)
     rois = assorted_rois(2, 9, 11, 1 / 16)

@@ -1,12 +1,12 @@
-"""Explain RoI Pooling's quantization and RoI Align's sampling for one box, with the ops' own arithmetic.
+"""Explain RoI Pooling's quantization, RoI Warp's rounded box and RoI Align's sampling for one box, with the ops' own arithmetic.
 
     python tools/explain_roi.py --image-size 800 800 --box 0 0 665 665 --stride 32 \\
         --output-size 7 --sampling-ratio 2 [--figure out.png] [--backward 3,4]
 
 Every number comes from the ops' own arithmetic (``maskrcnn.ops.reference``); ``--backward`` runs
 the ops' real backward on a one-hot output gradient. The explanation, and the grid conventions of
-its positions (feature cells; RoI Align's sample coordinates, ``aligned=True`` / ``False``), are in
-maskrcnn/ops/explain.py.
+its positions (feature cells; RoI Align's and RoI Warp's sample coordinates, ``aligned=True`` /
+``False``), are in maskrcnn/ops/explain.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Faster R-CNN and Mask R-CNN with a pluggable RoI layer, weight-compatible with torchvision."""
 
 from .anchors import AnchorGenerator
-from .backbone import ResNetC4, ResNetFPN
+from .backbone import ResNetC4, ResNetC5, ResNetFPN
 from .box_coder import BoxCoder
 from .box_head import FastRCNNPredictor, Res5Head, TwoMLPHead
 from .detector import GeneralizedRCNN
@@ -28,6 +28,7 @@ __all__ = [
     "Res5Head",
     "Res5RoIHeads",
     "ResNetC4",
+    "ResNetC5",
     "ResNetFPN",
     "RoIHeads",
     "RoILayerSpec",

@@ -1,4 +1,5 @@
-"""ResNet backbones built from torchvision's definitions: FPN (P2-P6) and C4 (res4 features).
+"""ResNet backbones built from torchvision's definitions: FPN (P2-P6), C4 (res4 features) and C5
+(res5 features).
 
 The trunk keeps torchvision's module names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``) so that
 ImageNet weights in torchvision's state-dict format load unchanged: by torchvision's name
@@ -16,7 +17,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["ResNetFPN", "ResNetC4", "build_resnet", "make_norm", "freeze_stages"]
+__all__ = ["ResNetFPN", "ResNetC4", "ResNetC5", "build_resnet", "make_norm", "freeze_stages"]
 
 _DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
 _NORMS = ("frozen_bn", "bn", "gn")
@@ -185,3 +186,32 @@ class ResNetC4(nn.Module):
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         return OrderedDict(res4=_stem_and_stages(self.body, x, ["layer1", "layer2", "layer3"])[-1])
+
+
+class ResNetC5(nn.Module):
+    """The whole ResNet trunk through res5 (stride 32): the C5 backbone of Table 2d of the Mask
+    R-CNN paper, where RoIs are pooled from stride-32 features.
+
+    Output: ``OrderedDict(res5=(N, C5, H / 32, W / 32))``, C5 = 512 for ResNet-18/34, 2048 for
+    ResNet-50/101. The RPN and both RoI poolers read res5; with no stage left for a res5 box head,
+    the RoI heads are the FPN kind (2-FC box head, 4-conv mask head, configs/model/base/c5.yaml).
+    """
+
+    def __init__(
+        self,
+        *,
+        depth: int = 50,
+        norm: str = "frozen_bn",
+        freeze_at: int = 2,
+        weights: str | None = None,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.body = build_resnet(depth=depth, norm=norm, weights=weights, bn_eps=bn_eps)
+        freeze_stages(self.body, freeze_at)
+        self.out_channels = (64 if depth < 50 else 256) * 8
+        self.strides = {"res5": 32}
+        self.size_divisibility = 32
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        return OrderedDict(res5=_stem_and_stages(self.body, x, ["layer1", "layer2", "layer3", "layer4"])[-1])

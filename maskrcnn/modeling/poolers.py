@@ -7,6 +7,9 @@ chosen op:
 - ``backend="ours", op="roi_align"``: ``maskrcnn.ops.multilevel_roi_align``, one fused call for
   all levels (avg or max mode, aligned or not, fixed or adaptive sampling);
 - ``backend="ours", op="roi_pool"``: ``maskrcnn.ops.roi_pool`` per level;
+- ``backend="ours", op="roi_warp"``: each RoI's corners rounded on its own level
+  (``maskrcnn.ops.quantize_rois`` with the level's scale), then the same fused
+  ``multilevel_roi_align`` call, unaligned, at scale 1 (one level: ``maskrcnn.ops.roi_warp``);
 - ``backend="torchvision"``: ``torchvision.ops.roi_align`` / ``roi_pool`` per level, the baseline
   the ablations compare against (torchvision's MultiScaleRoIAlign is aligned=False, sampling 2).
 """
@@ -24,7 +27,7 @@ from maskrcnn.fpn import fpn_levels
 
 __all__ = ["RoILayerSpec", "assign_fpn_levels", "boxes_to_rois", "MultiLevelRoIPooler", "roi_align_op"]
 
-_OPS = ("roi_align", "roi_pool")
+_OPS = ("roi_align", "roi_pool", "roi_warp")
 _BACKENDS = ("ours", "torchvision")
 _MODES = ("avg", "max")
 
@@ -35,12 +38,13 @@ class RoILayerSpec:
 
     Attributes:
         name: the config's name, for logs and run names.
-        op: ``roi_align`` or ``roi_pool``.
+        op: ``roi_align``, ``roi_pool`` or ``roi_warp`` (RoI Align of the box rounded as RoI Pool
+            rounds it; ours only, ``aligned`` must be False).
         backend: ``ours`` (maskrcnn.ops, our kernels) or ``torchvision``.
         aligned: RoI Align's half-pixel offset (Detectron2's ROIAlignV2); False is the original.
         sampling_ratio: sample points per bin side, or -1 for adaptive, ceil(roi_size / output_size)
             per RoI (the only spelling of adaptive here; the ops also take 0 as torchvision does).
-        mode: ``avg`` or ``max`` over a bin's sample points (RoI Align only; ours only).
+        mode: ``avg`` or ``max`` over a bin's sample points (RoI Align and RoI Warp; ours only).
     """
 
     name: str = "roi_align"
@@ -68,6 +72,10 @@ class RoILayerSpec:
             raise ValueError("roi_layer: torchvision's roi_align has no mode='max'; use backend=ours")
         if self.op == "roi_pool" and (self.mode != "avg"):
             raise ValueError("roi_layer: mode applies to roi_align only; roi_pool always takes the max")
+        if self.op == "roi_warp" and self.backend != "ours":
+            raise ValueError("roi_layer: op=roi_warp is ours only (torchvision has no RoI Warp); use backend=ours")
+        if self.op == "roi_warp" and self.aligned:
+            raise ValueError("roi_layer: roi_warp has no half-pixel offset; set roi_layer.aligned=false")
 
 
 def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
@@ -95,6 +103,8 @@ def roi_align_op(spec: RoILayerSpec):
 
     if spec.op == "roi_pool":
         return lambda x, rois, size, scale: ops.roi_pool(x, rois, size, scale)
+    if spec.op == "roi_warp":
+        return lambda x, rois, size, scale: ops.roi_warp(x, rois, size, scale, spec.sampling_ratio, mode=spec.mode)
     return lambda x, rois, size, scale: ops.roi_align(
         x, rois, size, scale, sampling_ratio=spec.sampling_ratio, aligned=spec.aligned, mode=spec.mode
     )
@@ -166,6 +176,21 @@ class MultiLevelRoIPooler(nn.Module):
             canonical_level=self.canonical_level,
             canonical_size=self.canonical_size,
         )
+        if spec.backend == "ours" and spec.op == "roi_warp":
+            from maskrcnn import ops
+
+            # Each RoI rounded on its own level's grid (feature cells), then RoI Align at scale 1.
+            scales = torch.tensor(self.scales, dtype=torch.float64, device=rois.device)[levels]
+            return ops.multilevel_roi_align(
+                feats,
+                ops.quantize_rois(rois, scales),
+                levels,
+                [1.0] * len(feats),
+                self.output_size,
+                sampling_ratio=spec.sampling_ratio,
+                aligned=False,
+                mode=spec.mode,
+            )
         if spec.backend == "ours" and spec.op == "roi_align":
             from maskrcnn import ops
 

@@ -1,9 +1,10 @@
-"""RoI Pooling's quantization and RoI Align's sampling for one box, explained with the ops' own
-arithmetic (what ``tools/explain_roi.py`` prints and draws).
+"""RoI Pooling's quantization, RoI Warp's rounded box and RoI Align's sampling for one box,
+explained with the ops' own arithmetic (what ``tools/explain_roi.py`` prints and draws).
 
 Every number about the ops comes from the helpers of ``maskrcnn.ops.reference`` (the executable
 specification the kernels are tested against): ``pool_geometry``, ``pool_bin_ranges`` and
-``round_half_away_from_zero`` for RoI Pooling, ``align_geometry`` and ``align_sample_coords`` for
+``round_half_away_from_zero`` for RoI Pooling, ``warp_box`` for RoI Warp (whose samples are then
+RoI Align's, unaligned, in the rounded box), ``align_geometry`` and ``align_sample_coords`` for
 RoI Align. ``--backward`` runs the ops' real backward on a one-hot output gradient.
 
 Positions are in feature cells on one grid for all methods: cell ``i`` covers image pixels
@@ -11,7 +12,8 @@ Positions are in feature cells on one grid for all methods: cell ``i`` covers im
 ``i + 0.5``. RoI Align samples in "sample coordinates" where the value of cell ``i`` is at ``i``
 (a sample at ``p`` reads the feature at grid position ``p + 0.5``); ``aligned=True`` subtracts the
 0.5 from the box first, which is why it lands exactly where the box is and ``aligned=False`` half
-a cell (``stride / 2`` pixels) right of and below it.
+a cell (``stride / 2`` pixels) right of and below it. RoI Warp has no offset either: its samples
+sit in the rounded box shifted half a cell right and down.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class Axis:
     unaligned_start: float
     unaligned_bin: float
     unaligned_samples: list[list[float]]
+    # RoI Warp: RoI Pool's rounded corners (pool_round), RoI Align's unaligned samples inside them
+    warp_bin: float  # (round(x2 * scale) - round(x1 * scale)) / pooled, the size clamped to >= 1
+    warp_samples: list[list[float]]  # (pooled, grid), sample coordinates
 
     @property
     def exact_bins(self) -> list[tuple[float, float]]:
@@ -74,13 +79,19 @@ class Axis:
         n = len(self.pool_bins)
         return [(lo + (hi - lo) * b / n, lo + (hi - lo) * (b + 1) / n) for b in range(n)]
 
+    def samples(self, method: str) -> list[list[float]]:
+        """Sample coordinates (pooled, grid) of method "aligned", "unaligned" or "warp"."""
+        return {"aligned": self.align_samples, "unaligned": self.unaligned_samples, "warp": self.warp_samples}[method]
+
     def bin_edges(self, method: str) -> list[tuple[float, float]]:
-        """Bin [start, end) on the common grid for method "pool", "aligned" or "unaligned"."""
+        """Bin [start, end) on the common grid for method "pool", "warp", "aligned" or "unaligned"."""
         if method == "pool":
             return [(float(b), float(e)) for b, e in self.pool_bins]
-        start, size = (
-            (self.align_start, self.align_bin) if method == "aligned" else (self.unaligned_start, self.unaligned_bin)
-        )
+        start, size = {
+            "aligned": (self.align_start, self.align_bin),
+            "unaligned": (self.unaligned_start, self.unaligned_bin),
+            "warp": (float(self.pool_round[0]), self.warp_bin),
+        }[method]
         # + 0.5: from sample coordinates back to the grid (cell i's value sits at i + 0.5).
         return [(start + 0.5 + b * size, start + 0.5 + (b + 1) * size) for b in range(len(self.pool_bins))]
 
@@ -101,8 +112,11 @@ def explain(setup: Setup) -> tuple[Axis, Axis]:
     rounded = R.round_half_away_from_zero(box * torch.tensor(setup.scale, dtype=acc)).to(torch.int64).tolist()
     aligned = R.align_geometry(box, setup.scale, setup.output, setup.sampling_ratio, aligned=True)
     unaligned = R.align_geometry(box, setup.scale, setup.output, setup.sampling_ratio, aligned=False)
+    # RoI Warp: RoI Align (unaligned) of the rounded box, which is in feature cells: scale 1.
+    warp = R.align_geometry(R.warp_box(box, setup.scale), 1.0, setup.output, setup.sampling_ratio, aligned=False)
 
-    def axis(name, i, pool_start, pool_size, pooled, size, a_start, a_bin, u_start, u_bin, grid_a, grid_u):
+    def axis(name, i, pool_start, pool_size, pooled, size, a_start, a_bin, u_start, u_bin, grid_a, grid_u, w):
+        w_start, w_bin, w_grid = w
         lo, hi = setup.box[i], setup.box[i + 2]
         return Axis(
             name=name,
@@ -119,6 +133,8 @@ def explain(setup: Setup) -> tuple[Axis, Axis]:
             unaligned_start=u_start.item(),
             unaligned_bin=u_bin.item(),
             unaligned_samples=R.align_sample_coords(u_start, u_bin, pooled, grid_u).tolist(),
+            warp_bin=w_bin.item(),
+            warp_samples=R.align_sample_coords(w_start, w_bin, pooled, w_grid).tolist(),
         )
 
     x = axis(
@@ -134,6 +150,7 @@ def explain(setup: Setup) -> tuple[Axis, Axis]:
         unaligned.bin_w,
         aligned.grid_w,
         unaligned.grid_w,
+        (warp.start_w, warp.bin_w, warp.grid_w),
     )
     y = axis(
         "y",
@@ -148,6 +165,7 @@ def explain(setup: Setup) -> tuple[Axis, Axis]:
         unaligned.bin_h,
         aligned.grid_h,
         unaligned.grid_h,
+        (warp.start_h, warp.bin_h, warp.grid_h),
     )
     return x, y
 
@@ -167,26 +185,32 @@ def smooth_field(height: int, width: int, seed: int = 0) -> torch.Tensor:
 
 
 def real_ops():
-    """(roi_pool, roi_align) of maskrcnn.ops, the functions the models use."""
-    from maskrcnn.ops import roi_align, roi_pool
+    """(roi_pool, roi_align, roi_warp) of maskrcnn.ops, the functions the models use; roi_warp
+    with the reference's signature (``mode`` positional)."""
+    from maskrcnn.ops import roi_align, roi_pool, roi_warp
 
-    return roi_pool, roi_align
+    def warp(input, rois, output_size, spatial_scale, sampling_ratio, mode):
+        return roi_warp(input, rois, output_size, spatial_scale, sampling_ratio, mode=mode)
+
+    return roi_pool, roi_align, warp
 
 
 def reference_ops():
-    return R.roi_pool_reference, R.roi_align_reference
+    return R.roi_pool_reference, R.roi_align_reference, R.roi_warp_reference
 
 
 def gradient_weights(
     setup: Setup, feature: torch.Tensor, bin_rc: tuple[int, int], ops=None
 ) -> dict[str, list[tuple[int, int, float]]]:
     """Input cells (row, col, weight) that output bin ``bin_rc`` sends gradient to, for RoI Pool,
-    RoI Align (average) and RoI Align (max), both aligned: the backward of the ops on a one-hot
-    output gradient. ``feature``: (1, 1, H, W); ``ops``: (roi_pool, roi_align), default the real ops."""
-    roi_pool, roi_align = ops if ops is not None else real_ops()
+    RoI Warp (max), RoI Align (average) and RoI Align (max), both aligned: the backward of the
+    ops on a one-hot output gradient. ``feature``: (1, 1, H, W); ``ops``: (roi_pool, roi_align,
+    roi_warp), default the real ops."""
+    roi_pool, roi_align, roi_warp = ops if ops is not None else real_ops()
     rois = torch.tensor([[0.0, *setup.box]], dtype=feature.dtype)
     runs = {
         "roi_pool": lambda f: roi_pool(f, rois, setup.output, setup.scale),
+        "roi_warp_max": lambda f: roi_warp(f, rois, setup.output, setup.scale, setup.sampling_ratio, "max"),
         "roi_align_avg": lambda f: roi_align(f, rois, setup.output, setup.scale, setup.sampling_ratio, True, "avg"),
         "roi_align_max": lambda f: roi_align(f, rois, setup.output, setup.scale, setup.sampling_ratio, True, "max"),
     }
@@ -214,7 +238,7 @@ def _f(values, digits=3) -> str:
 def error_summary(axes: tuple[Axis, Axis]) -> dict[str, tuple[float, float]]:
     """Largest and mean |error| (cells) of all bin edges of both axes, per method."""
     summary = {}
-    for method in ("pool", "unaligned", "aligned"):
+    for method in ("pool", "warp", "unaligned", "aligned"):
         errors = [abs(e) for a in axes for e in a.errors(method)]
         summary[method] = (max(errors), sum(errors) / len(errors))
     return summary
@@ -254,6 +278,17 @@ def report(setup: Setup, axes: tuple[Axis, Axis]) -> str:
             f"     the bins pool cells {covered[0]}..{covered[1] - 1} = image px [{covered[0] * s}, {covered[1] * s})"
             f" for a box of [{a.box_px[0]:g}, {a.box_px[1]:g}]",
         ]
+    lines += ["", "RoI Warp (MNC, Table 2c's RoIWarp: RoI Pool's rounded corners, RoI Align's unaligned samples)"]
+    for a in axes:
+        (r0, r1), n = a.pool_round, len(a.pool_bins)
+        lines += [
+            f"  {a.name}: corners rounded as RoI Pool's: round({a.exact[0]:.3f}) = {r0}, round({a.exact[1]:.3f}) = {r1}; "
+            f"size = end - start = {r1 - r0} cells (no + 1; clamped to >= 1)",
+            f"     bin = {max(r1 - r0, 1)} / {n} = {a.warp_bin:.3f} cells, {len(a.warp_samples[0])} samples per bin, "
+            f"no half-pixel offset (read half a cell right/below, as aligned=False)",
+            "     bin edges on the grid: " + _f([a.bin_edges("warp")[0][0]] + [e for _, e in a.bin_edges("warp")]),
+            "     sample points (sample coords; + 0.5 on the grid): " + " | ".join(_f(p) for p in a.warp_samples),
+        ]
     lines += ["", "RoI Align (Mask R-CNN; no quantization, bilinear samples)"]
     for a in axes:
         grid = len(a.align_samples[0])
@@ -275,7 +310,12 @@ def report(setup: Setup, axes: tuple[Axis, Axis]) -> str:
                 f"     {b:>4}   {t0:8.3f} {t1:8.3f}      {p0:5.0f} {p1:5.0f}         "
                 f"{e0:+.3f} ({e0 * s:+5.1f})  {e1:+.3f} ({e1 * s:+5.1f})"
             )
-    names = {"pool": "RoI Pool", "unaligned": "RoI Align aligned=False", "aligned": "RoI Align aligned=True"}
+    names = {
+        "pool": "RoI Pool",
+        "warp": "RoI Warp",
+        "unaligned": "RoI Align aligned=False",
+        "aligned": "RoI Align aligned=True",
+    }
     for method, (largest, mean) in error_summary((x, y)).items():
         name = names[method]
         lines.append(
@@ -392,8 +432,7 @@ def _draw_align_bins(ax, axes: tuple[Axis, Axis], method: str, only=None):
     from matplotlib.patches import Rectangle
 
     x, y = axes
-    xs = x.align_samples if method == "aligned" else x.unaligned_samples
-    ys = y.align_samples if method == "aligned" else y.unaligned_samples
+    xs, ys = x.samples(method), y.samples(method)
     for r, (yb, ye) in enumerate(y.bin_edges(method)):
         for c, (xb, xe) in enumerate(x.bin_edges(method)):
             if only is not None and (r, c) != only:
@@ -408,7 +447,7 @@ def _draw_align_bins(ax, axes: tuple[Axis, Axis], method: str, only=None):
                     ec="tab:green",
                     lw=1.0,
                     zorder=3,
-                    label="RoI Align bins" if first else None,
+                    label=("RoI Warp bins" if method == "warp" else "RoI Align bins") if first else None,
                 )
             )
             # + 0.5: a sample at p reads the feature at grid position p + 0.5 (the cell centre convention).
@@ -426,15 +465,16 @@ def _view(setup: Setup, axes: tuple[Axis, Axis], margin: float = 1.0):
             a.exact[1],
             a.pool_bins[0][0],
             a.pool_bins[-1][1],
-            *(e for pair in a.bin_edges("unaligned") for e in pair),
+            *(e for method in ("unaligned", "warp") for pair in a.bin_edges(method) for e in pair),
         ]
         view.append((max(min(points) - margin, -1.0), min(max(points) + margin, size + 1.0)))
     return view
 
 
 def draw_figure(setup: Setup, axes: tuple[Axis, Axis], path: str, feature=None, weights=None, bin_rc=None):
-    """Top row: RoI Pooling's integer bins, RoI Align's bins and samples (aligned, unaligned).
-    With ``weights`` (from gradient_weights) a second row shows the gradient of bin ``bin_rc``."""
+    """Top row: RoI Pooling's integer bins, RoI Warp's bins and samples in the rounded box, RoI
+    Align's bins and samples (aligned, unaligned). With ``weights`` (from gradient_weights) a
+    second row shows the gradient of bin ``bin_rc`` for each of the four."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -443,7 +483,7 @@ def draw_figure(setup: Setup, axes: tuple[Axis, Axis], path: str, feature=None, 
 
     x, y = axes
     rows = 2 if weights else 1
-    fig, grid = plt.subplots(rows, 3, figsize=(16, 5.6 * rows), squeeze=False)
+    fig, grid = plt.subplots(rows, 4, figsize=(21, 5.6 * rows), squeeze=False)
     view = _view(setup, axes)
     ax = grid[0][0]
     _panel_grid(
@@ -455,7 +495,18 @@ def draw_figure(setup: Setup, axes: tuple[Axis, Axis], path: str, feature=None, 
         axes,
     )
     _draw_pool_bins(ax, axes)
-    for method, ax in (("aligned", grid[0][1]), ("unaligned", grid[0][2])):
+    ax = grid[0][1]
+    _panel_grid(
+        ax,
+        setup,
+        view,
+        f"RoI Warp: corners rounded as RoI Pool's, bins of {x.warp_bin:.2f} x {y.warp_bin:.2f} cells,\n"
+        f"{len(x.warp_samples[0])} x {len(y.warp_samples[0])} bilinear samples per bin "
+        f"(no offset: read {setup.stride / 2:g} px right/below)",
+        axes,
+    )
+    _draw_align_bins(ax, axes, "warp")
+    for method, ax in (("aligned", grid[0][2]), ("unaligned", grid[0][3])):
         _panel_grid(
             ax,
             setup,
@@ -473,9 +524,11 @@ def draw_figure(setup: Setup, axes: tuple[Axis, Axis], path: str, feature=None, 
         r, c = bin_rc
         (xb, xe), (yb, ye) = x.pool_bins[c], y.pool_bins[r]
         (ab, ae), (bb, be) = x.bin_edges("aligned")[c], y.bin_edges("aligned")[r]
-        zoom = [(min(xb, ab) - 1.5, max(xe, ae) + 1.5), (min(yb, bb) - 1.5, max(ye, be) + 1.5)]
+        (wb, we), (vb, ve) = x.bin_edges("warp")[c], y.bin_edges("warp")[r]
+        zoom = [(min(xb, ab, wb) - 1.5, max(xe, ae, we) + 1.5), (min(yb, bb, vb) - 1.5, max(ye, be, ve) + 1.5)]
         titles = {
             "roi_pool": "RoI Pool: gradient to the argmax cell",
+            "roi_warp_max": "RoI Warp max: neighbours of the winning sample",
             "roi_align_avg": "RoI Align avg: bilinear weights / samples",
             "roi_align_max": "RoI Align max: neighbours of the winning sample",
         }
@@ -485,7 +538,7 @@ def draw_figure(setup: Setup, axes: tuple[Axis, Axis], path: str, feature=None, 
             if name == "roi_pool":
                 _draw_pool_bins(ax, axes, only=bin_rc)
             else:
-                _draw_align_bins(ax, axes, "aligned", only=bin_rc)
+                _draw_align_bins(ax, axes, "warp" if name == "roi_warp_max" else "aligned", only=bin_rc)
             top = max(w for _, _, w in cells)
             for row, col, w in cells:
                 ax.add_patch(Rectangle((col, row), 1, 1, fc=plt.cm.Reds(0.25 + 0.75 * w / top), alpha=0.8, zorder=1))

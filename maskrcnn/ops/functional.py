@@ -1,4 +1,5 @@
-"""The functional API of the RoI layer: ``roi_align``, ``roi_pool`` and ``multilevel_roi_align``.
+"""The functional API of the RoI layer: ``roi_align``, ``roi_pool``, ``roi_warp`` and
+``multilevel_roi_align``.
 
 ``roi_align`` and ``roi_pool`` take torchvision's arguments in torchvision's order with its
 defaults (``aligned=False``), so code written for ``torchvision.ops`` gives the same numbers with
@@ -13,6 +14,11 @@ torchvision) and compile with ``torch.jit.script``: the annotations use ``Union`
 and the Python-only checks sit behind ``torch.jit.is_scripting()`` (TorchScript skips that branch
 and leaves the checks to the kernels). ``mode`` is not keyword-only because TorchScript cannot
 compile keyword-only arguments with defaults.
+
+``roi_warp`` has no torchvision counterpart and takes ``mode`` keyword-only, so TorchScript
+cannot compile calls to it; the ``RoIWarp`` module scripts (it calls ``_roi_warp``). It is
+``roi_align`` (unaligned) of the boxes rounded by :func:`quantize_rois`, so it runs wherever the
+RoI Align kernels run and needs no kernel of its own.
 
 Semantics: docs/ops.md. Coordinates are in input-image pixels; ``spatial_scale`` maps them onto
 the feature map (1/4 for FPN level P2).
@@ -32,7 +38,7 @@ from torch.nn.modules.utils import _pair
 
 from . import _registration  # noqa: F401  (fake kernels, autograd and autocast)
 
-__all__ = ["roi_align", "roi_pool", "multilevel_roi_align", "convert_rois"]
+__all__ = ["roi_align", "roi_pool", "roi_warp", "multilevel_roi_align", "convert_rois", "quantize_rois"]
 
 _FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _HALF_TYPES = (torch.float16, torch.bfloat16)
@@ -109,6 +115,106 @@ def roi_pool(
     size = _pair(output_size)
     output, _ = torch.ops.maskrcnn.roi_pool(input, _rois_tensor(boxes), spatial_scale, size[0], size[1])
     return output
+
+
+@torch.fx.wrap
+def roi_warp(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    output_size: BroadcastingList2[int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    *,
+    mode: str = "max",
+) -> Tensor:
+    """RoI Warp (MNC; the RoIWarp rows of Table 2c of the Mask R-CNN paper): the box corners
+    rounded to the feature grid as RoI Pool rounds them, then RoI Align's unaligned bins and
+    bilinear samples inside the rounded box, maxed (``mode="max"``, the default) or averaged.
+
+    It is exactly ``roi_align(input, quantize_rois(rois, spatial_scale), output_size, 1.0,
+    sampling_ratio, aligned=False, mode=mode)``: it keeps RoI Pool's first quantization and drops
+    its second, so that it isolates what rounding the box costs from what bilinear sampling gains.
+
+    Args:
+        input: (N, C, H, W) float16 / bfloat16 / float32 / float64, contiguous or channels_last.
+        boxes: (K, 5) ``[batch_index, x1, y1, x2, y2]`` in input-image pixels, or a list of
+            (K_i, 4) XYXY boxes, one per image (dtypes and devices as for :func:`roi_align`).
+        output_size: ``oh`` or ``(oh, ow)``, positive.
+        spatial_scale: feature-map size over image size (1/16 for res4, 1/32 for res5).
+        sampling_ratio: sample points per bin and axis; ``<= 0`` means adaptive,
+            ``ceil(rounded_roi_size / output_size)``.
+        mode: ``"max"`` or ``"avg"`` over the sample points of a bin; keyword-only.
+
+    Returns:
+        (K, C, oh, ow) in the dtype and memory format of ``input``; the gradient flows to
+        ``input`` through RoI Align's backward (none to the boxes).
+    """
+    return _roi_warp(input, boxes, output_size, spatial_scale, sampling_ratio, mode)
+
+
+def _roi_warp(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    output_size: BroadcastingList2[int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    mode: str,
+) -> Tensor:
+    """:func:`roi_warp` with ``mode`` positional, for TorchScript (the ``RoIWarp`` module)."""
+    if not torch.jit.is_scripting():
+        _check_input(input)
+        rois = convert_rois(boxes, input)
+        oh, ow = _output_size(output_size)
+        scale = _spatial_scale(spatial_scale, "spatial_scale")
+        ratio = _sampling_ratio(sampling_ratio)
+        _check_mode(mode)
+        # The rounded boxes are in feature cells: scale 1.0 keeps them exact inside the kernel.
+        return torch.ops.maskrcnn.roi_align(input, quantize_rois(rois, scale), 1.0, oh, ow, ratio, False, mode)
+    size = _pair(output_size)
+    rois = _rois_tensor(boxes)
+    scale_t = torch.full((1,), spatial_scale, dtype=_rois_accumulation_dtype(rois), device=rois.device)
+    return torch.ops.maskrcnn.roi_align(
+        input, _round_corners(rois, scale_t), 1.0, size[0], size[1], sampling_ratio, False, mode
+    )
+
+
+def quantize_rois(rois: Tensor, spatial_scale: float | Tensor) -> Tensor:
+    """RoI Pool's first quantization: (K, 5) rois in input-image pixels -> (K, 5) rois
+    ``[batch_index, round(x1 * s), round(y1 * s), round(x2 * s), round(y2 * s)]`` in feature cells.
+
+    ``round`` is C's (half away from zero: 2.5 -> 3, -2.5 -> -3, not torch.round's half to even),
+    applied to ``x * s`` computed in the kernels' accumulation dtype (float64 for float64 rois,
+    float32 otherwise, ``s`` rounded to that dtype first), so the corners are bit for bit the ones
+    RoI Pool's kernels start from (``pool_geometry`` in ops/roi_common.h).
+
+    Args:
+        rois: (K, 5) float rois in input-image pixels.
+        spatial_scale: one scale, or a (K,) tensor of per-RoI scales (a multi-level pooler
+            quantizes each RoI on its own level).
+
+    Returns:
+        (K, 5) in the accumulation dtype, on the device of ``rois``.
+    """
+    acc = _rois_accumulation_dtype(rois)
+    if isinstance(spatial_scale, Tensor):
+        scale = spatial_scale.to(device=rois.device, dtype=acc).reshape(-1, 1)
+    else:
+        scale = torch.full((1, 1), float(spatial_scale), dtype=acc, device=rois.device)
+    return _round_corners(rois, scale)
+
+
+def _rois_accumulation_dtype(rois: Tensor) -> torch.dtype:
+    return torch.float64 if rois.dtype == torch.float64 else torch.float32
+
+
+def _round_corners(rois: Tensor, scale: Tensor) -> Tensor:
+    rois = rois.detach().to(_rois_accumulation_dtype(rois))
+    corners = rois[:, 1:] * scale  # one rounding, in the accumulation dtype, as the kernels' x * s
+    magnitude = corners.abs()
+    whole = magnitude.floor()
+    # |x| - floor(|x|) is exact, where floor(|x| + 0.5) is not (it rounds 0.49999997f up to 1).
+    rounded = whole + (magnitude - whole >= 0.5).to(corners.dtype)
+    return torch.cat([rois[:, :1], rounded.copysign(corners)], dim=1)
 
 
 @torch.fx.wrap

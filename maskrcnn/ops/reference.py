@@ -1,4 +1,4 @@
-"""Reference RoI Align and RoI Pool in plain PyTorch, written for reading.
+"""Reference RoI Align, RoI Pool and RoI Warp in plain PyTorch, written for reading.
 
 This file is the specification of the ops in executable form (docs/ops.md) and the
 oracle of the tests: every rule is one short, named step, and the native kernels in ``ops/``
@@ -33,6 +33,8 @@ __all__ = [
     "round_half_away_from_zero",
     "roi_align_reference",
     "roi_pool_reference",
+    "roi_warp_reference",
+    "warp_box",
 ]
 
 
@@ -203,8 +205,12 @@ def roi_align_reference(
 
 
 def round_half_away_from_zero(x: Tensor) -> Tensor:
-    """C's round(): 2.5 -> 3, -2.5 -> -3 (torch.round rounds half to even)."""
-    return torch.sign(x) * torch.floor(torch.abs(x) + 0.5)
+    """C's round(): 2.5 -> 3, -2.5 -> -3 (torch.round rounds half to even), exact in the dtype of
+    ``x``: the fraction ``|x| - floor(|x|)`` is exact, where ``floor(|x| + 0.5)`` is not (in float32
+    0.49999997 + 0.5 rounds to 1.0, and C's round(0.49999997f) is 0)."""
+    magnitude = torch.abs(x)
+    whole = torch.floor(magnitude)
+    return torch.copysign(whole + (magnitude - whole >= 0.5).to(x.dtype), x)
 
 
 @dataclass(frozen=True)
@@ -267,6 +273,49 @@ def roi_pool_reference(
     if not outputs:
         return input.new_zeros(0, channels, pooled_h, pooled_w)
     return torch.stack(outputs)
+
+
+# --------------------------------------------------------------------------------------------
+# RoI Warp
+# --------------------------------------------------------------------------------------------
+
+
+def warp_box(box: Tensor, spatial_scale: float) -> Tensor:
+    """RoI Warp's box for ``box`` = (x1, y1, x2, y2) in the accumulation dtype: each corner rounded
+    to the feature grid exactly as RoI Pool rounds it, ``round(x * spatial_scale)`` (C's round,
+    the product in the accumulation dtype), in feature cells. Unlike RoI Pool, the size stays
+    ``x2 - x1`` (RoI Align's continuous size, clamped to >= 1 later), not ``x2 - x1 + 1``."""
+    scale = torch.tensor(spatial_scale, dtype=box.dtype)
+    return round_half_away_from_zero(box * scale)
+
+
+def roi_warp_reference(
+    input: Tensor,
+    rois: Tensor,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    mode: str = "max",
+) -> Tensor:
+    """Reference RoI Warp (Table 2c of the Mask R-CNN paper): each box's corners rounded to the
+    feature grid (:func:`warp_box`), then RoI Align without the half-pixel offset (sizes clamped to
+    >= 1 cell, the same fixed or adaptive sampling) of that box on the feature map, so at scale 1.
+
+    Args and result as :func:`roi_align_reference` (no ``aligned``: RoI Warp has no offset).
+    """
+    if mode not in ("avg", "max"):
+        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
+    output_size = _pair(output_size)
+    acc = accumulation_dtype(input.dtype)
+    feature_acc = input.to(acc)
+    outputs = []
+    for r in rois.detach().to(acc):
+        box = warp_box(r[1:], spatial_scale)  # first quantization: feature cells, integers
+        feature = feature_acc[int(r[0].item())]
+        outputs.append(_roi_align_one(feature, box, 1.0, output_size, sampling_ratio, False, mode))
+    if not outputs:
+        return input.new_zeros(0, input.shape[1], *output_size)
+    return torch.stack(outputs).to(input.dtype)
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:

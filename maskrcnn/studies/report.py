@@ -135,6 +135,9 @@ def describe_roi_layer(roi: dict) -> dict[str, str]:
     if op == "roi_pool":
         return {"op": "RoIPool", "bilinear": "", "agg.": "max", "aligned": "", "samples": ""}
     sr = roi.get("sampling_ratio", 0)
+    if op == "roi_warp":  # RoI Align of the box rounded to the grid: never the half-pixel offset
+        return {"op": "RoIWarp", "bilinear": "✓", "agg.": str(roi.get("mode", "max")), "aligned": "",
+                "samples": "adaptive" if sr is None or int(sr) <= 0 else f"{int(sr)}x{int(sr)}"}
     return {"op": "RoIAlign", "bilinear": "✓", "agg.": str(roi.get("mode", "avg")),
             "aligned": "✓" if roi.get("aligned", True) else "",
             "samples": "adaptive" if sr is None or int(sr) <= 0 else f"{int(sr)}x{int(sr)}"}

@@ -34,8 +34,12 @@ def _target_order(node, path="") -> list[str]:
     return order
 
 
+# Models added after the snapshot was taken: they have no "before" to equal.
+ADDED_SINCE = {"mask_rcnn_r18_c5_small", "mask_rcnn_r50_c5"}
+
+
 def test_every_model_config_is_in_the_snapshot():
-    assert sorted(BEFORE) == sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
+    assert sorted(BEFORE) == sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml") if p.stem not in ADDED_SINCE)
 
 
 @pytest.mark.parametrize("model", sorted(BEFORE))

@@ -26,9 +26,19 @@ def test_expected_configs_exist():
         "mask_rcnn_r18_c4_small",
         "faster_rcnn_r18_fpn_small",
         "faster_rcnn_r18_c4_small",
+        "mask_rcnn_r50_c5",
+        "mask_rcnn_r18_c5_small",
     ]:
         assert name in MODELS
-    assert set(ROI_LAYERS) == {"roi_pool", "roi_align", "roi_align_unaligned", "roi_align_max", "torchvision"}
+    assert set(ROI_LAYERS) == {
+        "roi_pool",
+        "roi_align",
+        "roi_align_unaligned",
+        "roi_align_max",
+        "roi_warp",
+        "roi_warp_avg",
+        "torchvision",
+    }
 
 
 @pytest.mark.parametrize("roi_layer", ROI_LAYERS)
@@ -58,7 +68,12 @@ def test_full_size_models_build(model):
     assert net.roi_heads.box_predictor.cls_score.out_features == 81
     assert net.mask_on == model.startswith("mask")
     n = sum(p.numel() for p in net.parameters())
-    assert 30e6 < n < 60e6, n  # ResNet-50 detectors (torchvision's Mask R-CNN: 44.4M)
+    if "_c5" in model:
+        # RoIs keep res5's 2048 channels: fc6 has 2048 * 7 * 7 * 1024 = 103M weights and the RPN's
+        # 3x3 conv on res5 2048 * 2048 * 9 = 38M, on top of the 23.5M of the ResNet-50 trunk.
+        assert 165e6 < n < 180e6, n
+    else:
+        assert 30e6 < n < 60e6, n  # ResNet-50 detectors (torchvision's Mask R-CNN: 44.4M)
 
 
 @pytest.mark.parametrize("model", SMALL)
@@ -109,6 +124,23 @@ def test_default_roi_layer_runs_our_kernels(two_samples):
     with torch.no_grad():
         out = net.eval()(two_samples[0])
     assert len(out) == 2
+
+
+@needs_ops
+def test_roi_warp_trains_through_the_fpn_poolers(two_samples):
+    # Four levels: each RoI rounded on its own level, one fused call; gradients reach the pyramid.
+    # (roi_warp_avg differs in the mode only, which tests/ops/test_roi_layer_configs.py covers.)
+    torch.manual_seed(0)
+    net = build_model(
+        "mask_rcnn_r18_fpn_small",
+        "roi_warp",
+        overrides=["model.rpn.post_nms_topk_train=30", "model.roi_heads.batch_size_per_image=16"],
+    )
+    assert net.roi_heads.box_pooler.roi_layer.op == net.roi_heads.mask_pooler.roi_layer.op == "roi_warp"
+    losses = net.train()(*two_samples)
+    assert all(torch.isfinite(v) for v in losses.values()) and "loss_mask" in losses
+    sum(losses.values()).backward()
+    assert net.backbone.layer_blocks[0][0].weight.grad.abs().sum() > 0  # P2, through the RoI layer
 
 
 def test_mask_model_on_box_only_data_names_the_box_only_configs(two_samples):

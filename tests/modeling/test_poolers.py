@@ -120,8 +120,12 @@ def test_max_mode_differs_from_avg_and_backpropagates():
 
 
 def test_bad_specs_raise():
-    with pytest.raises(ValueError, match="op"):
-        RoILayerSpec(name="x", op="roi_warp")
+    with pytest.raises(ValueError, match="op must be one of"):
+        RoILayerSpec(name="x", op="roi_crop")
+    with pytest.raises(ValueError, match="roi_warp has no half-pixel offset; set roi_layer.aligned=false"):
+        RoILayerSpec(name="x", op="roi_warp")  # aligned defaults to True
+    with pytest.raises(ValueError, match="roi_warp is ours only"):
+        RoILayerSpec(name="x", op="roi_warp", backend="torchvision", aligned=False)
     with pytest.raises(ValueError, match="backend"):
         RoILayerSpec(name="x", backend="detectron2")
     with pytest.raises(ValueError, match="max"):

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 
-from maskrcnn.ops import roi_align, roi_pool
+from maskrcnn.ops import roi_align, roi_pool, roi_warp
 
 X = torch.randn(2, 3, 8, 9)
 GOOD = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0], [1, 2.0, 0.0, 7.0, 7.0]])
@@ -71,7 +71,7 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("op", [roi_align, roi_pool], ids=["roi_align", "roi_pool"])
+@pytest.mark.parametrize("op", [roi_align, roi_pool, roi_warp], ids=["roi_align", "roi_pool", "roi_warp"])
 @pytest.mark.parametrize("case", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
 def test_functional_api_rejects(op, case):
     _, call, error, message = case

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from maskrcnn.modeling import MultiLevelRoIPooler, RoILayerSpec, assign_fpn_levels
 from maskrcnn.modeling.mask_head import mask_targets
-from maskrcnn.ops import roi_align_reference, roi_pool_reference
+from maskrcnn.ops import roi_align_reference, roi_pool_reference, roi_warp_reference
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STRIDES = [4, 8, 16, 32]
@@ -57,13 +57,24 @@ def boxes(seed=0):
 def reference(cfg: dict, x, rois, size, scale):
     if cfg["op"] == "roi_pool":
         return roi_pool_reference(x, rois, size, scale)
+    if cfg["op"] == "roi_warp":  # rounded on the RoI's own level, as RoI Pool on that level would
+        assert cfg["aligned"] is False
+        return roi_warp_reference(x, rois, size, scale, sampling_ratio=cfg["sampling_ratio"], mode=cfg["mode"])
     return roi_align_reference(
         x, rois, size, scale, sampling_ratio=cfg["sampling_ratio"], aligned=cfg["aligned"], mode=cfg["mode"]
     )
 
 
 def test_every_config_is_found():
-    assert {"roi_align", "roi_align_unaligned", "roi_align_max", "roi_pool", "torchvision"} <= set(LAYERS)
+    assert {
+        "roi_align",
+        "roi_align_unaligned",
+        "roi_align_max",
+        "roi_pool",
+        "roi_warp",
+        "roi_warp_avg",
+        "torchvision",
+    } <= set(LAYERS)
     assert "model/base/torchvision_roi_align" in LAYERS  # the RoI layer of the *_torchvision models
 
 
@@ -71,7 +82,7 @@ def test_every_config_is_found():
 @pytest.mark.parametrize("levels", [1, 4])
 def test_pooler_equals_reference_with_the_configs_settings(name, levels):
     cfg = {k: v for k, v in LAYERS[name].items() if k != "_target_"}
-    if cfg["op"] == "roi_align":  # the configs must not rely on a default that differs between libraries
+    if cfg["op"] in ("roi_align", "roi_warp"):  # the configs must not rely on a default that differs between libraries
         assert {"aligned", "sampling_ratio", "mode"} <= set(cfg), f"{name} must set aligned, sampling_ratio, mode"
     names = ["p2", "p3", "p4", "p5"][:levels]
     pooler = MultiLevelRoIPooler(

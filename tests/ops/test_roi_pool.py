@@ -52,6 +52,19 @@ def test_hand_worked_case():
     torch.testing.assert_close(x.grad.flatten(), expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype, below_half", [(torch.float32, 0.49999997), (torch.float64, 0.49999999999999994)])
+def test_rounding_just_below_a_half(dtype, below_half):
+    # C's round(x) of the largest float below 0.5 is 0; floor(x + 0.5) would give 1, because
+    # x + 0.5 rounds up to 1.0 in the same dtype. Columns hold their index, so the 1 x 1 bin's max
+    # is its last column, round(x2), and the negated map's is -round(x1).
+    columns = torch.arange(4, dtype=dtype).view(1, 1, 1, 4)
+    rois = torch.tensor([[0, below_half, 0, below_half, 0]], dtype=dtype)
+    assert torch.tensor(below_half, dtype=dtype) < 0.5
+    for op in (roi_pool, roi_pool_reference):
+        assert op(columns, rois, 1).item() == 0.0
+        assert -op(-columns, rois, 1).item() == 0.0
+
+
 def test_empty_bins_and_ties():
     # A box wholly off the map pools empty bins: 0 with argmax -1 and no gradient. On a constant
     # map every cell ties: the first cell of each bin in row-major order wins.

@@ -11,7 +11,8 @@ from ops_helpers import assorted_rois, feature_map
 from torch import Tensor, nn
 
 from maskrcnn import ops
-from maskrcnn.ops import multilevel_roi_align, roi_align, roi_pool
+from maskrcnn.ops import multilevel_roi_align, roi_align, roi_pool, roi_warp
+from maskrcnn.ops.functional import _roi_warp
 
 SCALE = 0.5
 X = feature_map(dtype=torch.float32)  # (3, 4, 13, 17)
@@ -29,7 +30,8 @@ class Heads(nn.Module):
         m = ops.roi_align(x, rois, (3, 3), spatial_scale=SCALE, sampling_ratio=-1, mode="max")
         p = ops.roi_pool(x, rois, 3, SCALE)
         f = ops.multilevel_roi_align([x, coarse], rois, levels, [SCALE, SCALE / 2], 3, 2, False)
-        return a + m - p * f
+        w = ops.roi_warp(x, rois, 3, SCALE, 2, mode="max")
+        return a + m - p * f + w
 
 
 MODULES = {
@@ -37,6 +39,8 @@ MODULES = {
     "RoIAlign list": (lambda: ops.RoIAlign((3, 2), SCALE, -1), (X, BOXES)),
     "RoIPool": (lambda: ops.RoIPool(3, SCALE), (X, ROIS)),
     "RoIPool list": (lambda: ops.RoIPool((2, 3), SCALE), (X, BOXES)),
+    "RoIWarp": (lambda: ops.RoIWarp(3, SCALE, 2, mode="avg"), (X, ROIS)),
+    "RoIWarp list": (lambda: ops.RoIWarp((3, 2), SCALE), (X, BOXES)),
     "functional ops": (Heads, (X, ROIS, COARSE, LEVELS)),
 }
 
@@ -47,7 +51,7 @@ def test_fx_symbolic_trace_keeps_the_ops_as_leaves(name):
     module = make()
     traced = torch.fx.symbolic_trace(module)
     called = {n.target for n in traced.graph.nodes if n.op == "call_function"}
-    assert called & {roi_align, roi_pool, multilevel_roi_align}
+    assert called & {roi_align, roi_pool, multilevel_roi_align, roi_warp, _roi_warp}
     assert torch.equal(traced(*args), module(*args))
 
 
@@ -102,7 +106,7 @@ def test_torchscript_equals_eager(name):
     assert torch.equal(scripted(fn)(*args), fn(*args))
 
 
-@pytest.mark.parametrize("name", ["RoIAlign", "RoIAlign list", "RoIPool", "RoIPool list"])
+@pytest.mark.parametrize("name", ["RoIAlign", "RoIAlign list", "RoIPool", "RoIPool list", "RoIWarp", "RoIWarp list"])
 def test_torchscript_modules_equal_eager(name):
     make, args = MODULES[name]
     module = make()
@@ -125,6 +129,7 @@ EXPORT_CASES = {
     "roi_align": (lambda: ops.RoIAlign(3, SCALE, 2, True, mode="max"), (X, ROIS)),
     "roi_align list": (ListAlign, (X, *BOXES)),
     "roi_pool": (lambda: ops.RoIPool(3, SCALE), (X, ROIS)),
+    "roi_warp": (lambda: ops.RoIWarp(3, SCALE, -1), (X, ROIS)),
     "all ops": (Heads, (X, ROIS, COARSE, LEVELS)),
 }
 

@@ -142,3 +142,13 @@ def test_ablation_report_cli_groups_a_sweep_and_tells_sampling_ratios_apart(tmp_
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):
         tool.main([str(tmp_path / "empty")])
+
+
+def test_roi_warp_configs_are_described_as_table_2cs_roi_warp():
+    from maskrcnn.studies.report import describe_roi_layer
+
+    configs = REPO / "configs" / "roi_layer"
+    warp = describe_roi_layer(OmegaConf.to_container(OmegaConf.load(configs / "roi_warp.yaml")))
+    assert warp == {"op": "RoIWarp", "bilinear": "✓", "agg.": "max", "aligned": "", "samples": "2x2"}
+    avg = describe_roi_layer(OmegaConf.to_container(OmegaConf.load(configs / "roi_warp_avg.yaml")))
+    assert (avg["op"], avg["agg."], avg["samples"]) == ("RoIWarp", "avg", "adaptive")

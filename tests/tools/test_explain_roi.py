@@ -45,6 +45,11 @@ def test_worked_example_geometry():
     assert x.align_samples[6][1] == pytest.approx(-0.5 + 6 * 2.96875 + 1.5 * 2.96875 / 2)
     assert x.unaligned_samples[0] == pytest.approx([0.7421875, 2.2265625])
     assert [e for _, e in x.bin_edges("aligned")] == pytest.approx([2.96875 * (b + 1) for b in range(7)])
+    # RoI Warp: RoI Pool's corners 0 and 21, size 21 - 0 = 21 cells (no + 1), bins of 3 cells, samples
+    # at 0 + 3b + 3 (i + 0.5) / 2 (no offset), shown half a cell further on the grid.
+    assert x.warp_bin == 3.0
+    assert x.warp_samples[0] == [0.75, 2.25] and x.warp_samples[6] == [18.75, 20.25]
+    assert x.bin_edges("warp") == [(0.5 + 3 * b, 3.5 + 3 * b) for b in range(7)]
 
 
 def test_worked_example_errors():
@@ -59,6 +64,9 @@ def test_worked_example_errors():
     ends = [math.ceil((b + 1) * 22 / 7) - (b + 1) * 2.96875 for b in range(7)]
     assert summary["pool"][1] == pytest.approx((sum(starts) + sum(ends)) / 14)
     assert summary["unaligned"] == pytest.approx((0.5, 0.5))  # half a cell = 16 px, everywhere
+    # RoI Warp: edges 0.5 + 3b against 2.96875 b, errors 0.5 + 0.03125 b; the last end 21.5 - 20.78125.
+    assert summary["warp"][0] == pytest.approx(0.71875) and summary["warp"][0] * 32 == pytest.approx(23.0)
+    assert summary["warp"][1] == pytest.approx(sum(0.5 + 0.03125 * b for b in [*range(7), *range(1, 8)]) / 14)
     assert summary["aligned"][0] < 1e-5
 
 
@@ -98,6 +106,9 @@ def test_worked_example_cli_output_and_figure(tmp_path, capsys):
         "= 25 px",  # the popular account
         "[0,4) [3,7) [6,10) [9,13) [12,16) [15,19) [18,22)",
         "largest |error| 1.219 cells =  39.0 px",
+        "size = end - start = 21 cells",  # RoI Warp
+        "bin = 21 / 7 = 3.000 cells",
+        "RoI Warp                 largest |error| 0.719 cells =  23.0 px",
     ):
         assert text in out, f"{text!r} missing from the output:\n{out}"
     _assert_non_blank_png(figure)
@@ -155,6 +166,17 @@ def test_max_bin_sends_gradient_to_the_four_neighbours_of_one_sample(worked_weig
     assert any(got == pytest.approx(c, abs=1e-12) for c in candidates)
 
 
+def test_warp_max_bin_sends_gradient_to_the_neighbours_of_one_rounded_box_sample(worked_weights):
+    _, weights = worked_weights
+    x, y = E.explain(WORKED)
+    got = {(r, c): w for r, c, w in weights["roi_warp_max"]}
+    assert sum(got.values()) == pytest.approx(1.0, abs=1e-12)
+    # Bin (3, 4) of the box rounded to (0, 0, 21, 21): samples 9.75, 11.25 (rows), 12.75, 14.25 (cols).
+    assert y.warp_samples[3] == [9.75, 11.25] and x.warp_samples[4] == [12.75, 14.25]
+    candidates = [_bilinear_oracle([py], [px], count=1) for py in (9.75, 11.25) for px in (12.75, 14.25)]
+    assert any(got == pytest.approx(c, abs=1e-12) for c in candidates)
+
+
 def test_max_at_the_border_has_fewer_cells():
     # 2 x 2 map; box (40, 40, 64, 64) / 32 - 0.5 = 0.75 .. 1.5: the samples at 1.3125 lie past the
     # last cell centre and clamp to it; the feature is largest at (1, 1), so that sample wins alone.
@@ -190,6 +212,7 @@ def test_backward_report_and_figure(tmp_path, worked_weights):
     text = E.backward_report(weights, (3, 4), seed=0)
     assert "roi_pool       1 cells, sum 1.000000" in text
     assert "roi_align_max  4 cells, sum 1.000000" in text
+    assert "roi_warp_max   4 cells, sum 1.000000" in text
     assert "seed 0" in text
     path = tmp_path / "roi_backward.png"
     E.draw_figure(WORKED, E.explain(WORKED), str(path), feature, weights, (3, 4))

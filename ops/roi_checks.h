@@ -30,6 +30,23 @@ constexpr double kMaxSamplesPerBin = 1073741824.0;  // 2^30
 // The kernels write their output in the input's memory format: channels_last when the input is
 // channels_last and not also plain contiguous (a 1x1 map or one channel is both), NCHW otherwise.
 // The fake kernels in maskrcnn/ops/_registration.py use the same rule.
+// Trusted RoIs: while set on this thread, the CUDA ops skip the value check of their RoIs and the
+// host synchronisation it costs (the kernels still skip bad RoIs without reading out of bounds).
+// The model's poolers set it around their calls (maskrcnn.ops.trusted_rois): their RoIs are
+// clipped proposals whose batch indices they number themselves. The CPU ops always check (it
+// costs no synchronisation there, and the CPU kernels rely on it).
+inline bool& roi_values_trusted() {
+  thread_local bool trusted = false;
+  return trusted;
+}
+
+// Sets the flag and returns its previous value (torch.ops.maskrcnn._trust_roi_values).
+inline bool trust_roi_values(bool trusted) {
+  const bool previous = roi_values_trusted();
+  roi_values_trusted() = trusted;
+  return previous;
+}
+
 inline bool is_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
 }

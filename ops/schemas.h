@@ -13,9 +13,14 @@
 
 #include <torch/library.h>
 
+#include "roi_checks.h"
+
 namespace maskrcnn {
 
 inline void define_roi_ops(torch::Library& m) {
+  // Skips the CUDA ops' RoI value check (and its synchronisation) on this thread; returns the
+  // previous setting. roi_checks.h, roi_values_trusted.
+  m.def("_trust_roi_values(bool trusted) -> bool", &checks::trust_roi_values);
   m.def(
       "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
       "SymInt pooled_width, int sampling_ratio, bool aligned, str mode) -> Tensor");

@@ -7,7 +7,9 @@
 #   wheels      install the carried wheels in .whl/ (make gpu-wheels: hydra-core, omegaconf, antlr4,
 #               pycocotools, dockerfile) into a temporary folder when the Python lacks them
 #   build       the extension for sm_90 (TORCH_CUDA_ARCH_LIST) with all cores, in place
-#   pytest      pytest -m cuda (every GPU test)
+#   pytest      pytest -m cuda (every GPU test, the findings of issue 27 included)
+#   sync        tools/check_roi_sync.py: the model's training step with torch.cuda.set_sync_debug_mode
+#               ("error") around the RoI poolers' forward and backward (no host synchronisation)
 #   memcheck    compute-sanitizer memcheck on the bad-input and multi-level GPU tests
 #   racecheck   compute-sanitizer racecheck on small cases of the deterministic RoI Align backward
 #   bench_ops   tools/bench_ops.py --device cuda --json
@@ -177,6 +179,14 @@ step pytest 180 "$PYTHON" -m pytest -m cuda -q -rfEs -p no:cacheprovider --junit
 if [ "$HAVE_CUDA" -ne 1 ] && [ "$STEP_STATUS" = PASS ]; then STEP_STATUS=SKIP STEP_NOTE="$NO_GPU"; fi
 record pytest "$STEP_STATUS" "$STEP_SECONDS" \
     "$(join_notes "$(last_match '[0-9]+ (passed|failed|skipped|error)')" "$STEP_NOTE")"
+
+# 3b. The RoI layer inside the model's training step makes no host synchronisation.
+if [ "$HAVE_CUDA" -eq 1 ]; then
+    step sync 90 "$PYTHON" tools/check_roi_sync.py
+    record sync "$STEP_STATUS" "$STEP_SECONDS" "$(join_notes "$(last_match 'synchronisation')" "$STEP_NOTE")"
+else
+    record sync SKIP 0 "$NO_GPU"
+fi
 
 # 4. compute-sanitizer (without PyTorch's caching allocator, so that an out-of-bounds access
 # leaves its own allocation instead of landing in a neighbour's block of the same pool).

@@ -167,6 +167,17 @@ class MultiLevelRoIPooler(nn.Module):
         dtype = torch.float32 if feats[0].dtype in (torch.float16, torch.bfloat16) else feats[0].dtype
         rois = boxes_to_rois([b.to(dtype) for b in boxes])
         spec = self.roi_layer
+        if spec.backend == "ours":
+            from maskrcnn import ops
+
+            # Clipped proposals numbered by image here: the CUDA ops need not check them, which
+            # saves their host synchronisation (maskrcnn/ops/trust.py).
+            with ops.trusted_rois():
+                return self._pool(feats, rois)
+        return self._pool(feats, rois)
+
+    def _pool(self, feats: list[Tensor], rois: Tensor) -> Tensor:
+        spec = self.roi_layer
         if len(feats) == 1:
             return self._single(feats[0], rois, self.output_size, self.scales[0])
         levels = assign_fpn_levels(
@@ -180,7 +191,8 @@ class MultiLevelRoIPooler(nn.Module):
             from maskrcnn import ops
 
             # Each RoI rounded on its own level's grid (feature cells), then RoI Align at scale 1.
-            scales = torch.tensor(self.scales, dtype=torch.float64, device=rois.device)[levels]
+            # The scale of level l is 2^-(min_level + l), computed on the device (no host copy).
+            scales = torch.exp2(-(levels + self.min_level).to(torch.float64))
             return ops.multilevel_roi_align(
                 feats,
                 ops.quantize_rois(rois, scales),

@@ -11,6 +11,7 @@ from .functional import multilevel_roi_align, quantize_rois, roi_align, roi_pool
 from .modules import RoIAlign, RoIPool, RoIWarp
 from .multiscale import MultiScaleRoIAlign
 from .reference import roi_align_reference, roi_pool_reference, roi_warp_reference
+from .trust import trusted_rois
 
 # Leaves for torch.fx.symbolic_trace when called as maskrcnn.ops.roi_align(...) (the package's names).
 torch.fx.wrap("roi_align")
@@ -33,4 +34,5 @@ __all__ = [
     "roi_pool_reference",
     "roi_warp",
     "roi_warp_reference",
+    "trusted_rois",
 ]

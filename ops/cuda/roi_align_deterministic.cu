@@ -72,108 +72,87 @@ __global__ void align_winners(LevelTable<scalar_t, acc_t> lv, const acc_t* rois,
   }
 }
 
+// How RoI Align's gradient reaches a cell (the Rule of gather_tile): the samples of each listed
+// RoI that can touch the cell (candidate_samples), checked exactly with the forward's
+// interpolation, in the order (sample row, sample column), each adding its bin's gradient times
+// its weight on the cell (divided by the bin's sample count in avg mode; max mode only for the
+// bin's winning sample).
+template <bool kMax, typename scalar_t, typename acc_t>
+struct AlignGatherRule {
+  const LevelTable<scalar_t, acc_t>& lv;
+  const acc_t* rois;
+  const scalar_t* grad_cl;  // (K, oh, ow, C): the C values of a bin contiguous
+  const int* winners;       // max mode: (K, oh, ow, C) winning sample of each bin
+  int pooled_h, pooled_w, sampling_ratio;
+  bool aligned;
+  // Shared memory, one slot per listed RoI.
+  acc_t *start_h, *start_w, *bin_h, *bin_w, *divisor;
+  int *grid_h, *grid_w;
+
+  __device__ __forceinline__ int64_t height(int level) const { return lv.height[level]; }
+  __device__ __forceinline__ int64_t width(int level) const { return lv.width[level]; }
+  __device__ __forceinline__ acc_t* output(int level) const { return lv.grad[level]; }
+
+  __device__ __forceinline__ void load(int slot, int64_t k, int level) const {
+    const acc_t* p = rois + k * 5;
+    const roi::AlignGeometry<acc_t> g = roi::align_geometry<acc_t>(p[1], p[2], p[3], p[4], lv.scale[level], pooled_h,
+                                                                   pooled_w, sampling_ratio, aligned);
+    start_h[slot] = g.start_h;
+    start_w[slot] = g.start_w;
+    bin_h[slot] = g.bin_h;
+    bin_w[slot] = g.bin_w;
+    grid_h[slot] = g.grid_h;
+    grid_w[slot] = g.grid_w;
+    divisor[slot] = static_cast<acc_t>(g.count);
+  }
+
+  __device__ __forceinline__ void add(int slot, int64_t k, int level, int64_t y, int64_t x, int64_t c0, int64_t c_end,
+                                      acc_t* acc) const {
+    const int64_t C = lv.channels, H = lv.height[level], W = lv.width[level];
+    const acc_t sh = start_h[slot], sw = start_w[slot], bh = bin_h[slot], bw = bin_w[slot], div = divisor[slot];
+    const int gh = grid_h[slot], gw = grid_w[slot];
+    int64_t jy0, jy1, jx0, jx1;
+    candidate_samples(y, sh, bh, pooled_h, gh, &jy0, &jy1);
+    candidate_samples(x, sw, bw, pooled_w, gw, &jx0, &jx1);
+    for (int64_t jy = jy0; jy <= jy1; ++jy) {
+      const int ph = static_cast<int>(jy / gh), iy = static_cast<int>(jy % gh);
+      acc_t wy;
+      if (!cell_weight(roi::axis_interp(roi::sample_coord(sh, bh, ph, iy, gh), H), y, &wy)) continue;
+      for (int64_t jx = jx0; jx <= jx1; ++jx) {
+        const int pw = static_cast<int>(jx / gw), ix = static_cast<int>(jx % gw);
+        acc_t wx;
+        if (!cell_weight(roi::axis_interp(roi::sample_coord(sw, bw, pw, ix, gw), W), x, &wx)) continue;
+        const acc_t w = wy * wx;
+        const int64_t bin = (k * pooled_h + ph) * pooled_w + pw;
+        const scalar_t* g = grad_cl + bin * C + c0;
+#pragma unroll
+        for (int j = 0; j < kChannelsPerThread; ++j) {
+          if (c0 + j < c_end) {
+            const acc_t gv = static_cast<acc_t>(g[j]);
+            if (kMax) {
+              if (winners[bin * C + c0 + j] == iy * gw + ix) acc[j] += gv * w;
+            } else {
+              acc[j] += (gv / div) * w;  // the order of the atomic path and the CPU kernel
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
 template <bool kMax, bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kGatherThreads)
     align_gather(LevelTable<scalar_t, acc_t> lv, TileTable tt, const acc_t* rois, const int* footprints, int64_t K,
                  const scalar_t* grad_cl, const int* winners, int pooled_h, int pooled_w, int sampling_ratio,
                  bool aligned) {
-  __shared__ int list[kListCap];
-  __shared__ int warp_counts[kGatherThreads / 32];
   __shared__ acc_t s_start_h[kListCap], s_start_w[kListCap], s_bin_h[kListCap], s_bin_w[kListCap];
   __shared__ acc_t s_divisor[kListCap];
   __shared__ int s_grid_h[kListCap], s_grid_w[kListCap];
-
-  const TileRef tile = locate_tile(tt, blockIdx.x, lv.batch);
-  const int64_t C = lv.channels;
-  const int64_t H = lv.height[tile.level], W = lv.width[tile.level];
-  const int64_t y = tile.y0 + threadIdx.x / kTileW;
-  const int64_t x = tile.x0 + threadIdx.x % kTileW;
-  const bool inside = y < H && x < W;
-  const int ty1 = static_cast<int>(min64(tile.y0 + kTileH, H) - 1);
-  const int tx1 = static_cast<int>(min64(tile.x0 + kTileW, W) - 1);
-  const int64_t c_begin = static_cast<int64_t>(blockIdx.y) * kChannelGroup;
-  const int64_t c_end = min64(c_begin + kChannelGroup, C);
-  const acc_t scale = lv.scale[tile.level];
-
-  bool list_is_all = false;  // the list from the previous channel pass holds every RoI
-  int count = 0;
-  for (int64_t c0 = c_begin; c0 < c_end; c0 += kChannelsPerThread) {
-    acc_t acc[kChannelsPerThread];
-#pragma unroll
-    for (int j = 0; j < kChannelsPerThread; ++j) acc[j] = acc_t(0);
-    int64_t from = 0;
-    bool done = list_is_all;
-    while (true) {
-      if (!done) {
-        const bool first_round = from == 0;
-        count = collect_rois(footprints, K, tile.key, static_cast<int>(tile.y0), ty1, static_cast<int>(tile.x0), tx1,
-                             &from, list, warp_counts);
-        list_is_all = first_round && from == K;
-        if (threadIdx.x < count) {
-          const acc_t* p = rois + static_cast<int64_t>(list[threadIdx.x]) * 5;
-          const roi::AlignGeometry<acc_t> g =
-              roi::align_geometry<acc_t>(p[1], p[2], p[3], p[4], scale, pooled_h, pooled_w, sampling_ratio, aligned);
-          s_start_h[threadIdx.x] = g.start_h;
-          s_start_w[threadIdx.x] = g.start_w;
-          s_bin_h[threadIdx.x] = g.bin_h;
-          s_bin_w[threadIdx.x] = g.bin_w;
-          s_grid_h[threadIdx.x] = g.grid_h;
-          s_grid_w[threadIdx.x] = g.grid_w;
-          s_divisor[threadIdx.x] = static_cast<acc_t>(g.count);
-        }
-        __syncthreads();
-      }
-      for (int e = 0; inside && e < count; ++e) {
-        const int64_t k = list[e];
-        const acc_t start_h = s_start_h[e], start_w = s_start_w[e];
-        const acc_t bin_h = s_bin_h[e], bin_w = s_bin_w[e];
-        const int gh = s_grid_h[e], gw = s_grid_w[e];
-        const acc_t divisor = s_divisor[e];
-        int64_t jy0, jy1, jx0, jx1;
-        candidate_samples(y, start_h, bin_h, pooled_h, gh, &jy0, &jy1);
-        candidate_samples(x, start_w, bin_w, pooled_w, gw, &jx0, &jx1);
-        for (int64_t jy = jy0; jy <= jy1; ++jy) {
-          const int ph = static_cast<int>(jy / gh), iy = static_cast<int>(jy % gh);
-          acc_t wy;
-          if (!cell_weight(roi::axis_interp(roi::sample_coord(start_h, bin_h, ph, iy, gh), H), y, &wy)) continue;
-          for (int64_t jx = jx0; jx <= jx1; ++jx) {
-            const int pw = static_cast<int>(jx / gw), ix = static_cast<int>(jx % gw);
-            acc_t wx;
-            if (!cell_weight(roi::axis_interp(roi::sample_coord(start_w, bin_w, pw, ix, gw), W), x, &wx)) continue;
-            const acc_t w = wy * wx;
-            const int64_t bin = (k * pooled_h + ph) * pooled_w + pw;
-            const scalar_t* g = grad_cl + bin * C + c0;
-#pragma unroll
-            for (int j = 0; j < kChannelsPerThread; ++j) {
-              if (c0 + j < c_end) {
-                const acc_t gv = static_cast<acc_t>(g[j]);
-                if (kMax) {
-                  if (winners[bin * C + c0 + j] == iy * gw + ix) acc[j] += gv * w;
-                } else {
-                  acc[j] += (gv / divisor) * w;  // the order of the atomic path and the CPU
-                }
-              }
-            }
-          }
-        }
-      }
-      if (done || from >= K) break;
-      __syncthreads();  // the list is refilled
-    }
-    if (inside) {
-      acc_t* out = lv.grad[tile.level];
-#pragma unroll
-      for (int j = 0; j < kChannelsPerThread; ++j) {
-        const int64_t c = c0 + j;
-        if (c < c_end) {
-          const index_t o = kChannelsLast ? ((static_cast<index_t>(tile.n) * H + y) * W + x) * C + c
-                                          : ((static_cast<index_t>(tile.n) * C + c) * H + y) * W + x;
-          out[o] = acc[j];
-        }
-      }
-    }
-    __syncthreads();  // the next pass may refill the list
-  }
+  AlignGatherRule<kMax, scalar_t, acc_t> rule{lv,       rois,           grad_cl,   winners,   pooled_h,
+                                              pooled_w, sampling_ratio, aligned,   s_start_h, s_start_w,
+                                              s_bin_h,  s_bin_w,        s_divisor, s_grid_h,  s_grid_w};
+  gather_tile<kChannelsLast, index_t, acc_t>(rule, tt, footprints, K, lv.batch, lv.channels);
 }
 
 }  // namespace

@@ -44,13 +44,13 @@ inline at::Tensor scale_per_roi(const at::Tensor& rois, const std::vector<double
 // Values of the RoIs (and levels): the rules of ops/roi_checks.h, reduced on the device to one
 // flag and read back in a single host synchronisation on the good path; only when something is
 // wrong are the rules' messages raised. Skipped while the current stream is being captured into
-// a CUDA graph (a synchronisation is illegal there): the kernels then skip bad RoIs (zero output,
-// no gradient) and never read out of bounds.
+// a CUDA graph (a synchronisation is illegal there) and for trusted RoIs (roi_values_trusted):
+// the kernels then skip bad RoIs (zero output, no gradient) and never read out of bounds.
 //   level_scales: the spatial scale of each level (one value for single-level ops, levels undefined).
 inline void check_roi_values(const at::Tensor& rois, int64_t batch, const std::vector<double>& level_scales,
                              const at::Tensor& levels, bool adaptive_align, int64_t pooled_h, int64_t pooled_w,
                              bool aligned) {
-  if (rois.size(0) == 0 || capturing_graph()) return;
+  if (rois.size(0) == 0 || capturing_graph() || checks::roi_values_trusted()) return;
   const int64_t num_levels = static_cast<int64_t>(level_scales.size());
   const at::Tensor scales = scale_per_roi(rois, level_scales, levels);
   const checks::RoiValueMasks masks =

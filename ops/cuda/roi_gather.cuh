@@ -147,5 +147,69 @@ __device__ __forceinline__ bool cell_weight(const roi::AxisInterp<acc_t>& a, int
   return touches;
 }
 
+// The skeleton of the gather kernels (RoI Align's and RoI Pool's), run by every thread of a
+// block of kGatherThreads. Block (blockIdx.x, blockIdx.y) owns tile blockIdx.x of the TileTable
+// and the channels [blockIdx.y * kChannelGroup, + kChannelGroup); thread t owns cell t of the
+// tile (row-major, kTileW per row). For each pass of kChannelsPerThread channels it collects, in
+// increasing RoI index and in rounds of at most kListCap, the RoIs whose footprint overlaps the
+// tile; threads 0..count-1 each call `rule.load(slot, k, level)`, which puts RoI k's geometry in
+// the rule's shared memory; then every thread whose cell lies on the map calls
+// `rule.add(slot, k, level, y, x, c0, c_end, acc)`, which adds RoI k's contributions to its cell for
+// channels [c0, min(c0 + kChannelsPerThread, c_end)) in a fixed order. Each cell is written once,
+// into rule.output(level), NCHW or channels_last. The Rule also answers height(level), width(level).
+template <bool kChannelsLast, typename index_t, typename acc_t, typename Rule>
+__device__ __forceinline__ void gather_tile(Rule& rule, const TileTable& tt, const int* footprints, int64_t K,
+                                            int64_t batch, int64_t channels) {
+  __shared__ int list[kListCap];
+  __shared__ int warp_counts[kGatherThreads / 32];
+  const TileRef tile = locate_tile(tt, blockIdx.x, batch);
+  const int64_t H = rule.height(tile.level), W = rule.width(tile.level);
+  const int64_t y = tile.y0 + threadIdx.x / kTileW;
+  const int64_t x = tile.x0 + threadIdx.x % kTileW;
+  const bool inside = y < H && x < W;
+  const int ty1 = static_cast<int>(min64(tile.y0 + kTileH, H) - 1);
+  const int tx1 = static_cast<int>(min64(tile.x0 + kTileW, W) - 1);
+  const int64_t c_begin = static_cast<int64_t>(blockIdx.y) * kChannelGroup;
+  const int64_t c_end = min64(c_begin + kChannelGroup, channels);
+
+  bool list_is_all = false;  // the list of the previous channel pass holds every RoI of the tile
+  int count = 0;
+  for (int64_t c0 = c_begin; c0 < c_end; c0 += kChannelsPerThread) {
+    acc_t acc[kChannelsPerThread];
+#pragma unroll
+    for (int j = 0; j < kChannelsPerThread; ++j) acc[j] = acc_t(0);
+    int64_t from = 0;
+    const bool done = list_is_all;
+    while (true) {
+      if (!done) {
+        const bool first_round = from == 0;
+        count = collect_rois(footprints, K, tile.key, static_cast<int>(tile.y0), ty1, static_cast<int>(tile.x0), tx1,
+                             &from, list, warp_counts);
+        list_is_all = first_round && from == K;
+        const int slot = static_cast<int>(threadIdx.x);
+        if (slot < count) rule.load(slot, list[slot], tile.level);
+        __syncthreads();  // the geometry of every listed RoI is in shared memory
+      }
+      for (int e = 0; inside && e < count; ++e) rule.add(e, list[e], tile.level, y, x, c0, c_end, acc);
+      if (done || from >= K) break;
+      __syncthreads();  // the list is refilled
+    }
+    if (inside) {
+      acc_t* out = rule.output(tile.level);
+      const index_t C = static_cast<index_t>(channels);
+#pragma unroll
+      for (int j = 0; j < kChannelsPerThread; ++j) {
+        const int64_t c = c0 + j;
+        if (c < c_end) {
+          const index_t o = kChannelsLast ? ((static_cast<index_t>(tile.n) * H + y) * W + x) * C + c
+                                          : ((static_cast<index_t>(tile.n) * C + c) * H + y) * W + x;
+          out[o] = acc[j];
+        }
+      }
+    }
+    __syncthreads();  // the next pass may refill the list
+  }
+}
+
 }  // namespace cuda
 }  // namespace maskrcnn

@@ -118,88 +118,67 @@ __device__ __forceinline__ void candidate_bins(int64_t cell, int64_t start, int6
   *b1 = hi >= acc_t(pooled - 1) ? pooled - 1 : (hi < acc_t(0) ? -1 : static_cast<int>(hi));
 }
 
+// How RoI Pool's gradient reaches a cell (the Rule of gather_tile): the bins of each listed RoI
+// that contain the cell (candidate_bins, checked exactly with the forward's bin ranges), in bin
+// order, each adding its gradient where its argmax is the cell.
+template <typename scalar_t, typename acc_t>
+struct PoolGatherRule {
+  const acc_t* rois;
+  const scalar_t* grad;  // (K, C, oh, ow) NCHW
+  const int* argmax;     // (K, C, oh, ow) NCHW
+  acc_t* grad_input;
+  int64_t C, H, W;
+  acc_t scale;
+  int pooled_h, pooled_w;
+  int64_t (*geometry)[kListCap];  // shared memory: start_h, start_w, roi_h, roi_w of each listed RoI
+
+  __device__ __forceinline__ int64_t height(int) const { return H; }
+  __device__ __forceinline__ int64_t width(int) const { return W; }
+  __device__ __forceinline__ acc_t* output(int) const { return grad_input; }
+
+  __device__ __forceinline__ void load(int slot, int64_t k, int) const {
+    const acc_t* p = rois + k * 5;
+    const roi::PoolGeometry g = roi::pool_geometry<acc_t>(p[1], p[2], p[3], p[4], scale);
+    geometry[0][slot] = g.start_h;
+    geometry[1][slot] = g.start_w;
+    geometry[2][slot] = g.roi_h;
+    geometry[3][slot] = g.roi_w;
+  }
+
+  __device__ __forceinline__ void add(int slot, int64_t k, int, int64_t y, int64_t x, int64_t c0, int64_t c_end,
+                                      acc_t* acc) const {
+    const int64_t sh = geometry[0][slot], sw = geometry[1][slot], rh = geometry[2][slot], rw = geometry[3][slot];
+    const int64_t bins = static_cast<int64_t>(pooled_h) * pooled_w;
+    const int self = static_cast<int>(y * W + x);
+    int ph0, ph1, pw0, pw1;
+    candidate_bins<acc_t>(y, sh, rh, pooled_h, &ph0, &ph1);
+    candidate_bins<acc_t>(x, sw, rw, pooled_w, &pw0, &pw1);
+    for (int ph = ph0; ph <= ph1; ++ph) {
+      const roi::PoolRange ry = roi::pool_bin_range<acc_t>(sh, rh, ph, pooled_h, H);
+      if (y < ry.begin || y >= ry.end) continue;
+      for (int pw = pw0; pw <= pw1; ++pw) {
+        const roi::PoolRange rx = roi::pool_bin_range<acc_t>(sw, rw, pw, pooled_w, W);
+        if (x < rx.begin || x >= rx.end) continue;
+#pragma unroll
+        for (int j = 0; j < kChannelsPerThread; ++j) {
+          if (c0 + j < c_end) {
+            const int64_t o = (k * C + c0 + j) * bins + ph * pooled_w + pw;
+            if (argmax[o] == self) acc[j] += static_cast<acc_t>(grad[o]);
+          }
+        }
+      }
+    }
+  }
+};
+
 template <bool kChannelsLast, typename scalar_t, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kGatherThreads)
     pool_gather(TileTable tt, const acc_t* rois, const int* footprints, int64_t K, int64_t N, int64_t C, int64_t H,
                 int64_t W, acc_t scale, const scalar_t* grad, const int* argmax, int pooled_h, int pooled_w,
                 acc_t* grad_input) {
-  __shared__ int list[kListCap];
-  __shared__ int warp_counts[kGatherThreads / 32];
-  __shared__ int64_t s_geo[4][kListCap];  // start_h, start_w, roi_h, roi_w
-
-  const TileRef tile = locate_tile(tt, blockIdx.x, N);
-  const int64_t y = tile.y0 + threadIdx.x / kTileW;
-  const int64_t x = tile.x0 + threadIdx.x % kTileW;
-  const bool inside = y < H && x < W;
-  const int ty1 = static_cast<int>(min64(tile.y0 + kTileH, H) - 1);
-  const int tx1 = static_cast<int>(min64(tile.x0 + kTileW, W) - 1);
-  const int64_t c_begin = static_cast<int64_t>(blockIdx.y) * kChannelGroup;
-  const int64_t c_end = min64(c_begin + kChannelGroup, C);
-  const int64_t bins = static_cast<int64_t>(pooled_h) * pooled_w;
-  const int self = static_cast<int>(y * W + x);
-
-  bool list_is_all = false;
-  int count = 0;
-  for (int64_t c0 = c_begin; c0 < c_end; c0 += kChannelsPerThread) {
-    acc_t acc[kChannelsPerThread];
-#pragma unroll
-    for (int j = 0; j < kChannelsPerThread; ++j) acc[j] = acc_t(0);
-    int64_t from = 0;
-    const bool done = list_is_all;
-    while (true) {
-      if (!done) {
-        const bool first_round = from == 0;
-        count = collect_rois(footprints, K, tile.key, static_cast<int>(tile.y0), ty1, static_cast<int>(tile.x0), tx1,
-                             &from, list, warp_counts);
-        list_is_all = first_round && from == K;
-        if (threadIdx.x < count) {
-          const acc_t* p = rois + static_cast<int64_t>(list[threadIdx.x]) * 5;
-          const roi::PoolGeometry g = roi::pool_geometry<acc_t>(p[1], p[2], p[3], p[4], scale);
-          s_geo[0][threadIdx.x] = g.start_h;
-          s_geo[1][threadIdx.x] = g.start_w;
-          s_geo[2][threadIdx.x] = g.roi_h;
-          s_geo[3][threadIdx.x] = g.roi_w;
-        }
-        __syncthreads();
-      }
-      for (int e = 0; inside && e < count; ++e) {
-        const int64_t k = list[e];
-        const int64_t sh = s_geo[0][e], sw = s_geo[1][e], rh = s_geo[2][e], rw = s_geo[3][e];
-        int ph0, ph1, pw0, pw1;
-        candidate_bins<acc_t>(y, sh, rh, pooled_h, &ph0, &ph1);
-        candidate_bins<acc_t>(x, sw, rw, pooled_w, &pw0, &pw1);
-        for (int ph = ph0; ph <= ph1; ++ph) {
-          const roi::PoolRange ry = roi::pool_bin_range<acc_t>(sh, rh, ph, pooled_h, H);
-          if (y < ry.begin || y >= ry.end) continue;
-          for (int pw = pw0; pw <= pw1; ++pw) {
-            const roi::PoolRange rx = roi::pool_bin_range<acc_t>(sw, rw, pw, pooled_w, W);
-            if (x < rx.begin || x >= rx.end) continue;
-#pragma unroll
-            for (int j = 0; j < kChannelsPerThread; ++j) {
-              if (c0 + j < c_end) {
-                const int64_t o = (k * C + c0 + j) * bins + ph * pooled_w + pw;
-                if (argmax[o] == self) acc[j] += static_cast<acc_t>(grad[o]);
-              }
-            }
-          }
-        }
-      }
-      if (done || from >= K) break;
-      __syncthreads();
-    }
-    if (inside) {
-#pragma unroll
-      for (int j = 0; j < kChannelsPerThread; ++j) {
-        const int64_t c = c0 + j;
-        if (c < c_end) {
-          const index_t o = kChannelsLast ? ((static_cast<index_t>(tile.n) * H + y) * W + x) * C + c
-                                          : ((static_cast<index_t>(tile.n) * C + c) * H + y) * W + x;
-          grad_input[o] = acc[j];
-        }
-      }
-    }
-    __syncthreads();
-  }
+  __shared__ int64_t s_geo[4][kListCap];
+  PoolGatherRule<scalar_t, acc_t> rule{rois, grad, argmax, grad_input, C, H, W, scale, pooled_h, pooled_w, s_geo};
+  gather_tile<kChannelsLast, index_t, acc_t>(rule, tt, footprints, K, N, C);
 }
 
 std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,

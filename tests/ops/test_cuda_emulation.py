@@ -104,48 +104,23 @@ def test_roi_pool_deterministic_backward_under_other_interleavings(emulated):
     torch.testing.assert_close(results[0], expected)
 
 
-_TRAIN = r"""
-import json, sys, torch
-sys.path.insert(0, "tests/modeling")
-from modeling_helpers import build_model, synthetic_sample
-import maskrcnn.ops as ops
+def test_training_steps_on_the_emulated_kernels_match_the_cpu_kernels(emulated):
+    """Two training steps of small Mask R-CNNs (FPN: the fused multi-level RoI Align; C4: RoI
+    Pool): in a child with MASKRCNN_CUDA_EMULATION=1 every RoI op of the models runs the CUDA
+    kernels' code; the losses and gradient norms follow the CPU kernels' (this process) within
+    float tolerance."""
+    import emulation_training
 
-FAST = ["model.rpn.pre_nms_topk_train=300", "model.rpn.post_nms_topk_train=100",
-        "model.roi_heads.batch_size_per_image=64"]
-torch.manual_seed(1)
-model = build_model("MODEL", "ROI_LAYER", overrides=FAST)
-model.train()
-optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-samples = [synthetic_sample(96, 128, [[10, 12, 60, 70], [70, 20, 120, 80]], [1, 2], seed=s) for s in (3, 4)]
-images = [s[0] for s in samples]
-targets = [s[1] for s in samples]
-history = []
-for step in range(3):
-    torch.manual_seed(100 + step)
-    losses = model(images, targets)
-    total = sum(losses.values())
-    optimizer.zero_grad()
-    total.backward()
-    grad_norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters() if p.grad is not None))
-    history.append({"losses": {k: v.item() for k, v in losses.items()}, "grad_norm": grad_norm.item()})
-    optimizer.step()
-print(json.dumps({"backend": ops.kernel_backend(), "history": history}))
-"""
+    emulation = json.loads(_run_python(_CHILD, True).strip().splitlines()[-1])
+    assert emulation["backend"] == "cuda-emulation"
+    for model, roi_layer in emulation_training.CASES:
+        native = emulation_training.train_steps(model, roi_layer)
+        emulated_history = emulation["runs"][f"{model}/{roi_layer}"]
+        for a, b in zip(native, emulated_history, strict=True):
+            assert a["losses"].keys() == b["losses"].keys()
+            for name in a["losses"]:
+                assert b["losses"][name] == pytest.approx(a["losses"][name], rel=1e-3, abs=1e-4), (model, name)
+            assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3), model
 
 
-@pytest.mark.parametrize(
-    "model,roi_layer", [("mask_rcnn_r18_fpn_small", "roi_align"), ("mask_rcnn_r18_c4_small", "roi_pool")]
-)
-def test_training_iterations_on_the_emulated_kernels_match_the_cpu_kernels(emulated, model, roi_layer):
-    """Three training steps of a small Mask R-CNN (FPN: the fused multi-level RoI Align; C4: RoI
-    Pool): with MASKRCNN_CUDA_EMULATION=1 every RoI op of the model runs on the CUDA kernels' code,
-    and the losses and gradient norms follow the CPU kernels' within float tolerance."""
-    code = _TRAIN.replace("ROI_LAYER", roi_layer).replace("MODEL", model)
-    native = json.loads(_run_python(code, False).strip().splitlines()[-1])
-    emulation = json.loads(_run_python(code, True).strip().splitlines()[-1])
-    assert native["backend"] == "native" and emulation["backend"] == "cuda-emulation"
-    for a, b in zip(native["history"], emulation["history"]):
-        assert a["losses"].keys() == b["losses"].keys()
-        for name in a["losses"]:
-            assert b["losses"][name] == pytest.approx(a["losses"][name], rel=1e-3, abs=1e-4), name
-        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
+_CHILD = "import sys; sys.path.insert(0, 'tests/ops'); import emulation_training; emulation_training.main()"

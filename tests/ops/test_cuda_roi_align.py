@@ -346,3 +346,38 @@ def test_opcheck(target, channels_last):
     rois = target.to(make_rois(2, 48, 56, 6))
     torch.library.opcheck(target.ops.roi_align.default, (x, rois, 0.25, 3, 3, 2, True, "avg"))
     torch.library.opcheck(target.ops.roi_align.default, (x, rois, 0.25, 3, 3, -1, False, "max"))
+
+
+def test_trusted_rois_skip_the_value_check_and_stay_memory_safe(target):
+    """Inside trusted_rois (the model's poolers) the CUDA ops do not check RoI values, which saves
+    their host synchronisation; a bad RoI is then skipped by the kernels (zero output), never
+    read out of bounds."""
+    x = target.to(make_input(2, 3, 12, 14, torch.float32, False))
+    rois = target.to(make_rois(2, 48, 56, 6))
+    good = target.ops.roi_align(x, rois, 0.25, 3, 3, 2, True, "avg")
+    rois[2, 0] = 7  # no such image
+    with pytest.raises(ValueError, match="batch index"):
+        target.ops.roi_align(x, rois, 0.25, 3, 3, 2, True, "avg")
+    assert target.ops._trust_roi_values(True) is False
+    try:
+        out = target.ops.roi_align(x, rois, 0.25, 3, 3, 2, True, "avg")
+    finally:
+        assert target.ops._trust_roi_values(False) is True
+    target.synchronize()
+    assert torch.equal(out[2], torch.zeros_like(out[2]))
+    keep = [0, 1, 3, 4, 5]
+    assert torch.equal(out[keep], good[keep])
+
+
+def test_trusted_rois_context_restores_the_setting_and_cpu_ops_still_check():
+    from maskrcnn.ops import roi_align, trusted_rois
+
+    x = make_input(1, 2, 8, 8, torch.float32, False)
+    rois = torch.tensor([[3.0, 0.0, 0.0, 4.0, 4.0]])
+    with pytest.raises(RuntimeError, match="inner"):
+        with trusted_rois():
+            assert torch.ops.maskrcnn._trust_roi_values(True) is True  # set by the context
+            with pytest.raises(ValueError, match="batch index"):  # the CPU kernels always check
+                roi_align(x, rois, 2)
+            raise RuntimeError("inner")
+    assert torch.ops.maskrcnn._trust_roi_values(False) is False  # restored

@@ -17,7 +17,6 @@ tensorboard/ and predictions/. The run itself is maskrcnn.engine.training.
 
 from __future__ import annotations
 
-import atexit
 import sys
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from maskrcnn.distributed import cleanup
 from maskrcnn.engine.cluster import export_submitit_task_env, require_launcher
 from maskrcnn.engine.launch import share_run_stamp, tool_run
 from maskrcnn.engine.run_dir import require_named_run
@@ -50,8 +48,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    # The process group outlives the jobs of a multirun (-m): it is destroyed at exit.
-    atexit.register(cleanup)
+    # The process group outlives the jobs of a multirun (-m): init_distributed destroys it at exit.
     try:
         require_launcher(sys.argv[1:])
     except ImportError as missing:

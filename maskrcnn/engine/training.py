@@ -32,6 +32,7 @@ from .metrics import MetricsLogger
 from .requeue import requeued_checkpoint, scheduler_job, slurm_restart_count
 from .run_config import checkpoint_meta, hydra_choice
 from .solver import lr_scheduler_from_config, optimizer_from_config
+from .split_overlap import check_split_overlap
 from .trainer import Trainer, unwrap
 
 logger = logging.getLogger("train")
@@ -101,6 +102,7 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
 
     train_set = instantiate(cfg.dataset.train)
     val_set = build_eval_dataset(cfg.dataset.val, name="dataset.val")
+    check_split_overlap(train_set, val_set, allowed=cfg.trainer.allow_split_overlap)
     model = instantiate(cfg.model)
     initialize_detector(model, cfg.model.get("init"))  # model.init: the weights to fine-tune from
     model = model.to(device)

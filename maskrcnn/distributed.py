@@ -5,10 +5,21 @@ evaluators). Everything degrades to the single-process case when no process grou
 initialised, so the same code paths run in ``python tools/train.py`` and under
 ``torchrun --nproc_per_node=N``; a group of one process behaves as no group (the collectives
 return their input).
+
+A process group this module creates is destroyed when the interpreter exits (``atexit``), in
+every program that uses it (tools, submitit jobs, test workers), not only in those that call
+:func:`cleanup` themselves. Why it must be: gloo's worker thread drops its reference to a finished
+collective just *after* ``wait()`` has returned to Python, and that drop may free a tensor that
+has a Python object, which takes the GIL. When the main thread has meanwhile reached interpreter
+finalization, taking the GIL ends the worker thread (``pthread_exit``) inside a C++ destructor:
+``terminate called without an active exception``, SIGABRT, and the peer still inside its own
+collective fails with "Connection reset by peer". ``atexit`` runs before finalization, and
+destroying the group there joins those threads while they can still take the GIL.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from typing import Any
@@ -43,6 +54,7 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tor
         else:
             store, rank, world_size = attempt
             dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+        atexit.register(cleanup)  # before interpreter finalization: see the module docstring
     return device
 
 
@@ -111,5 +123,6 @@ def reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def cleanup() -> None:
+    """Destroy the process group (if any); idempotent. Registered at exit by :func:`init_distributed`."""
     if is_distributed():
         dist.destroy_process_group()

@@ -8,6 +8,9 @@
     python tools/train.py ... hydra.run.dir=outputs/run1 resume=true       # continue an interrupted run
     torchrun --nproc_per_node=8 --max-restarts=3 tools/train.py ...        # restarted workers resume by themselves
 
+SIGTERM, SIGUSR1 or SIGUSR2 stop the run after the iteration in progress with a checkpoint; a
+submitit job is requeued and resumes by itself, elsewhere the exit status is 75 (docs/cluster.md).
+
 Checkpoints carry the run's config (``meta``), so tools/eval.py and tools/predict.py rebuild the model
 as trained. A run that fails before writing anything removes its empty run directory.
 
@@ -17,7 +20,6 @@ tensorboard/ and predictions/. The run itself is maskrcnn.engine.training.
 
 from __future__ import annotations
 
-import atexit
 import sys
 from pathlib import Path
 
@@ -26,10 +28,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from maskrcnn.distributed import cleanup
 from maskrcnn.engine.cluster import export_submitit_task_env, require_launcher
 from maskrcnn.engine.launch import share_run_stamp, tool_run
+from maskrcnn.engine.requeue import exit_after_stop
 from maskrcnn.engine.run_dir import require_named_run
+from maskrcnn.engine.stop_signals import TrainingStopped
 from maskrcnn.engine.training import sweep_objective, train
 
 
@@ -45,13 +48,15 @@ def main(cfg: DictConfig) -> float | None:
             multirun=hydra_cfg.mode == RunMode.MULTIRUN,
             output_dir=output_dir,
         )
-        results = train(cfg, output_dir)
+        try:
+            results = train(cfg, output_dir)
+        except TrainingStopped as stopped:  # SIGTERM / SIGUSR1 / SIGUSR2, the checkpoint written
+            exit_after_stop(stopped, run_dir=output_dir)
     return sweep_objective(results)  # what a Hydra sweeper would optimize
 
 
 if __name__ == "__main__":
-    # The process group outlives the jobs of a multirun (-m): it is destroyed at exit.
-    atexit.register(cleanup)
+    # The process group outlives the jobs of a multirun (-m): init_distributed destroys it at exit.
     try:
         require_launcher(sys.argv[1:])
     except ImportError as missing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 
 import numpy as np
 import torch
@@ -36,11 +37,21 @@ class _SeededSamples(Dataset):
         return self.dataset[idx]  # a dataset without seeded transforms
 
 
+def _ignore_stop_signals(worker_id: int = 0) -> None:
+    """A worker outlives SIGTERM / SIGUSR1 / SIGUSR2: SLURM signals every process of a job step,
+    and a worker killed by one would fail the batch that the main process still needs to finish
+    its iteration and checkpoint (maskrcnn/engine/stop_signals.py); the main process decides and
+    shuts the workers down."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _worker_init(worker_id: int) -> None:
     # torch seeds each worker from the loader's base seed; make numpy/random follow it too.
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    _ignore_stop_signals()
 
 
 class TrainLoader:
@@ -148,4 +159,5 @@ def build_test_loader(dataset, *, batch_size: int = 1, num_workers: int = 0) -> 
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_ignore_stop_signals,
     )

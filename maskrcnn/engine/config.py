@@ -74,6 +74,7 @@ class TrainerConfig:
     vis_score_threshold: float
     find_unused_parameters: bool
     deterministic: bool
+    allow_split_overlap: bool
 
 
 @dataclass

@@ -17,11 +17,19 @@ from torch import nn
 
 from maskrcnn.events import recording
 
-from ..distributed import all_gather_object, broadcast_object, get_rank, get_world_size, is_main_process, reduce_mean
+from ..distributed import (
+    all_gather_object,
+    broadcast_object,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    reduce_mean,
+)
 from .checkpoint import Checkpointer, OutputDirError, rng_state, set_rng_state, tensor_nbytes
 from .choices import Amp, NonFinite, check_choice
 from .inference import autocast
 from .metrics import MetricsLogger
+from .stop_signals import StopSignals, TrainingStopped
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +147,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> dict:
-        """Train from ``self.iteration`` to ``max_iter``; returns the last evaluation's metrics."""
-        if self.iteration >= self.max_iter:
+        """Train from ``self.iteration`` to ``max_iter``; returns the last evaluation's metrics.
+
+        SIGTERM, SIGUSR1 or SIGUSR2 during the iterations (and the final save) stop the run after
+        the iteration in progress: every rank stops after the same one, rank 0 saves its checkpoint
+        (the periodic kind) and :class:`TrainingStopped` is raised on every rank (see
+        :mod:`maskrcnn.engine.stop_signals`). A run resumed at ``max_iter`` from such a checkpoint
+        writes the final one and evaluates, as an uninterrupted run does.
+        """
+        finished = broadcast_object(self.checkpointer.final_path.is_file())
+        if self.iteration >= self.max_iter and finished:
             logger.info(f"nothing to train: iteration {self.iteration} >= max_iter {self.max_iter}")
             return self.last_eval
         self.check_output()
@@ -152,21 +168,24 @@ class Trainer:
             self._resume_rng = None
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        while self.iteration < self.max_iter:
-            self.run_step(data_iter)
-            it = self.iteration
-            if it % self.log_period == 0 or it == self.max_iter:
-                if self.scaler.is_enabled():  # a running total, put once so the write keeps it exact
-                    self.metrics.put({"amp/skipped_steps": self.amp_skipped_steps})
-                self.metrics.write(it)
-                if is_main_process():
-                    logger.info(self.metrics.progress_line(it, self.max_iter))
-            if it < self.max_iter:
-                if self.checkpoint_period > 0 and it % self.checkpoint_period == 0:
-                    self.save_checkpoint()
-                if self.eval_period > 0 and it % self.eval_period == 0:
-                    self.evaluate()
-        self.save_checkpoint(final=True)
+        with StopSignals(progress=lambda: self.iteration + 1) as stop:
+            while self.iteration < self.max_iter:
+                self.run_step(data_iter)
+                it = self.iteration
+                if it % self.log_period == 0 or it == self.max_iter:
+                    if self.scaler.is_enabled():  # a running total, put once so the write keeps it exact
+                        self.metrics.put({"amp/skipped_steps": self.amp_skipped_steps})
+                    self.metrics.write(it)
+                    if is_main_process():
+                        logger.info(self.metrics.progress_line(it, self.max_iter))
+                if stop.agreed(self.device):  # before the periodic evaluation, which may be long
+                    self.stop_at_signal(stop)
+                if it < self.max_iter:
+                    if self.checkpoint_period > 0 and it % self.checkpoint_period == 0:
+                        self.save_checkpoint()
+                    if self.eval_period > 0 and it % self.eval_period == 0:
+                        self.evaluate()
+            self.save_checkpoint(final=True)
         self.evaluate()
         if self.skipped_steps:
             logger.warning(f"{self.skipped_steps} steps were skipped because of non-finite losses")
@@ -176,6 +195,24 @@ class Trainer:
                 f"final loss scale {self.scaler.get_scale():g}"
             )
         return self.last_eval
+
+    def stop_at_signal(self, stop: StopSignals) -> None:
+        """Save the checkpoint of the finished iteration (rank 0), wait until it is written (all
+        ranks), log who received which signal when, and raise :class:`TrainingStopped`."""
+        self.save_checkpoint()
+        # A collective after the save: no rank leaves (and no scheduler kills the job) before the
+        # checkpoint is complete, and the signals that arrived during the save are counted too.
+        received = stop.gathered()
+        path = self.checkpointer.periodic_path(self.iteration)
+        names = list(dict.fromkeys(name for per_rank in received for name, _ in per_rank))
+        if is_main_process():
+            arrivals = "; ".join(
+                f"{', '.join(f'{name} during iteration {at}' for name, at in per_rank)} at rank {rank}"
+                for rank, per_rank in enumerate(received)
+                if per_rank
+            )
+            logger.warning(f"{arrivals}: stopped after iteration {self.iteration}, checkpoint {path}")
+        raise TrainingStopped(signals=names, iteration=self.iteration, checkpoint=path, received=received)
 
     def run_step(self, data_iter) -> None:
         start = time.perf_counter()

@@ -4,7 +4,8 @@
 checkpointer and trainer; :func:`train` runs it and reports. Checkpoints carry the run's config
 (``meta``, see :mod:`maskrcnn.engine.run_config`), so evaluation and prediction rebuild the model
 as trained. Under ``torchrun --max-restarts`` a restarted worker continues from the newest
-readable checkpoint of the run directory (:mod:`maskrcnn.elastic`).
+readable checkpoint of the run directory (:mod:`maskrcnn.elastic`), and so does a requeued SLURM
+or submitit job (:mod:`maskrcnn.engine.requeue`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from .eval_data import build_eval_dataset
 from .inference import draw_dataset_predictions
 from .launch import evaluate_dataset, overall_metrics, seed_all, setup_process
 from .metrics import MetricsLogger
+from .requeue import requeued_checkpoint, scheduler_job, slurm_restart_count
 from .run_config import checkpoint_meta, hydra_choice
 from .solver import lr_scheduler_from_config, optimizer_from_config
+from .split_overlap import check_split_overlap
 from .trainer import Trainer, unwrap
 
 logger = logging.getLogger("train")
@@ -99,6 +102,7 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
 
     train_set = instantiate(cfg.dataset.train)
     val_set = build_eval_dataset(cfg.dataset.val, name="dataset.val")
+    check_split_overlap(train_set, val_set, allowed=cfg.trainer.allow_split_overlap)
     model = instantiate(cfg.model)
     initialize_detector(model, cfg.model.get("init"))  # model.init: the weights to fine-tune from
     model = model.to(device)
@@ -119,6 +123,7 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
         aspect_ratio_grouping=cfg.trainer.aspect_ratio_grouping,
     )
     meta = checkpoint_meta(run_cfg, dataset=val_set, model_config=hydra_choice("model"))
+    meta["job"] = scheduler_job()  # a requeue of this job resumes from its own checkpoints only
     checkpointer = Checkpointer(directory=output_dir, keep_last=cfg.trainer.keep_last, meta=meta)
     metrics = MetricsLogger(directory=output_dir, enabled=is_main_process())
     trainer = Trainer(
@@ -140,6 +145,18 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
     )
     # Seeds differ per rank from here on (RPN / RoI sampling draws), identical for a given rank.
     seed_all(cfg.seed + 1000 * get_rank())
+    latest, reason = resume_point(cfg, checkpointer, output_dir)
+    if latest is not None:
+        logger.info("%sresuming from %s", reason, latest)
+        trainer.load_state_dict(Checkpointer.load(latest))
+    return trainer
+
+
+def resume_point(cfg: DictConfig, checkpointer: Checkpointer, output_dir: Path) -> tuple[Path | None, str]:
+    """The checkpoint this run continues from (None: it starts from scratch) and the log's reason:
+    ``resume=true``, an elastic restart (torchrun ``--max-restarts``: the same run directory), or
+    a requeued scheduler job (its own checkpoints in its run folder, see
+    :mod:`maskrcnn.engine.requeue`). Decided by rank 0, the same on every rank."""
     restarts = restart_count()  # > 0: torchrun --max-restarts restarted the workers; continue the run
     if cfg.resume or restarts:
         latest = broadcast_object(checkpointer.latest())
@@ -149,10 +166,17 @@ def build_trainer(cfg: DictConfig, output_dir: str | Path) -> Trainer:
                 f"elastic restart {restarts}:" if restarts else "resume=true but",
                 output_dir,
             )
-        else:
-            logger.info("%sresuming from %s", f"elastic restart {restarts}: " if restarts else "", latest)
-            trainer.load_state_dict(Checkpointer.load(latest))
-    return trainer
+        return latest, f"elastic restart {restarts}: " if restarts else ""
+    job = scheduler_job()
+    if job is None:
+        return None, ""
+    latest = broadcast_object(requeued_checkpoint(checkpointer, job))
+    restarts = slurm_restart_count()
+    if restarts and latest is None:
+        logger.warning(
+            "requeued job %s (SLURM restart %d): %s holds none of its checkpoints", job, restarts, output_dir
+        )
+    return latest, f"requeued job {job}{f' (SLURM restart {restarts})' if restarts else ''}: "
 
 
 def train(cfg: DictConfig, output_dir: str | Path) -> dict:

@@ -1,6 +1,6 @@
 """A real 2-job sweep through Hydra's submitit launcher (hydra/launcher=local: submitit's local
-executor, the code path of hydra/launcher=slurm), read by tools/ablation_report.py; and the
-SLURM launcher config as composed."""
+executor, the code path of hydra/launcher=slurm), one job stopped by submitit's time-out signal
+and requeued, read by tools/ablation_report.py; and the SLURM launcher config as composed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 from hydra import compose, initialize_config_dir
+from test_stop_requeue import env, signalling_dataset
 from test_train import CONFIGS, PY, REPO, load_tool, overrides, tiny  # noqa: F401  (tiny is a fixture)
 
 try:
@@ -24,7 +25,10 @@ needs_submitit = pytest.mark.skipif(
 
 
 @needs_submitit
-def test_sweep_through_submitit_local_executor_and_its_report(tiny):  # noqa: F811
+def test_sweep_through_submitit_local_executor_one_job_requeued_and_its_report(tiny):  # noqa: F811
+    # The roi_pool job receives SIGUSR2 (what the local executor sends before its time-out, and
+    # SLURM before the time limit) during iteration 2, from its own training set.
+    dataset = signalling_dataset(tiny, name="sigusr2_roi_pool", sig="SIGUSR2", read=3, when="roi_pool")
     sweep = tiny / "submitit_sweep"
     cmd = [
         PY,
@@ -32,24 +36,33 @@ def test_sweep_through_submitit_local_executor_and_its_report(tiny):  # noqa: F8
         "-m",
         "hydra/launcher=local",
         "experiment=ablation_synthetic",
-        *overrides(tiny, **{"solver.max_iter": 1, "solver.warmup_iters": 1, "trainer.vis_images": 0}),
+        *overrides(tiny, **{"solver.max_iter": 3, "solver.warmup_iters": 1, "trainer.vis_images": 0}),
+        f"dataset={dataset}",
+        "trainer.num_workers=0",
         "roi_layer=roi_pool,roi_align",
         f"hydra.sweep.dir={sweep}",
     ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     # Each job ran in a process of submitit's own, logged under .submitit/<job id>/.
     logs = list((sweep / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2, sorted(p.name for p in (sweep / ".submitit").rglob("*"))
     runs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert runs == ["0_roi_pool", "1_roi_align"]
+    assert runs == ["0_roi_pool", "1_roi_align"]  # the requeued job came back to its own folder
+    stopped = (sweep / "0_roi_pool" / "train.log").read_text()
+    checkpoint = sweep / "0_roi_pool" / "model_0000002.pt"
+    assert f"SIGUSR2 during iteration 2 at rank 0: stopped after iteration 2, checkpoint {checkpoint}" in stopped
+    assert "requeueing this job through submitit" in stopped
+    assert f": resuming from {checkpoint}" in stopped and "requeued job local:" in stopped
+    assert "resuming" not in (sweep / "1_roi_align" / "train.log").read_text()
+    assert "Requeued job" in "".join(p.read_text() for p in logs)  # submitit's own line
     assert load_tool("ablation_report").main([str(sweep), "--no-chart"]) == 0
     report = json.loads((sweep / "report.json").read_text())
     assert list(report["variants"]) == ["roi_pool", "roi_align"]
     for run in runs:
         metrics = json.loads((sweep / run / "metrics.json").read_text())
         entry = report["variants"][run.split("_", 1)[1]]
-        assert entry["n"] == 1 and metrics["iteration"] == 1
+        assert entry["n"] == 1 and metrics["iteration"] == 3
         assert entry["metrics"]["segm/AP"]["values"] == [metrics["segm/AP"]]
     assert "| `roi_align` | 1 |" in (sweep / "report.md").read_text()
 

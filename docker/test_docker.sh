@@ -38,7 +38,7 @@ if [ "$RUN_UID" = 0 ]; then RUN_UID=1000 RUN_GID=1000; fi
 step() { printf '\n== %s (%d s)\n' "$*" "$SECONDS"; }
 fail() { echo "test-docker: $*" >&2; exit 1; }
 
-NEW_PACKAGES="" DOCKERD_PID="" KEY_CREATED=""
+NEW_PACKAGES="" DOCKERD_PID="" MADE_BY_DOCKERD="" GROUP_CREATED=""
 cleanup() {
     local status=$?
     if [ -n "$DOCKERD_PID" ]; then
@@ -47,11 +47,23 @@ cleanup() {
         # dockerd leaves its network namespace's mount behind (exec/netns/default).
         awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/self/mounts | sort -r | xargs -r umount
     fi
-    # dockerd 20.10 writes its identity key to /etc/docker whatever its data root.
-    if [ -n "$KEY_CREATED" ]; then rm -f /etc/docker/key.json && rmdir /etc/docker 2>/dev/null || true; fi
+    # What dockerd makes outside its roots whatever the flags: its identity key (/etc/docker), the
+    # plugin folder (/run/docker) and the shims' sockets (/run/containerd); removed if it made them.
+    for made in $MADE_BY_DOCKERD; do
+        [ -z "$(find "$made" -type s -o -type f ! -name key.json 2> /dev/null)" ] && rm -rf "$made"
+    done
     if [ -n "$NEW_PACKAGES" ] && [ "${KEEP_PACKAGES:-0}" != 1 ]; then
         step "removing what was installed: $NEW_PACKAGES"
-        DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $NEW_PACKAGES > "$WORK/apt-purge.log" || status=1
+        # Only if apt would remove nothing else (a package installed meanwhile may depend on them).
+        local others
+        others=$(apt-get purge -s $NEW_PACKAGES | sed -n 's/^Purg \([^ ]*\).*/\1/p' | grep -vxF -f <(tr ' ' '\n' <<< "$NEW_PACKAGES") || true)
+        if [ -n "$others" ]; then
+            echo "test-docker: kept the packages: removing them would also remove $others" >&2
+        else
+            DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $NEW_PACKAGES > "$WORK/apt-purge.log" || status=1
+            # docker.io's postinst adds the group; its purge keeps it.
+            [ -z "$GROUP_CREATED" ] || groupdel docker
+        fi
     fi
     [ "$status" = 0 ] && step "test-docker passed" || step "test-docker FAILED"
     exit "$status"
@@ -66,6 +78,7 @@ if ! command -v dockerd > /dev/null || ! command -v docker-compose > /dev/null |
     apt-get update -q > "$WORK/apt.log"
     # Only the packages apt adds (an "Inst name [old version]" line is an upgrade), to remove them later.
     NEW_PACKAGES=$(apt-get install -s --no-install-recommends $PACKAGES | sed -n 's/^Inst \([^ ]*\) (.*/\1/p' | xargs)
+    getent group docker > /dev/null || GROUP_CREATED=1
     # The package would start a system dockerd with default networking: policy-rc.d forbids it.
     [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && POLICY_CREATED=1; }
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PACKAGES >> "$WORK/apt.log"
@@ -77,7 +90,7 @@ fi
 if [ -s "$WORK/dockerd.pid" ] && kill -0 "$(cat "$WORK/dockerd.pid")" 2> /dev/null; then
     fail "a dockerd of an earlier run still runs (PID $(cat "$WORK/dockerd.pid")): stop it first"
 fi
-[ -e /etc/docker/key.json ] || KEY_CREATED=1
+for dir in /etc/docker /run/docker /run/containerd; do [ -e "$dir" ] || MADE_BY_DOCKERD+=" $dir"; done
 RULES_BEFORE=$(iptables -S 2> /dev/null; iptables -t nat -S 2> /dev/null) || true
 step "starting dockerd (log: $WORK/dockerd.log)"
 dockerd --data-root="$WORK/data-root" --exec-root="$WORK/exec" --pidfile="$WORK/dockerd.pid" \

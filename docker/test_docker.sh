@@ -47,10 +47,10 @@ cleanup() {
         # dockerd leaves its network namespace's mount behind (exec/netns/default).
         awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/self/mounts | sort -r | xargs -r umount
     fi
-    # What dockerd makes outside its roots whatever the flags: its identity key (/etc/docker), the
-    # plugin folder (/run/docker) and the shims' sockets (/run/containerd); removed if it made them.
+    # What dockerd makes outside its roots whatever the flags: its identity key, the plugin folder
+    # and the shims' sockets; removed if it made them (and nothing else is in them).
     for made in $MADE_BY_DOCKERD; do
-        [ -z "$(find "$made" -type s -o -type f ! -name key.json 2> /dev/null)" ] && rm -rf "$made"
+        if [ -f "$made" ]; then rm -f "$made"; else find "$made" -depth -type d -empty -delete 2> /dev/null || true; fi
     done
     if [ -n "$NEW_PACKAGES" ] && [ "${KEEP_PACKAGES:-0}" != 1 ]; then
         step "removing what was installed: $NEW_PACKAGES"
@@ -90,7 +90,9 @@ fi
 if [ -s "$WORK/dockerd.pid" ] && kill -0 "$(cat "$WORK/dockerd.pid")" 2> /dev/null; then
     fail "a dockerd of an earlier run still runs (PID $(cat "$WORK/dockerd.pid")): stop it first"
 fi
-for dir in /etc/docker /run/docker /run/containerd; do [ -e "$dir" ] || MADE_BY_DOCKERD+=" $dir"; done
+for path in /etc/docker/key.json /etc/docker /run/docker /run/containerd; do
+    [ -e "$path" ] || MADE_BY_DOCKERD+=" $path"
+done
 RULES_BEFORE=$(iptables -S 2> /dev/null; iptables -t nat -S 2> /dev/null) || true
 step "starting dockerd (log: $WORK/dockerd.log)"
 dockerd --data-root="$WORK/data-root" --exec-root="$WORK/exec" --pidfile="$WORK/dockerd.pid" \

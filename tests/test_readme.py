@@ -58,7 +58,7 @@ def test_quick_start_commands_run_as_written(tmp_path):
     assert commands[0] == "source .venv/bin/activate"
     assert commands[-1].startswith("tensorboard --logdir")  # a server: tests/tools/test_tensorboard.py
     data_root = f"paths.data_root={tmp_path / 'datasets'}"
-    outputs = {}
+    printed = {}  # tool -> what its last run printed
     for command in commands[1:-1]:
         if "outputs/demo/<date>/<time>" in command:
             command = command.replace("outputs/demo/<date>/<time>", str(the_one("outputs/demo/*/*", tmp_path)))
@@ -74,12 +74,13 @@ def test_quick_start_commands_run_as_written(tmp_path):
             argv += TINY_TRAINING + [data_root]
         else:
             assert tool in ("eval", "predict", "ablation_report"), f"the test does not know {command}"
-        outputs[" ".join(argv[1:3])] = run(argv, tmp_path)
+        printed[tool] = run(argv, tmp_path)
 
     run_dir = tmp_path / the_one("outputs/demo/*/*", tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["iteration"] == 2 and 0.0 <= metrics["segm/AP"] <= 1.0
     assert (run_dir / "model_final.pt").is_file()
+    assert f"'segm/AP': {round(metrics['segm/AP'], 4)}" in printed["eval"]  # eval reproduces the run's own
     predict_out = next(cmd for cmd in commands if "tools/predict.py" in cmd)
     output = tmp_path / next(a.split("=", 1)[1] for a in shlex.split(predict_out) if a.startswith("output="))
     val_images = list((tmp_path / "datasets" / "synthetic_simple" / "val").glob("*.jpg"))
@@ -87,5 +88,4 @@ def test_quick_start_commands_run_as_written(tmp_path):
     assert len(list(output.with_name(output.stem + "_vis").glob("*.png"))) == len(val_images) > 0
     sweep = tmp_path / the_one("multirun/*/*", tmp_path)
     assert sorted(p.name for p in sweep.iterdir() if (p / "metrics.json").is_file()) == ["0_roi_pool", "1_roi_align"]
-    report = next(text for key, text in outputs.items() if "ablation_report" in key)
-    assert "roi_pool" in report and "roi_align" in report
+    assert "roi_pool" in printed["ablation_report"] and "roi_align" in printed["ablation_report"]

@@ -12,8 +12,8 @@ EXT_STAMP  := build/.ext-built
 OPS_SOURCES := $(shell find ops -name '*.cpp' -o -name '*.h' -o -name '*.cuh' -o -name '*.cu' 2>/dev/null) setup.py
 PYTEST_ARGS ?=
 
-.PHONY: setup build build-cuda-emulation sanitize-cuda-emulation lint format test test-cuda test-compat gpu-wheels \
-	demo bench clean
+.PHONY: setup build build-cuda-emulation sanitize-cuda-emulation lint format test test-cuda test-compat test-docker \
+	clean-docker gpu-wheels demo bench clean
 
 setup: $(DEPS_STAMP) $(EXT_STAMP)
 build: $(EXT_STAMP)
@@ -119,6 +119,17 @@ test-compat: $(COMPAT_STAMP)
 		$(COMPAT_PY) -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
 	cd $(COMPAT_DIR)/src && PYTHONPATH=$(COMPAT_DIR)/src MASKRCNN_SHARED_DATA=$(SHARED_DATA) \
 		$(COMPAT_PY) -m pytest $(PYTEST_ARGS)
+
+# Docker for real (docker/README.md): installs Debian's engine if missing, starts its own dockerd
+# under build/docker (no iptables rules, no bridge), builds docker/Dockerfile's CPU image, runs the
+# ops' CPU tests, a 50-iteration demo training and its evaluation in it, and the same through
+# compose; stops the daemon. Minutes and a few GB, so not part of `make test`. Needs root (sudo).
+test-docker:
+	bash docker/test_docker.sh
+
+# The images and layers test-docker keeps for its next run (root's files: sudo when not root).
+clean-docker:
+	rm -rf build/docker
 
 # Wheels for the GPU machine's Python 3.12 (its image has torch 2.11 and most dependencies but not
 # these), into .whl/ (git-ignored), which the device call carries and tools/gpu_check.sh installs.

@@ -50,17 +50,41 @@ def _index(commands, cmd: str, predicate=lambda c: True) -> int:
     raise AssertionError(f"no {cmd} matching the condition in {DOCKERFILE}")
 
 
-def test_base_image_is_official_pytorch_devel_named_by_version_args(commands):
+def test_base_image_is_a_build_arg_defaulting_to_official_pytorch_devel(commands):
     froms = [c for c in commands if c.cmd == "FROM"]
-    assert len(froms) == 1
+    # The wheel stage (mounted only) and the image itself, built on BASE_IMAGE.
+    assert [list(f.value) for f in froms] == [["${TORCH_WHEELS}", "AS", "torch-wheels"], ["${BASE_IMAGE}"]]
     args = _args(commands)
+    assert args["TORCH_WHEELS"] == "scratch"  # the CUDA image brings its own torch
     for name in ("TORCH_VERSION", "CUDA_VERSION", "CUDNN_VERSION"):
         assert args.get(name), f"build arg {name} needs a default"
-        assert "${" + name + "}" in froms[0].value[0]
-    image = _expand(froms[0].value[0], args)
+        assert "${" + name + "}" in args["BASE_IMAGE"]
+    image = _expand(args["BASE_IMAGE"], args)
     assert re.fullmatch(r"pytorch/pytorch:\d+\.\d+\.\d+-cuda\d+\.\d+-cudnn\d+-devel", image), image
     assert args["TORCH_VERSION"].startswith("2.")
     assert int(args["TORCH_VERSION"].split(".")[1]) >= 11  # the code supports torch 2.11+
+
+
+def test_cpu_variant_takes_torch_from_mounted_wheels_only_when_the_base_has_none(commands):
+    install = commands[_index(commands, "RUN", lambda c: "--find-links /wheels" in c.value[0])]
+    assert "--mount=type=bind,from=torch-wheels,target=/wheels" in install.flags
+    line = install.value[0]
+    assert line.startswith('python -c "import torch"') and "||" in line  # the CUDA image's torch is kept
+    assert "--no-index" in line and "torch==${TORCH_VERSION}" in line
+    # The torch check after it asks for CUDA only when the kernels are built with it.
+    check = commands[_index(commands, "RUN", lambda c: "torch.version.cuda" in c.value[0])].value[0]
+    assert "${FORCE_CUDA}" in check
+
+
+def test_no_frontend_pull_and_certificates_only_as_a_build_secret(commands):
+    # A `# syntax=` line makes BuildKit pull the frontend image from a registry.
+    assert not re.search(r"^#\s*syntax\s*=", DOCKERFILE.read_text(), re.MULTILINE)
+    pip = commands[_index(commands, "RUN", lambda c: "pip install -c" in c.value[0])]
+    assert "--mount=type=secret,id=ca-certificates" in pip.flags
+    assert "PIP_CERT=/run/secrets/ca-certificates" in pip.value[0]
+    for c in commands:
+        if c.cmd in ("COPY", "ADD", "ENV"):
+            assert not any(re.search(r"\.(crt|pem)\b|ca-certificates", v) for v in c.value), c.original
 
 
 def test_extension_built_with_cuda_for_volta_to_hopper(commands):
@@ -74,12 +98,14 @@ def test_extension_built_with_cuda_for_volta_to_hopper(commands):
         assert int(args["CUDA_VERSION"].split(".")[0]) <= 12
     build = _index(commands, "RUN", lambda c: "build_ext" in c.value[0])
     line = commands[build].value[0]
-    assert "FORCE_CUDA=1" in line
+    assert args["FORCE_CUDA"] == "1"  # the default image is the CUDA one
+    assert 'FORCE_CUDA="${FORCE_CUDA}"' in line
     assert "TORCH_CUDA_ARCH_LIST" in line
     assert "setup.py" in line
     # ... and the build is checked to hold CUDA kernels (setup.py would quietly build CPU-only).
     check = _index(commands, "RUN", lambda c: "_dispatch_has_kernel_for_dispatch_key" in c.value[0])
-    assert check > build and "'CUDA'" in commands[check].value[0]
+    assert check > build and "has('CUDA')" in commands[check].value[0]
+    assert "'${FORCE_CUDA}' != '1' or has('CUDA')" in commands[check].value[0]
 
 
 def test_runs_as_non_root_user(commands):
@@ -97,7 +123,7 @@ def test_dependencies_cached_before_the_source_is_copied(commands):
     copies = [(i, c) for i, c in enumerate(commands) if c.cmd == "COPY"]
     pyproject = next(i for i, c in copies if "pyproject.toml" in c.value[:-1])
     source = next(i for i, c in copies if c.value[0] == ".")
-    pip = _index(commands, "RUN", lambda c: "pip install" in c.value[0])
+    pip = _index(commands, "RUN", lambda c: "pip install -c" in c.value[0])
     assert pyproject < pip < source
     # The dependencies come from pyproject.toml and keep the base image's torch.
     line = commands[pip].value[0]
@@ -151,8 +177,9 @@ def _mounts(service) -> dict[str, tuple[str, str]]:
 @pytest.mark.parametrize("name", ["train", "train-multigpu"])
 def test_training_services_get_gpus_shm_and_mounts(compose, name):
     service = compose["services"][name]
-    devices = service["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d["driver"] == "nvidia" and d["count"] == "all" and "gpu" in d["capabilities"] for d in devices)
+    # The NVIDIA runtime, not a `deploy` reservation, which compose.cpu.yaml could not remove.
+    assert service["runtime"] == "nvidia" and "deploy" not in service
+    assert service["environment"]["NVIDIA_VISIBLE_DEVICES"] == "${NVIDIA_VISIBLE_DEVICES:-all}"
     assert _gib(service["shm_size"]) >= 8
     assert service["build"]["dockerfile"] == "docker/Dockerfile"
     assert (COMPOSE.parent / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == DOCKERFILE
@@ -183,3 +210,47 @@ def test_tensorboard_service_reads_the_training_outputs(compose):
     served = {host for t, (host, _) in _mounts(tensorboard).items() if t.startswith(logdir)}
     assert train_outputs and train_outputs <= served
     assert any(p.endswith(":6006") for p in tensorboard["ports"])
+
+
+def _override(base: dict, override: dict) -> dict:
+    """Compose's merge of an override file for the keys used here: mappings merge, scalars replace,
+    volumes add (by container path)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "volumes":
+            merged[key] = list({_target(v): v for v in base.get(key, []) + value}.values())
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _override(base[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _target(volume: str) -> str:
+    return re.findall(r"(?:\$\{[^}]*\}|[^:])+", volume)[1]
+
+
+def test_cpu_override_turns_every_service_into_the_cpu_image(compose):
+    cpu = yaml.safe_load((COMPOSE.parent / "compose.cpu.yaml").read_text())
+    torch_pin = re.search(r"^torch==(\S+)", (REPO / "constraints.txt").read_text(), re.MULTILINE).group(1)
+    assert set(cpu["services"]) == set(compose["services"])
+    for name, override in cpu["services"].items():
+        service = _override(compose["services"][name], override)
+        assert service["image"] == "maskrcnn:cpu"
+        args = service["build"]["args"]
+        assert args["FORCE_CUDA"] == "0" and args["TORCH_VERSION"] == torch_pin
+        assert service["build"]["dockerfile"] == "docker/Dockerfile"
+        # Host networking: no bridge network for compose to create (make test-docker's machine has none).
+        assert service["network_mode"] == "host"
+        assert service.get("runtime", "runc") == "runc"
+    train = _override(compose["services"]["train"], cpu["services"]["train"])
+    host, mode = _mounts(train)[WORKDIR + "/datasets/synthetic_simple"]
+    assert "SYNTHETIC_ROOT" in host and mode == "ro"
+    assert _gib(train["shm_size"]) >= 1
+
+
+def test_test_docker_is_not_part_of_make_test():
+    makefile = (REPO / "Makefile").read_text()
+    prerequisites = re.search(r"^test:(.*)$", makefile, re.MULTILINE).group(1).split()
+    assert "test-docker" not in prerequisites
+    assert re.search(r"^test-docker:\n\tbash docker/test_docker.sh$", makefile, re.MULTILINE)

@@ -24,7 +24,6 @@
 #include <cstdlib>
 #include <mutex>
 #include <numeric>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -37,6 +36,12 @@
 #if defined(__SANITIZE_THREAD__)
 #include <sanitizer/tsan_interface.h>
 #define EMU_TSAN 1
+// The scheduler's own bookkeeping is shared by the fibers of a block, which switch without
+// synchronising (see above): its accesses are not instrumented, so that TSan reports only the
+// kernels' accesses, ordered by the barriers' release / acquire and by the atomics.
+#define EMU_RUNTIME __attribute__((no_sanitize_thread))
+#else
+#define EMU_RUNTIME
 #endif
 
 namespace maskrcnn {
@@ -90,13 +95,14 @@ struct Block {
   unsigned int at_barrier = 0;
   unsigned int barrier_generation = 0;
   char tsan_barrier[2];  // TSan synchronisation addresses of alternating barriers
+  char tsan_done;        // TSan: every thread's exit happens before the end of the block
   uint3 block_index{0, 0, 0};
   dim3 block_dim, grid_dim;
   void (*thread_main)(void*) = nullptr;
   void* arg = nullptr;
   std::string error;
   bool perturbed = false;
-  std::mt19937_64 rng;
+  uint64_t rng = 0;  // perturbed schedules: next_random's state
   std::vector<unsigned int> order;
   ucontext_t prototype;
   bool has_prototype = false;
@@ -106,12 +112,27 @@ thread_local Block* tl_block = nullptr;
 thread_local std::string tl_last_error;
 std::atomic<uint64_t> g_schedule_seed{0};
 
-Block& this_os_thread_block() {
+// A small generator of the runtime's own (splitmix64), so that the random choices of a perturbed
+// schedule stay inside uninstrumented code under TSan.
+EMU_RUNTIME uint64_t next_random(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Fisher-Yates with next_random.
+template <typename T>
+EMU_RUNTIME void shuffle(std::vector<T>& v, uint64_t& state) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[next_random(state) % i]);
+}
+
+EMU_RUNTIME Block& this_os_thread_block() {
   thread_local Block block;
   return block;
 }
 
-void* allocate_stack(size_t bytes) {
+EMU_RUNTIME void* allocate_stack(size_t bytes) {
   // A guard page below the stack turns an overflow into a fault instead of silent corruption.
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   void* p = mmap(nullptr, bytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -121,8 +142,9 @@ void* allocate_stack(size_t bytes) {
 }
 
 // Switches from `from` (the running context) to `to`. `synchronise`: whether TSan sees an edge
-// (thread start and exit only); `exiting`: `from` is never resumed.
-void switch_context(Context& from, Context& to, bool synchronise, bool exiting) {
+// (a thread's start only: the launch happens before its threads); `exiting`: `from` is never
+// resumed.
+EMU_RUNTIME void switch_context(Context& from, Context& to, bool synchronise, bool exiting) {
 #ifdef EMU_TSAN
   __tsan_switch_to_fiber(to.tsan_fiber, synchronise ? 0 : __tsan_switch_to_fiber_no_sync);
 #else
@@ -140,7 +162,7 @@ void switch_context(Context& from, Context& to, bool synchronise, bool exiting) 
 #endif
 }
 
-void tsan_release(void* addr) {
+EMU_RUNTIME void tsan_release(void* addr) {
 #ifdef EMU_TSAN
   __tsan_release(addr);
 #else
@@ -148,7 +170,7 @@ void tsan_release(void* addr) {
 #endif
 }
 
-void tsan_acquire(void* addr) {
+EMU_RUNTIME void tsan_acquire(void* addr) {
 #ifdef EMU_TSAN
   __tsan_acquire(addr);
 #else
@@ -156,25 +178,26 @@ void tsan_acquire(void* addr) {
 #endif
 }
 
-Fiber& current_fiber(Block& b) { return b.fibers[static_cast<size_t>(b.current)]; }
+EMU_RUNTIME Fiber& current_fiber(Block& b) { return b.fibers[static_cast<size_t>(b.current)]; }
 
 // Gives the OS thread back to the scheduler until this fiber is ready again.
-void wait_for_scheduler(Block& b) {
+EMU_RUNTIME void wait_for_scheduler(Block& b) {
   Fiber& f = current_fiber(b);
   switch_context(f.ctx, b.scheduler, false, false);
 }
 
 // Ends the running fiber with an error of the kernel's use of the device API; the scheduler
 // abandons the block (its other fibers are never resumed) and the launch reports the error.
-[[noreturn]] void fail(Block& b, const std::string& message) {
+[[noreturn]] EMU_RUNTIME void fail(Block& b, const std::string& message) {
   if (b.error.empty()) b.error = message;
   Fiber& f = current_fiber(b);
   f.state = State::kDone;
-  switch_context(f.ctx, b.scheduler, true, true);
+  tsan_release(&b.tsan_done);
+  switch_context(f.ctx, b.scheduler, false, true);
   std::abort();  // never resumed
 }
 
-void release_barrier(Block& b) {
+EMU_RUNTIME void release_barrier(Block& b) {
   for (unsigned int t = 0; t < b.size; ++t) {
     if (b.fibers[t].state == State::kAtBarrier) b.fibers[t].state = State::kReady;
   }
@@ -182,7 +205,7 @@ void release_barrier(Block& b) {
   ++b.barrier_generation;
 }
 
-void complete_vote(Block& b, Warp& w) {
+EMU_RUNTIME void complete_vote(Block& b, Warp& w) {
   const unsigned int result = w.votes;
   const unsigned int first = static_cast<unsigned int>(&w - b.warps.data()) * kWarpSize;
   for (unsigned int t = first; t < std::min(first + kWarpSize, b.size); ++t) {
@@ -196,7 +219,7 @@ void complete_vote(Block& b, Warp& w) {
   ++w.generation;
 }
 
-void fiber_entry() {
+EMU_RUNTIME void fiber_entry() {
   Block& b = *tl_block;
 #ifdef EMU_ASAN
   __sanitizer_finish_switch_fiber(nullptr, const_cast<const void**>(&b.scheduler.stack), &b.scheduler.size);
@@ -209,18 +232,19 @@ void fiber_entry() {
   w.exited |= f.lane_bit;
   // Exited threads count as arrived at a block barrier (as on the GPU).
   if (b.at_barrier > 0 && b.at_barrier == b.live) release_barrier(b);
-  switch_context(f.ctx, b.scheduler, true, true);
+  tsan_release(&b.tsan_done);  // not a synchronising switch: later threads must not see this one's writes
+  switch_context(f.ctx, b.scheduler, false, true);
   std::abort();  // a finished fiber is never resumed
 }
 
-void prepare_block(Block& b, dim3 grid, dim3 block, void (*thread_main)(void*), void* arg, uint64_t seed) {
+EMU_RUNTIME void prepare_block(Block& b, dim3 grid, dim3 block, void (*thread_main)(void*), void* arg, uint64_t seed) {
   b.grid_dim = grid;
   b.block_dim = block;
   b.size = block.x * block.y * block.z;
   b.thread_main = thread_main;
   b.arg = arg;
   b.perturbed = seed != 0;
-  if (b.perturbed) b.rng.seed(seed);
+  if (b.perturbed) b.rng = seed;
   if (!b.has_prototype) {
     getcontext(&b.prototype);
     b.has_prototype = true;
@@ -242,7 +266,7 @@ void prepare_block(Block& b, dim3 grid, dim3 block, void (*thread_main)(void*), 
   std::iota(b.order.begin(), b.order.end(), 0u);
 }
 
-void run_block(Block& b, uint3 block_index) {
+EMU_RUNTIME void run_block(Block& b, uint3 block_index) {
   b.block_index = block_index;
   b.error.clear();
   for (unsigned int t = 0; t < b.size; ++t) {
@@ -267,7 +291,7 @@ void run_block(Block& b, uint3 block_index) {
   b.live = b.size;
   b.at_barrier = 0;
   while (b.live > 0 && b.error.empty()) {
-    if (b.perturbed) std::shuffle(b.order.begin(), b.order.end(), b.rng);
+    if (b.perturbed) shuffle(b.order, b.rng);
     bool ran = false;
     for (unsigned int t : b.order) {
       Fiber& f = b.fibers[t];
@@ -292,9 +316,10 @@ void run_block(Block& b, uint3 block_index) {
     }
   }
   b.current = -1;
+  tsan_acquire(&b.tsan_done);  // the launch's caller sees what the block wrote
 }
 
-std::string config_error(dim3 grid, dim3 block, size_t shared_bytes) {
+EMU_RUNTIME std::string config_error(dim3 grid, dim3 block, size_t shared_bytes) {
   const auto text = [](dim3 d) {
     return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
   };
@@ -308,7 +333,7 @@ std::string config_error(dim3 grid, dim3 block, size_t shared_bytes) {
   return "";
 }
 
-int worker_count(uint64_t blocks) {
+EMU_RUNTIME int worker_count(uint64_t blocks) {
 #if defined(EMU_ASAN) || defined(EMU_TSAN)
   // One OS thread: the sanitizers check the fibers of a block, and OpenMP's runtime is not
   // instrumented (its barriers would look like races to TSan).
@@ -323,12 +348,12 @@ int worker_count(uint64_t blocks) {
 
 }  // namespace
 
-const uint3& thread_index() { return current_fiber(*tl_block).index; }
-const uint3& block_index() { return tl_block->block_index; }
-const dim3& block_dim() { return tl_block->block_dim; }
-const dim3& grid_dim() { return tl_block->grid_dim; }
+EMU_RUNTIME const uint3& thread_index() { return current_fiber(*tl_block).index; }
+EMU_RUNTIME const uint3& block_index() { return tl_block->block_index; }
+EMU_RUNTIME const dim3& block_dim() { return tl_block->block_dim; }
+EMU_RUNTIME const dim3& grid_dim() { return tl_block->grid_dim; }
 
-void sync_threads() {
+EMU_RUNTIME void sync_threads() {
   Block& b = *tl_block;
   Fiber& f = current_fiber(b);
   void* sync = &b.tsan_barrier[b.barrier_generation & 1];
@@ -343,7 +368,7 @@ void sync_threads() {
   tsan_acquire(sync);
 }
 
-unsigned int ballot_sync(unsigned int mask, bool predicate) {
+EMU_RUNTIME unsigned int ballot_sync(unsigned int mask, bool predicate) {
   Block& b = *tl_block;
   Fiber& f = current_fiber(b);
   Warp& w = b.warps[f.warp];
@@ -367,15 +392,15 @@ unsigned int ballot_sync(unsigned int mask, bool predicate) {
   return f.vote;
 }
 
-void schedule_point() {
+EMU_RUNTIME void schedule_point() {
   Block* b = tl_block;
   if (b == nullptr || !b->perturbed || b->current < 0) return;
-  if (b->rng() % 4 != 0) return;
+  if (next_random(b->rng) % 4 != 0) return;
   wait_for_scheduler(*b);  // stays ready: resumed in the next pass, after others have run
 }
 
-void launch(dim3 grid, dim3 block, std::size_t shared_bytes, void (*thread_main)(void*), void* arg,
-            const char* kernel_name) {
+EMU_RUNTIME void launch(dim3 grid, dim3 block, std::size_t shared_bytes, void (*thread_main)(void*), void* arg,
+                        const char* kernel_name) {
   const std::string bad = config_error(grid, block, shared_bytes);
   if (!bad.empty()) {
     tl_last_error = bad + " (kernel " + kernel_name + ")";
@@ -387,8 +412,8 @@ void launch(dim3 grid, dim3 block, std::size_t shared_bytes, void (*thread_main)
   if (seed != 0) {
     order.resize(blocks);
     std::iota(order.begin(), order.end(), uint64_t(0));
-    std::mt19937_64 rng(seed);
-    std::shuffle(order.begin(), order.end(), rng);
+    uint64_t state = seed;
+    shuffle(order, state);
   }
   std::atomic<uint64_t> next{0};
   std::mutex error_mutex;
@@ -423,14 +448,14 @@ void launch(dim3 grid, dim3 block, std::size_t shared_bytes, void (*thread_main)
   if (!error.empty()) tl_last_error = error + " (kernel " + kernel_name + ")";
 }
 
-void check_last_launch(const char* file, int line) {
+EMU_RUNTIME void check_last_launch(const char* file, int line) {
   if (tl_last_error.empty()) return;
   const std::string message = std::move(tl_last_error);
   tl_last_error.clear();
   TORCH_CHECK(false, "CUDA error: ", message, " (device emulation, launch checked at ", file, ":", line, ")");
 }
 
-void set_schedule(uint64_t seed) { g_schedule_seed = seed; }
+EMU_RUNTIME void set_schedule(uint64_t seed) { g_schedule_seed = seed; }
 
 }  // namespace cuda_emu
 }  // namespace maskrcnn

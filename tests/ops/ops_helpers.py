@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import Tensor
+
+
+def cpu_kernels_only(reason: str):
+    """Marks a test of a behaviour of the CPU kernels that the CUDA kernels do not share by design;
+    under MASKRCNN_CUDA_EMULATION=1 (the CUDA kernels serve CPU tensors) it is skipped with why."""
+    from maskrcnn.ops import kernel_backend
+
+    return pytest.mark.skipif(kernel_backend() == "cuda-emulation", reason=f"CPU kernels only: {reason}")
 
 
 def feature_map(n=3, c=4, h=13, w=17, dtype=torch.float64, seed=0, channels_last=False) -> Tensor:

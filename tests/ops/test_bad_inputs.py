@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 import torch
+from ops_helpers import cpu_kernels_only
 
 from maskrcnn.ops import roi_align, roi_pool, roi_warp
 
@@ -142,6 +143,7 @@ RAW_SCRIPT = textwrap.dedent(
 )
 
 
+@cpu_kernels_only("the CUDA backward passes check no values (no host synchronisation): a corrupt argmax is skipped")
 def test_raw_operators_raise_and_the_interpreter_survives():
     done = subprocess.run([sys.executable, "-c", RAW_SCRIPT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

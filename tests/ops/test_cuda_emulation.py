@@ -61,10 +61,13 @@ def test_the_switch_selects_the_kernels_of_torch_ops_maskrcnn(emulated, emulatio
 
 
 @pytest.mark.parametrize("mode", ["avg", "max"])
-def test_deterministic_backward_is_bitwise_equal_under_other_interleavings(emulated, mode):
+@pytest.mark.parametrize("os_threads", ["1", "2"])
+def test_deterministic_backward_is_bitwise_equal_under_other_interleavings(emulated, mode, os_threads, monkeypatch):
     """The gather backward is bitwise reproducible whatever the order in which blocks and threads
-    run and atomics interleave (perturbed schedules); the atomic backward's sums do change with
-    the order (so the perturbation is real) and stay within tolerance of the gather's."""
+    run and atomics interleave (perturbed schedules, blocks on 1 or 2 OS threads); the atomic
+    backward's sums do change with the order (so the perturbation is real) and stay within
+    tolerance of the gather's."""
+    monkeypatch.setenv("MASKRCNN_CUDA_EMULATION_THREADS", os_threads)
     ops = emulated.ops
     x = make_input(2, 10, 19, 23, torch.float32, False)
     rois = make_rois(2, 19 * 4, 23 * 4, 150, seed=21)

@@ -9,7 +9,8 @@
 //     reported by the launch check after it) and then runs every block of the grid.
 //   * The threads of a block are fibers (their own stacks) scheduled on one OS thread: they run
 //     concurrently in the sense of CUDA, interleaving only at __syncthreads(), warp votes and
-//     atomics. Blocks are spread over a few OS threads, so atomics really are concurrent.
+//     atomics. Blocks run one after another (one fixed interleaving, so results repeat), or on N
+//     OS threads at once with MASKRCNN_CUDA_EMULATION_THREADS=N, where the atomics really race.
 //   * __shared__ memory is per block: a thread_local static, and a block's fibers share their
 //     OS thread.
 //   * __syncthreads() is a barrier of the whole block (exited threads count as arrived);

@@ -246,7 +246,11 @@ EMU_RUNTIME void prepare_block(Block& b, dim3 grid, dim3 block, void (*thread_ma
   b.perturbed = seed != 0;
   if (b.perturbed) b.rng = seed;
   if (!b.has_prototype) {
+    // GCC 12 warns of an uninitialised temporary inside glibc's getcontext (a false positive).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
     getcontext(&b.prototype);
+#pragma GCC diagnostic pop
     b.has_prototype = true;
 #ifdef EMU_TSAN
     b.scheduler.tsan_fiber = __tsan_get_current_fiber();
@@ -333,6 +337,10 @@ EMU_RUNTIME std::string config_error(dim3 grid, dim3 block, size_t shared_bytes)
   return "";
 }
 
+// OS threads that run the blocks of a launch: 1 by default, so that a launch is one fixed
+// interleaving and the atomics' sums are reproducible (the package's CPU tests expect bitwise
+// repeatable results under MASKRCNN_CUDA_EMULATION=1); MASKRCNN_CUDA_EMULATION_THREADS=N runs
+// blocks on N threads at once, where the atomics race as on a GPU.
 EMU_RUNTIME int worker_count(uint64_t blocks) {
 #if defined(EMU_ASAN) || defined(EMU_TSAN)
   // One OS thread: the sanitizers check the fibers of a block, and OpenMP's runtime is not
@@ -340,9 +348,9 @@ EMU_RUNTIME int worker_count(uint64_t blocks) {
   (void)blocks;
   return 1;
 #else
-  int n = at::get_num_threads();
+  int n = 1;
   if (const char* env = std::getenv("MASKRCNN_CUDA_EMULATION_THREADS")) n = std::max(1, std::atoi(env));
-  return static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(std::max(n, 1)), blocks));
+  return static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(n), blocks));
 #endif
 }
 

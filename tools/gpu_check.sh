@@ -7,7 +7,7 @@
 #   wheels      install the carried wheels in .whl/ (make gpu-wheels: hydra-core, omegaconf, antlr4,
 #               pycocotools, dockerfile) into a temporary folder when the Python lacks them
 #   build       the extension for sm_90 (TORCH_CUDA_ARCH_LIST) with all cores, in place
-#   pytest      pytest -m cuda (every GPU test, the findings of issue 27 included)
+#   pytest      pytest -m cuda (every GPU test: the CUDA twins of the emulated tests and the GPU-only ones)
 #   sync        tools/check_roi_sync.py: the model's training step with torch.cuda.set_sync_debug_mode
 #               ("error") around the RoI poolers' forward and backward (no host synchronisation)
 #   memcheck    compute-sanitizer memcheck on the bad-input and multi-level GPU tests

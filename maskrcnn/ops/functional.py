@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.jit.annotations import BroadcastingList2
 from torch.nn.modules.utils import _pair
 
-from . import _registration  # noqa: F401  (fake kernels, autograd and autocast)
+from . import _loader, _registration  # noqa: F401  (fake kernels, autograd and autocast)
 
 __all__ = ["roi_align", "roi_pool", "roi_warp", "multilevel_roi_align", "convert_rois", "quantize_rois"]
 
@@ -103,10 +103,11 @@ def roi_pool(
         rois = convert_rois(boxes, input)
         oh, ow = _output_size(output_size)
         scale = _spatial_scale(spatial_scale, "spatial_scale")
-        if input.device.type == "cpu":
+        if input.device.type == "cpu" and not _loader.CUDA_EMULATION_REQUESTED:
             # The CPU op stores one-byte codes of the winners instead of the int32 argmax, and
             # nothing when no gradient is needed: their page faults cost more than the pooling
-            # on the large heads (docs/ops.md, "RoI Pool's winners").
+            # on the large heads (docs/ops.md, "RoI Pool's winners"). Under
+            # MASKRCNN_CUDA_EMULATION=1 the public op is the emulated CUDA kernel, which has no codes.
             with_codes = torch.is_grad_enabled() and input.requires_grad
             output, _ = torch.ops.maskrcnn._roi_pool_compact(input, rois, scale, oh, ow, with_codes)
         else:

@@ -43,7 +43,17 @@ _BACKEND_PROBE = r"""
 import json, torch, maskrcnn.ops as ops
 dump = {op: torch._C._dispatch_dump(f"maskrcnn::{op}") for op in ("roi_align", "roi_pool", "multilevel_roi_align")}
 cpu_lines = {op: [l for l in d.splitlines() if l.startswith("CPU")] for op, d in dump.items()}
-print(json.dumps({"backend": ops.kernel_backend(), "cpu": cpu_lines}))
+from torch.utils._python_dispatch import TorchDispatchMode
+class Calls(TorchDispatchMode):
+    seen = []
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+x = torch.randn(1, 2, 8, 8, requires_grad=True)
+with Calls():
+    ops.roi_pool(x, torch.tensor([[0.0, 1.0, 1.0, 6.0, 6.0]]), 2).sum().backward()
+pool_ops = sorted({n for n in Calls.seen if n.startswith("maskrcnn.")})
+print(json.dumps({"backend": ops.kernel_backend(), "cpu": cpu_lines, "roi_pool_calls": pool_ops}))
 """
 
 
@@ -51,13 +61,19 @@ print(json.dumps({"backend": ops.kernel_backend(), "cpu": cpu_lines}))
 def test_the_switch_selects_the_kernels_of_torch_ops_maskrcnn(emulated, emulation):
     """MASKRCNN_CUDA_EMULATION=1 registers the emulated CUDA kernels, and only them, as the CPU
     kernels of torch.ops.maskrcnn (the dispatcher names the file that registered each kernel),
-    and kernel_backend() says so."""
+    kernel_backend() says so, and the functional roi_pool calls the public op (whose CPU kernel is
+    then the CUDA one) instead of the CPU-only compact op."""
     report = json.loads(_run_python(_BACKEND_PROBE, emulation).strip().splitlines()[-1])
     assert report["backend"] == ("cuda-emulation" if emulation else "native")
     for op, lines in report["cpu"].items():
         assert len(lines) == 1, (op, lines)
         from_cuda_source = "ops/cuda/" in lines[0]
         assert from_cuda_source == emulation, (op, lines[0])
+    # maskrcnn.ops.roi_pool takes the CPU-only compact op natively, the public (CUDA) op under emulation.
+    if emulation:
+        assert report["roi_pool_calls"] == ["maskrcnn._roi_pool_backward", "maskrcnn.roi_pool"]
+    else:
+        assert report["roi_pool_calls"] == ["maskrcnn._roi_pool_compact", "maskrcnn._roi_pool_compact_backward"]
 
 
 @pytest.mark.parametrize("mode", ["avg", "max"])

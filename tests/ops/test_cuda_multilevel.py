@@ -151,7 +151,7 @@ def test_mixed_layouts_return_gradients_in_each_levels_layout(target):
 @pytest.mark.cuda
 def test_forward_synchronises_with_the_host_once():
     """The value check reads one flag back; building the per-RoI scales copies nothing from the
-    host (finding 3 of issue 27: a pageable copy of the level table was a second
+    host (a pageable copy of the level table used to be a second
     synchronisation). GPU only: the emulation has no host-device boundary."""
     import warnings
 

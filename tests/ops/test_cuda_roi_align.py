@@ -145,7 +145,7 @@ def _nan_case():
     # off-map samples (value 0) come first in row-major order. The maximum starts from the first
     # on-map sample, NaN, which stays: the bin is NaN and its gradient goes to cell (0, 0), as in
     # the reference and the CPU kernel. (The CUDA kernel started from the first sample, an
-    # off-map 0, and gave 0 and no gradient: finding 2 of issue 27.)
+    # off-map 0, and gave 0 and no gradient.)
     x = torch.arange(16, dtype=torch.float64).reshape(1, 1, 4, 4)
     x[0, 0, 0, 0] = float("nan")
     rois = torch.tensor([[0.0, -3.0, -3.0, 1.0, 1.0]], dtype=torch.float64)
@@ -203,7 +203,7 @@ def test_max_mode_matches_cpu_with_off_map_samples_negative_values_and_nan(targe
 
 def test_deterministic_backward_of_an_empty_batch(target):
     """A batch of no images has no cells: the gradient is empty, and the gather launches nothing
-    (finding 4 of issue 27: it launched a grid of 0 blocks, an invalid configuration). The
+    (it used to launch a grid of 0 blocks, an invalid configuration). The
     backward does not check RoI values (that costs a synchronisation per step), so the RoI's
     batch index 0 reaches the kernels, which skip it."""
     x = torch.zeros(0, 3, 5, 5)
@@ -222,9 +222,9 @@ def test_deterministic_backward_of_an_empty_batch(target):
 @pytest.mark.parametrize("mode", ["avg", "max"])
 def test_huge_adaptive_roi_is_pooled_from_its_on_map_samples(target, mode):
     """A box far taller than the map with adaptive sampling: 2^30 - 1 sample rows per bin (just
-    within the value check's limit), of which only those on the map are visited (finding 7: the
-    CUDA kernels visited them all), and the deterministic backward does not drop the RoI although
-    bins x samples (3 x (2^30 - 1)) exceeds 2^31 (finding 6)."""
+    within the value check's limit), of which only those on the map are visited (the
+    CUDA kernels used to visit them all), and the deterministic backward does not drop the RoI although
+    bins x samples (3 x (2^30 - 1)) exceeds 2^31 (its sample range was an int)."""
     ops = _ops()
     x = make_input(1, 2, 24, 20, torch.float64, False)
     half_height = (3 * (2**30 - 1) - 0.5) / 2  # ceil(height / 3) = 2^30 - 1 rows of samples per bin
@@ -247,7 +247,7 @@ def test_huge_adaptive_roi_is_pooled_from_its_on_map_samples(target, mode):
 def test_deterministic_buffers_are_not_filled_first(target):
     """Under use_deterministic_algorithms(True) PyTorch fills every tensor it allocates with NaN;
     the gather writes its buffers (gradient, footprints, winners) whole, so they are allocated
-    without that fill (finding 8 of issue 27). The profiler sees every fill_ inside the op; the
+    without that fill. The profiler sees every fill_ inside the op; the
     inputs are given in the layouts and dtypes the backward uses, so it makes no copies."""
     x = target.to(make_input(2, 8, 20, 24, torch.float32, False))
     rois = target.to(make_rois(2, 80, 96, 12))

@@ -71,7 +71,7 @@ def test_gradcheck_float64(target):
 
 def test_deterministic_buffers_are_not_filled_first(target):
     """The gather writes every element of its buffers, so they skip the NaN fill PyTorch gives
-    new tensors under deterministic algorithms (finding 8 of issue 27); the profiler sees every
+    new tensors under deterministic algorithms; the profiler sees every
     fill inside the op (the value check of the forward makes temporaries of its own, so only the
     backward is profiled)."""
     x = target.to(make_input(2, 8, 20, 24, torch.float32, False))

@@ -222,7 +222,7 @@ namespace {
 at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
                           int64_t pooled_w, int64_t sampling_ratio, bool aligned, c10::string_view mode) {
   checks::check_roi_align_args(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio);
-  check_cuda(input, "input");
+  check_device(input, "input");
   const bool is_max = checks::parse_mode(mode);
   const DeviceGuard guard(input.device());
   check_roi_values(rois, input.size(0), {spatial_scale}, at::Tensor(), sampling_ratio <= 0, pooled_h, pooled_w,
@@ -235,7 +235,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& inp
                                    double spatial_scale, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
                                    bool aligned, c10::string_view mode) {
   checks::check_roi_align_args(input, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio);
-  check_cuda(input, "input");
+  check_device(input, "input");
   const bool is_max = checks::parse_mode(mode);
   const DeviceGuard guard(input.device());
   // No value check (it would cost a host synchronisation per training step): the forward

@@ -25,8 +25,6 @@ inline at::MemoryFormat layout_of(const at::Tensor& t) { return checks::memory_f
 
 inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-inline void check_cuda(const at::Tensor& t, const char* name) { check_device(t, name); }
-
 // The spatial scale of each RoI, (K,) float64 on the RoIs' device, made without copying anything
 // from the host (the scales are kernel arguments): a fill for one level, a select by `levels` for
 // several (an out-of-range level gets 0; the level check reports it).
@@ -112,7 +110,7 @@ inline std::vector<at::Tensor> prepare_features(const at::TensorList& features) 
   std::vector<at::Tensor> out;
   for (size_t l = 0; l < features.size(); ++l) {
     const std::string name = "features[" + std::to_string(l) + "]";
-    check_cuda(features[l], name.c_str());
+    check_device(features[l], name.c_str());
     out.push_back(features[l].contiguous(fmt));
   }
   return out;

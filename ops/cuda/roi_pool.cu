@@ -184,7 +184,7 @@ __global__ void __launch_bounds__(kGatherThreads)
 std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                                  int64_t pooled_h, int64_t pooled_w) {
   checks::check_roi_pool_args(input, rois, spatial_scale, pooled_h, pooled_w);
-  check_cuda(input, "input");
+  check_device(input, "input");
   const DeviceGuard guard(input.device());
   check_roi_values(rois, input.size(0), {spatial_scale}, at::Tensor(), false, pooled_h, pooled_w, true);
   TORCH_CHECK(input.size(2) * input.size(3) < std::numeric_limits<int32_t>::max(),
@@ -220,7 +220,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const 
 at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
                                   const at::Tensor& argmax, double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
   checks::check_roi_pool_args(input, rois, spatial_scale, pooled_h, pooled_w);
-  check_cuda(input, "input");
+  check_device(input, "input");
   checks::check_grad(grad, rois.size(0), input, pooled_h, pooled_w);
   checks::check_argmax(argmax, grad);
   // No value check (a host synchronisation per step): the kernels skip bad RoIs and argmax

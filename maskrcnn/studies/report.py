@@ -53,8 +53,9 @@ def _read_config(directory: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
-def collect_runs(directories: list[Path], *, labels: dict[Path, str] | None = None,
-                 seeds: dict[Path, int] | None = None) -> list[RunRecord]:
+def collect_runs(
+    directories: list[Path], *, labels: dict[Path, str] | None = None, seeds: dict[Path, int] | None = None
+) -> list[RunRecord]:
     """One record per run folder: its variant label (given, else the runner's, else the RoI
     layer's name), seed (the run's, else given), state and, when finished, its final metrics."""
     records = []
@@ -69,8 +70,18 @@ def collect_runs(directories: list[Path], *, labels: dict[Path, str] | None = No
         metrics = None
         if state == "finished":
             metrics = json.loads((directory / "metrics.json").read_text())
-        records.append(RunRecord(directory=directory, label=str(label), seed=seed, state=state, metrics=metrics,
-                                 roi=roi, cpu_s=info.get("cpu_s"), wall_s=info.get("wall_s")))
+        records.append(
+            RunRecord(
+                directory=directory,
+                label=str(label),
+                seed=seed,
+                state=state,
+                metrics=metrics,
+                roi=roi,
+                cpu_s=info.get("cpu_s"),
+                wall_s=info.get("wall_s"),
+            )
+        )
     return records
 
 
@@ -136,15 +147,23 @@ def describe_roi_layer(roi: dict) -> dict[str, str]:
         return {"op": "RoIPool", "bilinear": "", "agg.": "max", "aligned": "", "samples": ""}
     sr = roi.get("sampling_ratio", 0)
     if op == "roi_warp":  # RoI Align of the box rounded to the grid: never the half-pixel offset
-        return {"op": "RoIWarp", "bilinear": "✓", "agg.": str(roi.get("mode", "max")), "aligned": "",
-                "samples": "adaptive" if sr is None or int(sr) <= 0 else f"{int(sr)}x{int(sr)}"}
-    return {"op": "RoIAlign", "bilinear": "✓", "agg.": str(roi.get("mode", "avg")),
-            "aligned": "✓" if roi.get("aligned", True) else "",
-            "samples": "adaptive" if sr is None or int(sr) <= 0 else f"{int(sr)}x{int(sr)}"}
+        return {
+            "op": "RoIWarp",
+            "bilinear": "✓",
+            "agg.": str(roi.get("mode", "max")),
+            "aligned": "",
+            "samples": "adaptive" if sr is None or int(sr) <= 0 else f"{int(sr)}x{int(sr)}",
+        }
+    return {
+        "op": "RoIAlign",
+        "bilinear": "✓",
+        "agg.": str(roi.get("mode", "avg")),
+        "aligned": "✓" if roi.get("aligned", True) else "",
+        "samples": "adaptive" if sr is None or int(sr) <= 0 else f"{int(sr)}x{int(sr)}",
+    }
 
 
-def aggregate(records: list[RunRecord], *, baseline: str | None = None,
-              variants: list[str] | None = None) -> dict:
+def aggregate(records: list[RunRecord], *, baseline: str | None = None, variants: list[str] | None = None) -> dict:
     """Per variant (in ``variants`` order, else first-seen): the metrics' statistics over finished
     seeds, the paired Δ vs ``baseline``, timing; and the runs that are not finished."""
     order = list(variants or [])
@@ -157,8 +176,12 @@ def aggregate(records: list[RunRecord], *, baseline: str | None = None,
     for label in order:
         runs = [r for r in records if r.label == label]
         done = [r for r in runs if r.metrics is not None]
-        entry = {"roi_layer": describe_roi_layer(runs[0].roi) if runs else {},
-                 "seeds": sorted(r.seed for r in done if r.seed is not None), "n": len(done), "metrics": {}}
+        entry = {
+            "roi_layer": describe_roi_layer(runs[0].roi) if runs else {},
+            "seeds": sorted(r.seed for r in done if r.seed is not None),
+            "n": len(done),
+            "metrics": {},
+        }
         for task in tasks:
             for key in TASKS[task][0]:
                 entry["metrics"][key] = _stats([v for r in done if (v := _value(r.metrics, key)) is not None])
@@ -167,8 +190,11 @@ def aggregate(records: list[RunRecord], *, baseline: str | None = None,
         entry["cpu_min/run"] = _stats([r.cpu_s / 60 for r in done if r.cpu_s is not None])
         entry["wall_min/run"] = _stats([r.wall_s / 60 for r in done if r.wall_s is not None])
         out["variants"][label] = entry
-        out["not_finished"] += [{"variant": label, "seed": r.seed, "state": r.state, "directory": _shown(r.directory)}
-                                for r in runs if r.metrics is None]
+        out["not_finished"] += [
+            {"variant": label, "seed": r.seed, "state": r.state, "directory": _shown(r.directory)}
+            for r in runs
+            if r.metrics is None
+        ]
     if baseline is not None and baseline in out["variants"]:
         base = {r.seed: r for r in finished if r.label == baseline}
         for label, entry in out["variants"].items():
@@ -179,8 +205,11 @@ def aggregate(records: list[RunRecord], *, baseline: str | None = None,
             pairs = sorted(set(mine) & set(base), key=lambda s: (s is None, s))
             for task in tasks:
                 for key in TASKS[task][2]:
-                    diffs = [mine[s].metrics[key] - base[s].metrics[key] for s in pairs
-                             if _value(mine[s].metrics, key) is not None and _value(base[s].metrics, key) is not None]
+                    diffs = [
+                        mine[s].metrics[key] - base[s].metrics[key]
+                        for s in pairs
+                        if _value(mine[s].metrics, key) is not None and _value(base[s].metrics, key) is not None
+                    ]
                     entry["delta"][key] = _stats(diffs)
     return out
 
@@ -199,28 +228,40 @@ def to_markdown(agg: dict, *, title: str | None = None) -> str:
     lines = [f"### {title}", ""] if title else []
     variants = agg["variants"]
     baseline = agg["baseline"]
-    lines += ["| variant | RoI layer | bilinear | agg. | aligned | samples/bin | n (seeds) | s/iter | CPU min/run |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| variant | RoI layer | bilinear | agg. | aligned | samples/bin | n (seeds) | s/iter | CPU min/run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, e in variants.items():
         d = e["roi_layer"] or describe_roi_layer({})
         seeds = ",".join(str(s) for s in e["seeds"])
-        lines.append(f"| `{label}` | {d['op']} | {d['bilinear']} | {d['agg.']} | {d['aligned']} | {d['samples']} "
-                     f"| {e['n']} ({seeds}) | {_pm(e['time/iter'], 1, 3)} | {_pm(e['cpu_min/run'], 1, 1)} |")
+        lines.append(
+            f"| `{label}` | {d['op']} | {d['bilinear']} | {d['agg.']} | {d['aligned']} | {d['samples']} "
+            f"| {e['n']} ({seeds}) | {_pm(e['time/iter'], 1, 3)} | {_pm(e['cpu_min/run'], 1, 1)} |"
+        )
     for task in agg["tasks"]:
         keys, _, delta_keys = TASKS[task]
         head = [metric_label(k) for k in keys]
         if baseline is not None:
             head += [f"Δ {metric_label(k)} vs `{baseline}`" for k in delta_keys]
-        lines += ["", f"**{TASK_TITLES[task]}**, mean ± std over seeds, percent", "",
-                  "| variant | n | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 2)]
+        lines += [
+            "",
+            f"**{TASK_TITLES[task]}**, mean ± std over seeds, percent",
+            "",
+            "| variant | n | " + " | ".join(head) + " |",
+            "|" + "---|" * (len(head) + 2),
+        ]
         for label, e in variants.items():
             row = [f"`{label}`", str(e["n"])] + [_pm(e["metrics"].get(k)) for k in keys]
             if baseline is not None:
                 if label == baseline:
                     row += ["(baseline)"] * len(delta_keys)
                 else:
-                    row += [_pm(e["delta"].get(k), signed=True) + (f" (n={e['delta'][k]['n']})" if e["delta"].get(k)
-                            and e["delta"][k]["n"] else "") for k in delta_keys]
+                    row += [
+                        _pm(e["delta"].get(k), signed=True)
+                        + (f" (n={e['delta'][k]['n']})" if e["delta"].get(k) and e["delta"][k]["n"] else "")
+                        for k in delta_keys
+                    ]
             lines.append("| " + " | ".join(row) + " |")
     if agg["not_finished"]:
         lines += ["", "Runs not in the table:", ""]
@@ -264,9 +305,17 @@ def write_chart(agg: dict, path: Path, *, title: str | None = None) -> Path:
     return path
 
 
-def write_report(directories: list[Path], *, out_dir: Path, title: str | None = None, baseline: str | None = None,
-                 variants: list[str] | None = None, labels: dict[Path, str] | None = None,
-                 seeds: dict[Path, int] | None = None, chart: bool = True) -> dict:
+def write_report(
+    directories: list[Path],
+    *,
+    out_dir: Path,
+    title: str | None = None,
+    baseline: str | None = None,
+    variants: list[str] | None = None,
+    labels: dict[Path, str] | None = None,
+    seeds: dict[Path, int] | None = None,
+    chart: bool = True,
+) -> dict:
     """Collects, aggregates and writes ``report.md``, ``report.json`` and ``chart.png`` into
     ``out_dir``; returns ``{"aggregate", "markdown", "paths"}``."""
     records = collect_runs(directories, labels=labels, seeds=seeds)

@@ -45,8 +45,9 @@ def load_study(name_or_path: str | Path) -> StudySpec:
     if not path.suffix:
         path = STUDY_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown study {str(name_or_path)!r}: no file {path}; "
-                         f"available: {', '.join(available_studies())}")
+        raise ValueError(
+            f"unknown study {str(name_or_path)!r}: no file {path}; available: {', '.join(available_studies())}"
+        )
     raw = yaml.safe_load(path.read_text()) or {}
     where = f"study {path.stem} ({path})"
     unknown = set(raw) - _KEYS
@@ -71,5 +72,13 @@ def load_study(name_or_path: str | Path) -> StudySpec:
         bad = [o for o in overrides + list(raw.get("overrides") or []) if o.startswith(("seed=", "hydra.run.dir="))]
         if bad:
             raise ValueError(f"{where}: variant {variant} sets {bad}; seeds and run folders are the runner's")
-    return StudySpec(name=path.stem, title=str(raw["title"]), overrides=[str(o) for o in raw.get("overrides") or []],
-                     seeds=seeds, baseline=str(raw["baseline"]), variants=variants, shared=shared, path=path)
+    return StudySpec(
+        name=path.stem,
+        title=str(raw["title"]),
+        overrides=[str(o) for o in raw.get("overrides") or []],
+        seeds=seeds,
+        baseline=str(raw["baseline"]),
+        variants=variants,
+        shared=shared,
+        path=path,
+    )

@@ -1,5 +1,5 @@
 """The aggregated report of a study: mean ± std over seeds per variant, paired Δ vs the baseline,
-missing and failed runs listed, as Markdown, JSON and a chart.
+missing and failed runs listed, as Markdown, JSON and a chart; the learning curves (:mod:`.curves`).
 
 Values are in percent, like the papers. ``std`` is the sample standard deviation over seeds
 (n - 1 in the denominator; blank for n = 1). ``Δ`` compares each variant with the baseline seed by
@@ -10,28 +10,14 @@ the per-seed differences ± their standard deviation, with the number of pairs.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .curves import aggregate_curves, curves_markdown, write_curves_chart
 from .runner import read_run_info, run_state
-
-DASH = "–"
-AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-# (task, metric keys, the keys charted, the keys with a Δ column)
-TASKS = {
-    "bbox": ([f"bbox/{k}" for k in AP_KEYS], ["bbox/AP", "bbox/AP75"], ["bbox/AP", "bbox/AP75"]),
-    "segm": ([f"segm/{k}" for k in AP_KEYS], ["segm/AP", "segm/AP75"], ["segm/AP", "segm/AP75"]),
-    "voc": (["voc/mAP50_07", "voc/mAP50"], ["voc/mAP50_07", "voc/mAP50"], ["voc/mAP50_07", "voc/mAP50"]),
-}
-TASK_TITLES = {"bbox": "Boxes (COCO-style AP)", "segm": "Masks (COCO-style AP)", "voc": "VOC mAP at IoU 0.5"}
-LABELS = {"voc/mAP50_07": "VOC07 11-pt", "voc/mAP50": "area"}
-
-
-def metric_label(key: str) -> str:
-    return LABELS.get(key, key.split("/", 1)[1])
+from .stats import TASK_TITLES, TASKS, metric_label, metric_value, pm, summarize
 
 
 @dataclass
@@ -115,27 +101,12 @@ def disambiguate_labels(records: list[RunRecord]) -> None:
                 r.label = f"{label} (" + ", ".join(f"{k}={c.get(k)}" for k in keys) + ")"
 
 
-def _value(metrics: dict, key: str) -> float | None:
-    v = metrics.get(key)
-    # COCOeval reports -1 where an area range has no ground truth: not a measurement.
-    return None if v is None or not isinstance(v, (int, float)) or v < 0 else float(v)
-
-
 def _shown(path: Path) -> str:
     """``path`` relative to the working directory where it lies below it (reports get committed)."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
-
-
-def _stats(values: list[float]) -> dict:
-    n = len(values)
-    if n == 0:
-        return {"mean": None, "std": None, "n": 0, "values": []}
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return {"mean": mean, "std": std, "n": n, "values": values}
 
 
 def describe_roi_layer(roi: dict) -> dict[str, str]:
@@ -171,7 +142,9 @@ def aggregate(records: list[RunRecord], *, baseline: str | None = None, variants
         if r.label not in order:
             order.append(r.label)
     finished = [r for r in records if r.metrics is not None]
-    tasks = [t for t, (keys, _, _) in TASKS.items() if any(_value(r.metrics, keys[0]) is not None for r in finished)]
+    tasks = [
+        t for t, (keys, _, _) in TASKS.items() if any(metric_value(r.metrics, keys[0]) is not None for r in finished)
+    ]
     out = {"tasks": tasks, "baseline": baseline, "variants": {}, "not_finished": []}
     for label in order:
         runs = [r for r in records if r.label == label]
@@ -184,11 +157,11 @@ def aggregate(records: list[RunRecord], *, baseline: str | None = None, variants
         }
         for task in tasks:
             for key in TASKS[task][0]:
-                entry["metrics"][key] = _stats([v for r in done if (v := _value(r.metrics, key)) is not None])
+                entry["metrics"][key] = summarize([v for r in done if (v := metric_value(r.metrics, key)) is not None])
         times = [r.metrics["time/iter"] for r in done if isinstance(r.metrics.get("time/iter"), (int, float))]
-        entry["time/iter"] = _stats(times)
-        entry["cpu_min/run"] = _stats([r.cpu_s / 60 for r in done if r.cpu_s is not None])
-        entry["wall_min/run"] = _stats([r.wall_s / 60 for r in done if r.wall_s is not None])
+        entry["time/iter"] = summarize(times)
+        entry["cpu_min/run"] = summarize([r.cpu_s / 60 for r in done if r.cpu_s is not None])
+        entry["wall_min/run"] = summarize([r.wall_s / 60 for r in done if r.wall_s is not None])
         out["variants"][label] = entry
         out["not_finished"] += [
             {"variant": label, "seed": r.seed, "state": r.state, "directory": _shown(r.directory)}
@@ -208,20 +181,11 @@ def aggregate(records: list[RunRecord], *, baseline: str | None = None, variants
                     diffs = [
                         mine[s].metrics[key] - base[s].metrics[key]
                         for s in pairs
-                        if _value(mine[s].metrics, key) is not None and _value(base[s].metrics, key) is not None
+                        if metric_value(mine[s].metrics, key) is not None
+                        and metric_value(base[s].metrics, key) is not None
                     ]
-                    entry["delta"][key] = _stats(diffs)
+                    entry["delta"][key] = summarize(diffs)
     return out
-
-
-def _pm(stats: dict | None, scale: float = 100.0, digits: int = 1, signed: bool = False) -> str:
-    if not stats or stats["mean"] is None:
-        return DASH
-    sign = "+" if signed else ""
-    text = f"{scale * stats['mean']:{sign}.{digits}f}"
-    if stats["std"] is not None:
-        text += f" ± {scale * stats['std']:.{digits}f}"
-    return text
 
 
 def to_markdown(agg: dict, *, title: str | None = None) -> str:
@@ -237,7 +201,7 @@ def to_markdown(agg: dict, *, title: str | None = None) -> str:
         seeds = ",".join(str(s) for s in e["seeds"])
         lines.append(
             f"| `{label}` | {d['op']} | {d['bilinear']} | {d['agg.']} | {d['aligned']} | {d['samples']} "
-            f"| {e['n']} ({seeds}) | {_pm(e['time/iter'], 1, 3)} | {_pm(e['cpu_min/run'], 1, 1)} |"
+            f"| {e['n']} ({seeds}) | {pm(e['time/iter'], 1, 3)} | {pm(e['cpu_min/run'], 1, 1)} |"
         )
     for task in agg["tasks"]:
         keys, _, delta_keys = TASKS[task]
@@ -252,13 +216,13 @@ def to_markdown(agg: dict, *, title: str | None = None) -> str:
             "|" + "---|" * (len(head) + 2),
         ]
         for label, e in variants.items():
-            row = [f"`{label}`", str(e["n"])] + [_pm(e["metrics"].get(k)) for k in keys]
+            row = [f"`{label}`", str(e["n"])] + [pm(e["metrics"].get(k)) for k in keys]
             if baseline is not None:
                 if label == baseline:
                     row += ["(baseline)"] * len(delta_keys)
                 else:
                     row += [
-                        _pm(e["delta"].get(k), signed=True)
+                        pm(e["delta"].get(k), signed=True)
                         + (f" (n={e['delta'][k]['n']})" if e["delta"].get(k) and e["delta"][k]["n"] else "")
                         for k in delta_keys
                     ]
@@ -316,11 +280,16 @@ def write_report(
     seeds: dict[Path, int] | None = None,
     chart: bool = True,
 ) -> dict:
-    """Collects, aggregates and writes ``report.md``, ``report.json`` and ``chart.png`` into
-    ``out_dir``; returns ``{"aggregate", "markdown", "paths"}``."""
+    """Collects, aggregates and writes ``report.md``, ``report.json``, ``chart.png`` and
+    ``curves.png`` into ``out_dir``; returns ``{"aggregate", "markdown", "paths"}``. Each variant's
+    learning curve goes into its ``curve``."""
     records = collect_runs(directories, labels=labels, seeds=seeds)
     agg = aggregate(records, baseline=baseline, variants=variants)
+    curves = aggregate_curves(records, list(agg["variants"]), agg["tasks"])
+    for label, curve in curves.items():
+        agg["variants"][label]["curve"] = curve
     markdown = to_markdown(agg, title=title)
+    markdown += curves_markdown(curves, agg["tasks"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out_dir / "report.md", "json": out_dir / "report.json"}
@@ -328,4 +297,6 @@ def write_report(
     paths["json"].write_text(json.dumps({"title": title, **agg}, indent=2) + "\n")
     if chart and any(e["n"] for e in agg["variants"].values()):
         paths["chart"] = write_chart(agg, out_dir / "chart.png", title=title)
+    if chart and (curves_png := write_curves_chart(curves, agg["tasks"], out_dir / "curves.png", title=title)):
+        paths["curves"] = curves_png
     return {"aggregate": agg, "markdown": markdown, "paths": paths}

@@ -8,7 +8,9 @@
 
 Resumable: finished runs are skipped, unfinished ones continue from their newest checkpoint,
 failed ones are retried. Each run uses --threads CPU threads (OMP_NUM_THREADS); --workers runs
-that many at once. Reports go to <root>/<study>/report.{md,json} and chart.png (or --report-dir).
+that many at once. Reports go to <root>/<study>/report.{md,json}, chart.png and curves.png (the
+learning curves) (or --report-dir); a study with a paper_table puts its numbers next to Table 2c/2d
+of the Mask R-CNN paper in report.md and report.json.
 docs/results.md was made with:
     python tools/run_study.py c4_roi_layers c4_sampling fpn_roi_layers bccd_roi_layers --workers 2 --threads 1
     python tools/run_study.py c4_roi_layers c4_sampling fpn_roi_layers bccd_roi_layers --report-only --report-dir docs/results
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             variants=list(spec.variants),
             labels={r.directory: r.variant for r in runs},
             seeds={r.directory: r.seed for r in runs},
+            paper_table=spec.paper_table,
         )
         print(out["markdown"])
     return 0

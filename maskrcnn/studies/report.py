@@ -1,5 +1,6 @@
 """The aggregated report of a study: mean ± std over seeds per variant, paired Δ vs the baseline,
-missing and failed runs listed, as Markdown, JSON and a chart; the learning curves (:mod:`.curves`).
+missing and failed runs listed, as Markdown, JSON and a chart; the learning curves (:mod:`.curves`)
+and, for a study that asks for it, the study next to a table of the paper (:mod:`.paper_table`).
 
 Values are in percent, like the papers. ``std`` is the sample standard deviation over seeds
 (n - 1 in the denominator; blank for n = 1). ``Δ`` compares each variant with the baseline seed by
@@ -15,8 +16,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from . import paper_table as paper
 from .curves import aggregate_curves, curves_markdown, write_curves_chart
 from .runner import read_run_info, run_state
+from .spec import PaperTableSpec
 from .stats import TASK_TITLES, TASKS, metric_label, metric_value, pm, summarize
 
 
@@ -279,16 +282,22 @@ def write_report(
     labels: dict[Path, str] | None = None,
     seeds: dict[Path, int] | None = None,
     chart: bool = True,
+    paper_table: PaperTableSpec | None = None,
 ) -> dict:
     """Collects, aggregates and writes ``report.md``, ``report.json``, ``chart.png`` and
     ``curves.png`` into ``out_dir``; returns ``{"aggregate", "markdown", "paths"}``. Each variant's
-    learning curve goes into its ``curve``."""
+    learning curve goes into its ``curve``; with ``paper_table`` (a study spec's) the table
+    next to the paper's goes into the Markdown and ``paper_table``."""
     records = collect_runs(directories, labels=labels, seeds=seeds)
     agg = aggregate(records, baseline=baseline, variants=variants)
     curves = aggregate_curves(records, list(agg["variants"]), agg["tasks"])
     for label, curve in curves.items():
         agg["variants"][label]["curve"] = curve
     markdown = to_markdown(agg, title=title)
+    if paper_table is not None:
+        rows = paper.paper_rows(paper_table.table, paper_table.rows)
+        agg["paper_table"] = paper.paper_table(agg, rows, paper_table.table)
+        markdown += "\n" + paper.to_markdown(agg["paper_table"])
     markdown += curves_markdown(curves, agg["tasks"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

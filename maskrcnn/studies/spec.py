@@ -8,9 +8,20 @@ from pathlib import Path
 import yaml
 
 from ..engine.config import REPO_ROOT
+from .paper_table import PAPER
 
 STUDY_DIR = REPO_ROOT / "configs" / "study"
-_KEYS = {"title", "overrides", "seeds", "baseline", "variants", "shared"}
+_KEYS = {"title", "overrides", "seeds", "baseline", "variants", "shared", "paper_table"}
+
+
+@dataclass(frozen=True)
+class PaperTableSpec:
+    """A study's ``paper_table``: the Mask R-CNN paper's table (``2c`` or ``2d``, the keys of
+    :data:`paper_table.PAPER`) that the report puts the study next to, and its lines: per variant
+    shown, in this order, the id of the paper row it reproduces, or None for a line of ours only."""
+
+    table: str
+    rows: dict[str, str | None]
 
 
 @dataclass(frozen=True)
@@ -18,7 +29,8 @@ class StudySpec:
     """One study: ``variants`` maps a variant name to its extra ``tools/train.py`` overrides.
 
     ``shared`` maps a variant to ``"<other study>/<variant>"`` whose runs (same config and seeds)
-    it reuses instead of training them again.
+    it reuses instead of training them again. ``paper_table`` (optional) puts the report next to
+    a table of the Mask R-CNN paper (:class:`PaperTableSpec`).
     """
 
     name: str
@@ -29,6 +41,7 @@ class StudySpec:
     variants: dict[str, list[str]]
     shared: dict[str, str] = field(default_factory=dict)
     path: Path | None = None  # the spec file; shared studies are looked up beside it
+    paper_table: PaperTableSpec | None = None
 
     def run_overrides(self, variant: str, seed: int) -> list[str]:
         """The ``tools/train.py`` overrides of one run (without its run directory)."""
@@ -72,6 +85,7 @@ def load_study(name_or_path: str | Path) -> StudySpec:
         bad = [o for o in overrides + list(raw.get("overrides") or []) if o.startswith(("seed=", "hydra.run.dir="))]
         if bad:
             raise ValueError(f"{where}: variant {variant} sets {bad}; seeds and run folders are the runner's")
+    paper_table = _paper_table(raw.get("paper_table"), variants, where)
     return StudySpec(
         name=path.stem,
         title=str(raw["title"]),
@@ -81,4 +95,27 @@ def load_study(name_or_path: str | Path) -> StudySpec:
         variants=variants,
         shared=shared,
         path=path,
+        paper_table=paper_table,
     )
+
+
+def _paper_table(raw, variants: dict[str, list[str]], where: str) -> PaperTableSpec | None:
+    """The validated ``paper_table`` entry of a spec (None without one)."""
+    if raw is None:
+        return None
+    shape = f"paper_table must be {{table: {'|'.join(PAPER)}, rows: {{<variant>: <paper row or null>, ...}}}}"
+    if not isinstance(raw, dict) or set(raw) != {"table", "rows"}:
+        raise ValueError(f"{where}: {shape}, not {raw!r}")
+    table, rows = str(raw["table"]), raw["rows"]
+    if table not in PAPER:
+        raise ValueError(f"{where}: paper_table.table {table!r} is not one of {list(PAPER)}")
+    if not isinstance(rows, dict) or not rows:
+        raise ValueError(f"{where}: paper_table.rows must map variants to rows of Table {table}, not {rows!r}")
+    for variant, row in rows.items():
+        if str(variant) not in variants:
+            raise ValueError(f"{where}: paper_table.rows: {variant!r} is not one of the variants {list(variants)}")
+        if row is not None and row not in PAPER[table]:
+            raise ValueError(
+                f"{where}: paper_table.rows.{variant}: {row!r} is not a row of Table {table} ({', '.join(PAPER[table])})"
+            )
+    return PaperTableSpec(table=table, rows={str(v): None if r is None else str(r) for v, r in rows.items()})

@@ -55,12 +55,16 @@ def plan_runs(spec: StudySpec, root: str | Path) -> list[PlannedRun]:
                 other_name, other_variant = spec.shared[variant].split("/")
                 other = load_study(spec.path.parent / f"{other_name}.yaml" if spec.path else other_name)
                 if other_variant not in other.variants or seed not in other.seeds:
-                    raise ValueError(f"study {spec.name}: shared {variant} -> {spec.shared[variant]} has no "
-                                     f"variant {other_variant!r} with seed {seed} in study {other_name}")
+                    raise ValueError(
+                        f"study {spec.name}: shared {variant} -> {spec.shared[variant]} has no "
+                        f"variant {other_variant!r} with seed {seed} in study {other_name}"
+                    )
                 theirs = other.run_overrides(other_variant, seed)
                 if sorted(theirs) != sorted(overrides):
-                    raise ValueError(f"study {spec.name}: variant {variant} cannot share the runs of "
-                                     f"{spec.shared[variant]}: overrides differ ({overrides} vs {theirs})")
+                    raise ValueError(
+                        f"study {spec.name}: variant {variant} cannot share the runs of "
+                        f"{spec.shared[variant]}: overrides differ ({overrides} vs {theirs})"
+                    )
                 directory = root / other_name / other_variant / f"seed{seed}"
             runs.append(PlannedRun(spec.name, variant, seed, directory, tuple(overrides)))
     return runs
@@ -133,10 +137,16 @@ def unlock(directory: Path) -> None:
 def code_version() -> str:
     """The commit of the code that runs (with ``+dirty`` for uncommitted changes), or ``unknown``."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
@@ -150,18 +160,32 @@ def execute(run: PlannedRun, *, threads: int, python: str = sys.executable, trai
     if checkpoints:
         command.append("resume=true")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    info = read_run_info(directory) or {"study": run.study, "variant": run.variant, "seed": run.seed,
-                                        "overrides": list(run.overrides), "attempts": []}
-    attempt = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": threads, "host": socket.gethostname(),
-               "code": code_version(), "command": command, "resumed": bool(checkpoints)}
+    info = read_run_info(directory) or {
+        "study": run.study,
+        "variant": run.variant,
+        "seed": run.seed,
+        "overrides": list(run.overrides),
+        "attempts": [],
+    }
+    attempt = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "threads": threads,
+        "host": socket.gethostname(),
+        "code": code_version(),
+        "command": command,
+        "resumed": bool(checkpoints),
+    }
     start = time.perf_counter()
     with open(directory / "train.out", "a") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
         # wait4 gives the CPU time of exactly this child (wall time is inflated on a shared machine).
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
-    attempt.update(wall_s=round(time.perf_counter() - start, 2), cpu_s=round(usage.ru_utime + usage.ru_stime, 2),
-                   returncode=process.returncode)
+    attempt.update(
+        wall_s=round(time.perf_counter() - start, 2),
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 2),
+        returncode=process.returncode,
+    )
     info["attempts"].append(attempt)
     info["wall_s"] = round(sum(a["wall_s"] for a in info["attempts"]), 2)
     info["cpu_s"] = round(sum(a["cpu_s"] for a in info["attempts"]), 2)
@@ -169,9 +193,16 @@ def execute(run: PlannedRun, *, threads: int, python: str = sys.executable, trai
     return run_state(directory)
 
 
-def run_study(specs: list[StudySpec], *, root: str | Path, workers: int = 1, threads: int = 1,
-              python: str = sys.executable, dry_run: bool = False,
-              train_script: Path = TRAIN_SCRIPT) -> dict[Path, str]:
+def run_study(
+    specs: list[StudySpec],
+    *,
+    root: str | Path,
+    workers: int = 1,
+    threads: int = 1,
+    python: str = sys.executable,
+    dry_run: bool = False,
+    train_script: Path = TRAIN_SCRIPT,
+) -> dict[Path, str]:
     """Runs every missing run of ``specs`` with ``workers`` parallel processes of ``threads`` CPU
     threads each; returns the state of every planned run afterwards (folder -> state)."""
     planned: dict[Path, PlannedRun] = {}
@@ -182,8 +213,14 @@ def run_study(specs: list[StudySpec], *, root: str | Path, workers: int = 1, thr
     log.info("%d runs planned, %d finished, %d to run", len(planned), len(planned) - len(todo), len(todo))
     if dry_run:
         for run in todo:
-            log.info("would run %s/%s seed %d (%s) in %s", run.study, run.variant, run.seed,
-                     run_state(run.directory), run.directory)
+            log.info(
+                "would run %s/%s seed %d (%s) in %s",
+                run.study,
+                run.variant,
+                run.seed,
+                run_state(run.directory),
+                run.directory,
+            )
         return {d: run_state(d) for d in planned}
     queue = list(todo)
     queue_lock = threading.Lock()
@@ -198,13 +235,25 @@ def run_study(specs: list[StudySpec], *, root: str | Path, workers: int = 1, thr
             if before == "finished" or not try_lock(run.directory):
                 continue  # done meanwhile, or another runner process has it
             try:
-                log.info("%s/%s seed %d: %s", run.study, run.variant, run.seed,
-                         "resuming" if before == "unfinished" else "starting" if before == "not started" else "retrying")
+                log.info(
+                    "%s/%s seed %d: %s",
+                    run.study,
+                    run.variant,
+                    run.seed,
+                    "resuming" if before == "unfinished" else "starting" if before == "not started" else "retrying",
+                )
                 state = execute(run, threads=threads, python=python, train_script=train_script)
                 info = read_run_info(run.directory)
-                log.info("%s/%s seed %d: %s after %.1f min (%.1f CPU min)%s", run.study, run.variant, run.seed,
-                         state, info["attempts"][-1]["wall_s"] / 60, info["attempts"][-1]["cpu_s"] / 60,
-                         "" if state == "finished" else f"; see {run.directory / 'train.out'}")
+                log.info(
+                    "%s/%s seed %d: %s after %.1f min (%.1f CPU min)%s",
+                    run.study,
+                    run.variant,
+                    run.seed,
+                    state,
+                    info["attempts"][-1]["wall_s"] / 60,
+                    info["attempts"][-1]["cpu_s"] / 60,
+                    "" if state == "finished" else f"; see {run.directory / 'train.out'}",
+                )
             finally:
                 unlock(run.directory)
 

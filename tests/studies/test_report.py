@@ -22,11 +22,16 @@ ROI = {
 }
 
 
-def make_run(folder: Path, roi, seed: int, metrics: dict | None, *, max_iter=100, iteration=None, info=None,
-             job=None) -> Path:
+def make_run(
+    folder: Path, roi, seed: int, metrics: dict | None, *, max_iter=100, iteration=None, info=None, job=None
+) -> Path:
     (folder / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"seed": seed, "roi_layer": ROI[roi] if isinstance(roi, str) else roi,
-                                     "solver": {"max_iter": max_iter}}), folder / ".hydra" / "config.yaml")
+    OmegaConf.save(
+        OmegaConf.create(
+            {"seed": seed, "roi_layer": ROI[roi] if isinstance(roi, str) else roi, "solver": {"max_iter": max_iter}}
+        ),
+        folder / ".hydra" / "config.yaml",
+    )
     if job is not None:
         OmegaConf.save(OmegaConf.create({"hydra": {"job": {"num": job}}}), folder / ".hydra" / "hydra.yaml")
     if metrics is not None:
@@ -39,8 +44,16 @@ def make_run(folder: Path, roi, seed: int, metrics: dict | None, *, max_iter=100
 def coco(box, mask, t=0.5):
     m = {"time/iter": t}
     for prefix, ap in (("bbox", box), ("segm", mask)):
-        m.update({f"{prefix}/AP": ap, f"{prefix}/AP50": ap + 0.2, f"{prefix}/AP75": ap - 0.05,
-                  f"{prefix}/APs": ap / 2, f"{prefix}/APm": ap, f"{prefix}/APl": -1.0})
+        m.update(
+            {
+                f"{prefix}/AP": ap,
+                f"{prefix}/AP50": ap + 0.2,
+                f"{prefix}/AP75": ap - 0.05,
+                f"{prefix}/APs": ap / 2,
+                f"{prefix}/APm": ap,
+                f"{prefix}/APl": -1.0,
+            }
+        )
     return m
 
 
@@ -51,15 +64,24 @@ def study(tmp_path):
     root = tmp_path / "study"
     runs = []
     for seed, mask in enumerate([0.20, 0.22, 0.24]):
-        runs.append(make_run(root / "roi_pool" / f"seed{seed}", "roi_pool", seed, coco(mask + 0.1, mask, t=0.4),
-                             info={"variant": "roi_pool", "cpu_s": 300.0 + 60 * seed, "wall_s": 400.0}))
+        runs.append(
+            make_run(
+                root / "roi_pool" / f"seed{seed}",
+                "roi_pool",
+                seed,
+                coco(mask + 0.1, mask, t=0.4),
+                info={"variant": "roi_pool", "cpu_s": 300.0 + 60 * seed, "wall_s": 400.0},
+            )
+        )
     for seed, mask in enumerate([0.25, 0.26, 0.30, 0.40]):
         runs.append(make_run(root / "roi_align" / f"seed{seed}", "roi_align", seed, coco(mask + 0.1, mask, t=0.6)))
     runs.append(make_run(root / "roi_align_max" / "seed0", "roi_align_max", 0, coco(0.3, 0.28)))
-    runs.append(make_run(root / "roi_align_max" / "seed1", "roi_align_max", 1, None,
-                         info={"attempts": [{"returncode": 1}]}))
-    runs.append(make_run(root / "roi_align_max" / "seed2", "roi_align_max", 2, coco(0.1, 0.1), max_iter=200,
-                         iteration=100))  # an evaluation half-way, then stopped
+    runs.append(
+        make_run(root / "roi_align_max" / "seed1", "roi_align_max", 1, None, info={"attempts": [{"returncode": 1}]})
+    )
+    runs.append(
+        make_run(root / "roi_align_max" / "seed2", "roi_align_max", 2, coco(0.1, 0.1), max_iter=200, iteration=100)
+    )  # an evaluation half-way, then stopped
     return root, runs
 
 
@@ -88,13 +110,21 @@ def test_mean_std_n_and_paired_delta(study):
 
 def test_markdown_json_and_chart(study, tmp_path):
     root, runs = study
-    out = write_report(runs, out_dir=tmp_path / "report", title="T", baseline="roi_pool",
-                       variants=["roi_pool", "roi_align", "roi_align_max"])
+    out = write_report(
+        runs,
+        out_dir=tmp_path / "report",
+        title="T",
+        baseline="roi_pool",
+        variants=["roi_pool", "roi_align", "roi_align_max"],
+    )
     md = out["markdown"]
     lines = md.splitlines()
-    mask_table = lines[lines.index("**Masks (COCO-style AP)**, mean ± std over seeds, percent") + 2:]
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in mask_table if line.startswith("| `")}
+    mask_table = lines[lines.index("**Masks (COCO-style AP)**, mean ± std over seeds, percent") + 2 :]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in mask_table
+        if line.startswith("| `")
+    }
     assert rows["`roi_pool`"][:2] == ["3", "22.0 ± 2.0"] and rows["`roi_pool`"][-1] == "(baseline)"
     assert rows["`roi_align`"][-2] == "+5.0 ± 1.0 (n=3)"
     assert rows["`roi_align_max`"][1] == "28.0" and rows["`roi_align_max`"][6] == "–"  # APl: no value
@@ -112,9 +142,14 @@ def test_markdown_json_and_chart(study, tmp_path):
 
 
 def test_voc_metric_set(tmp_path):
-    runs = [make_run(tmp_path / f"p{s}", "roi_pool", s, {"voc/mAP50_07": 0.70 + 0.01 * s, "voc/mAP50": 0.72}) for s in (0, 1)]
-    runs += [make_run(tmp_path / f"a{s}", "roi_align", s, {"voc/mAP50_07": 0.75, "voc/mAP50": 0.74 + 0.02 * s})
-             for s in (0, 1)]
+    runs = [
+        make_run(tmp_path / f"p{s}", "roi_pool", s, {"voc/mAP50_07": 0.70 + 0.01 * s, "voc/mAP50": 0.72})
+        for s in (0, 1)
+    ]
+    runs += [
+        make_run(tmp_path / f"a{s}", "roi_align", s, {"voc/mAP50_07": 0.75, "voc/mAP50": 0.74 + 0.02 * s})
+        for s in (0, 1)
+    ]
     out = write_report(runs, out_dir=tmp_path / "r", baseline="roi_pool")
     agg = out["aggregate"]
     assert agg["tasks"] == ["voc"]

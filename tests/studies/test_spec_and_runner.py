@@ -18,7 +18,7 @@ from maskrcnn.studies.spec import available_studies
 
 # Writes what tools/train.py writes (.hydra/config.yaml, checkpoints, metrics.json at the end).
 # `crash_unless_resumed=1` exits 1 after a checkpoint unless the run was resumed.
-FAKE_TRAIN = textwrap.dedent('''
+FAKE_TRAIN = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     args = dict(a.split("=", 1) for a in sys.argv[1:])
@@ -32,7 +32,7 @@ FAKE_TRAIN = textwrap.dedent('''
         sys.exit(1)
     sum(i * i for i in range(200000))  # some CPU time
     (run / "metrics.json").write_text(json.dumps({"iteration": 4, "bbox/AP": float(args.get("ap", 0.5))}))
-''')
+""")
 
 
 def write_spec(folder: Path, name: str, body: str) -> Path:
@@ -62,26 +62,35 @@ def test_the_repository_studies_load_and_plan(tmp_path):
 
 
 def test_plan_is_seed_major_with_the_run_overrides(tmp_path):
-    spec = load_study(write_spec(tmp_path / "s", "a", """
+    spec = load_study(
+        write_spec(
+            tmp_path / "s",
+            "a",
+            """
         title: A
         overrides: [experiment=x]
         seeds: [3, 5]
         baseline: p
         variants: {p: [roi=p], q: [roi=q, ap=0.7]}
-    """))
+    """,
+        )
+    )
     runs = plan_runs(spec, tmp_path / "out")
     assert [(r.variant, r.seed) for r in runs] == [("p", 3), ("q", 3), ("p", 5), ("q", 5)]
     assert runs[3].overrides == ("experiment=x", "roi=q", "ap=0.7", "seed=5")
     assert runs[3].directory == tmp_path / "out" / "a" / "q" / "seed5"
 
 
-@pytest.mark.parametrize("body, message", [
-    ("title: A\nseeds: [0]\nbaseline: p\nvariants: {p: []}\nlayers: 1\n", "unknown keys ['layers']"),
-    ("title: A\nseeds: [0]\nbaseline: z\nvariants: {p: []}\n", "baseline 'z' is not one of the variants"),
-    ("title: A\nseeds: [0, 0]\nbaseline: p\nvariants: {p: []}\n", "seeds [0, 0] repeat"),
-    ("title: A\nseeds: [0]\nbaseline: p\nvariants: {p: [seed=3]}\n", "seeds and run folders are the runner's"),
-    ("title: A\nseeds: [0]\nvariants: {p: []}\n", "missing key 'baseline'"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("title: A\nseeds: [0]\nbaseline: p\nvariants: {p: []}\nlayers: 1\n", "unknown keys ['layers']"),
+        ("title: A\nseeds: [0]\nbaseline: z\nvariants: {p: []}\n", "baseline 'z' is not one of the variants"),
+        ("title: A\nseeds: [0, 0]\nbaseline: p\nvariants: {p: []}\n", "seeds [0, 0] repeat"),
+        ("title: A\nseeds: [0]\nbaseline: p\nvariants: {p: [seed=3]}\n", "seeds and run folders are the runner's"),
+        ("title: A\nseeds: [0]\nvariants: {p: []}\n", "missing key 'baseline'"),
+    ],
+)
 def test_spec_errors_name_the_problem(tmp_path, body, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_study(write_spec(tmp_path, "bad", body))
@@ -94,34 +103,52 @@ def test_unknown_study_lists_the_available_ones():
 
 def test_shared_variant_must_have_the_same_overrides(tmp_path):
     write_spec(tmp_path, "one", "title: 1\noverrides: [e=1]\nseeds: [0]\nbaseline: p\nvariants: {p: [roi=p]}\n")
-    same = load_study(write_spec(tmp_path, "two", """
+    same = load_study(
+        write_spec(
+            tmp_path,
+            "two",
+            """
         title: 2
         overrides: [e=1]
         seeds: [0]
         baseline: p
         variants: {p: [roi=p], r: [roi=r]}
         shared: {p: one/p}
-    """))
+    """,
+        )
+    )
     assert plan_runs(same, tmp_path / "out")[0].directory == tmp_path / "out" / "one" / "p" / "seed0"
-    differs = load_study(write_spec(tmp_path, "three", """
+    differs = load_study(
+        write_spec(
+            tmp_path,
+            "three",
+            """
         title: 3
         overrides: [e=2]
         seeds: [0]
         baseline: p
         variants: {p: [roi=p]}
         shared: {p: one/p}
-    """))
+    """,
+        )
+    )
     with pytest.raises(ValueError, match="overrides differ"):
         plan_runs(differs, tmp_path / "out")
 
 
 def test_runner_skips_finished_resumes_and_retries_failed_runs(tmp_path, fake_train):
-    spec = load_study(write_spec(tmp_path, "s", """
+    spec = load_study(
+        write_spec(
+            tmp_path,
+            "s",
+            """
         title: S
         seeds: [0]
         baseline: good
         variants: {good: [roi=good, ap=0.4], bad: [roi=bad, crash_unless_resumed=1]}
-    """))
+    """,
+        )
+    )
     root = tmp_path / "out"
     states = run_study([spec], root=root, workers=2, train_script=fake_train)
     good, bad = root / "s" / "good" / "seed0", root / "s" / "bad" / "seed0"

@@ -35,6 +35,7 @@ def main(argv=None) -> int:
         choices=SCENES,
         default="standard",
         help="standard: rotated shapes, textured backgrounds, all sizes, occlusion; "
+        "intermediate: rotated shapes, faint texture, all sizes (small from ~20 px), some occlusion; "
         "simple: upright shapes on plain backgrounds, medium/large, little occlusion",
     )
     defaults = ", ".join(f"{k} {v[0]}" for k, v in SCENE_DEFAULTS.items())

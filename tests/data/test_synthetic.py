@@ -184,3 +184,38 @@ def test_unknown_scene_is_rejected(tmp_path):
 
     with pytest.raises(ValueError, match="scene must be one of"):
         make_synthetic(out=str(tmp_path), format="coco", num_images=1, scene="hard")
+
+
+def test_intermediate_scenes_keep_small_objects_without_tiny_ones_and_less_occlusion():
+    from maskrcnn.data.base import area_bucket
+    from maskrcnn.data.synthetic import SCENE_DEFAULTS
+
+    samples = generate_split(split="train", num_images=60, seed=3, scene="intermediate")
+    standard = generate_split(split="train", num_images=60, seed=3)
+    assert SCENE_DEFAULTS["intermediate"] == (4, 0.7)
+    assert all(1 <= len(s.labels) <= 4 for s in samples)
+    inside = [
+        m.sum()
+        for s in samples
+        for m, p, b in zip(s.masks, s.polygons, s.boxes)
+        if p is not None and b[0] > 0 and b[1] > 0 and b[2] < s.image.shape[1] and b[3] < s.image.shape[0]
+    ]
+    # Unoccluded objects inside the image keep their drawn area, 20^2 at least (standard: 14^2).
+    assert min(inside) >= 0.9 * 400
+    assert min(m.sum() for s in standard for m, p in zip(s.masks, s.polygons) if p is not None) < 400
+    buckets = [area_bucket(m.sum()) for s in samples for m in s.masks]
+    assert 0.15 < buckets.count("small") / len(buckets) < 0.45
+    # Rotated shapes, as in the standard scenes.
+    rect_fills = [
+        m.sum() / ((b[2] - b[0]) * (b[3] - b[1]))
+        for s in samples
+        for m, label, p, b in zip(s.masks, s.labels, s.polygons, s.boxes)
+        if label == 2 and p is not None
+    ]
+    assert np.min(rect_fills) < 0.75
+
+    # Fainter background texture than the standard scenes' (background pixels' spread per image).
+    def background_spread(s):
+        return s.image[s.masks.sum(axis=0) == 0].astype(np.float64).std(axis=0).mean()
+
+    assert np.median([background_spread(s) for s in samples]) < np.median([background_spread(s) for s in standard])

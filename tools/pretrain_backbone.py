@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Pre-train a ResNet trunk on crops of synthetic scenes, the RoI-layer studies' stand-in for
+"""Pre-train a ResNet trunk on synthetic scenes (segmentation, or crops), the RoI-layer studies' stand-in for
 ImageNet weights (docs/results.md). Logic: maskrcnn/pretraining/.
 
     python tools/pretrain_backbone.py --out datasets/pretrained/resnet18_synthetic.pth
     python tools/train.py ... model.backbone.norm=frozen_bn \
         model.backbone.weights=datasets/pretrained/resnet18_synthetic.pth
 
-Writes the state dict (torchvision's ResNet keys) and ``<out>.json`` (settings, held-out accuracy
+Writes the state dict (torchvision's ResNet keys) and ``<out>.json`` (settings, held-out score
 per epoch). The defaults are the studies' weights; same arguments, same file.
 """
 
@@ -20,7 +20,7 @@ import sys
 import torch
 
 from maskrcnn.data.synthetic import SCENES
-from maskrcnn.pretraining import PretrainConfig, pretrain_backbone
+from maskrcnn.pretraining import TASKS, PretrainConfig, pretrain_backbone
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="weights file to write (and <out>.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     for field in dataclasses.fields(PretrainConfig):
-        kwargs = {"choices": SCENES} if field.name == "scene" else {}
+        kwargs = {"choices": SCENES} if field.name == "scene" else {"choices": TASKS} if field.name == "task" else {}
         parser.add_argument(
             f"--{field.name.replace('_', '-')}",
             type=type(getattr(defaults, field.name)),
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: need --scenes >= 2, 0 < --holdout < 1 and --epochs >= 1", file=sys.stderr)
         return 2
     report = pretrain_backbone(config, args.out)
-    print(f"wrote {args.out}: held-out accuracy {report['holdout_accuracy']:.3f} in {report['seconds']:.0f} s")
+    print(
+        f"wrote {args.out}: held-out {report['holdout_metric']} {report['holdout_score']:.3f} in {report['seconds']:.0f} s"
+    )
     return 0
 
 

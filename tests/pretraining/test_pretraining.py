@@ -76,19 +76,22 @@ def test_crops_need_an_object():
         SyntheticCrops([empty])
 
 
-def test_pretrained_weights_load_as_imagenet_weights_into_the_detection_backbones(tmp_path):
+@pytest.mark.parametrize("task", ["crops", "segmentation"])
+def test_pretrained_weights_load_as_imagenet_weights_into_the_detection_backbones(tmp_path, task):
     from maskrcnn.modeling import ResNetC4
     from maskrcnn.modeling.box_head import Res5Head
 
     torch.set_num_threads(1)
     out = tmp_path / "r18.pth"
-    config = PretrainConfig(scenes=12, epochs=2, batch_size=8, crop_size=32, image_size=96, holdout=0.25)
+    config = PretrainConfig(task=task, scenes=12, epochs=2, batch_size=4, crop_size=32, image_size=96, holdout=0.25)
     report = pretrain_backbone(config, out)
     saved = torch.load(out, weights_only=True)
     assert saved["fc.weight"].shape == (BACKGROUND + 1, 512)
     written = json.loads((tmp_path / "r18.pth.json").read_text())
     assert written["config"]["scenes"] == 12 and len(written["history"]) == 2
-    assert 0.0 <= written["holdout_accuracy"] <= 1.0 and written == json.loads(json.dumps(report))
+    assert 0.0 <= written["holdout_score"] <= 1.0 and written == json.loads(json.dumps(report))
+    assert written["holdout_metric"] == ("accuracy" if task == "crops" else "mean IoU")
+    assert len(written["holdout_per_class"]) == BACKGROUND + 1
     backbone = ResNetC4(depth=18, norm="frozen_bn", freeze_at=1, weights=str(out))
     assert torch.equal(backbone.body.layer3[1].conv2.weight, saved["layer3.1.conv2.weight"])
     assert torch.equal(backbone.body.bn1.running_mean, saved["bn1.running_mean"])
@@ -98,3 +101,50 @@ def test_pretrained_weights_load_as_imagenet_weights_into_the_detection_backbone
     assert torch.equal(conv, saved["layer4.0.conv1.weight"])
     # The training moved the weights away from torchvision's initialisation.
     assert report["history"][0]["loss"] > 0
+
+
+def test_segmentation_labels_follow_the_visible_masks_and_flip_with_the_image():
+    from maskrcnn.pretraining.segmentation import SceneSegmentation
+
+    scene = _scene(box=(10, 20, 30, 60), label=3, size=(80, 50))
+    image, labels = SceneSegmentation([scene], flip=False)[0]
+    assert image.shape == (3, 80, 50) and labels.shape == (80, 50) and labels.dtype == torch.int64
+    expected = torch.zeros(80, 50, dtype=torch.int64)
+    expected[20:60, 10:30] = 3
+    assert torch.equal(labels, expected)
+    flipped = SceneSegmentation([scene], seed=0)
+    for epoch in range(8):  # some epoch flips: the labels move with the pixels
+        flipped.set_epoch(epoch)
+        image, labels = flipped[0]
+        red = torch.from_numpy(_pixels(image)[..., 0] > 200)
+        assert torch.equal(red, labels == 3)
+
+
+def test_padded_batches_ignore_the_padding_and_iou_counts_pixels():
+    from maskrcnn.pretraining.segmentation import collate_padded, confusion, iou_per_class
+
+    a = (torch.ones(3, 4, 6), torch.ones(4, 6, dtype=torch.int64))
+    b = (torch.ones(3, 6, 4), torch.full((6, 4), 2))
+    images, labels = collate_padded([a, b])
+    assert images.shape == (2, 3, 6, 6) and labels.shape == (2, 6, 6)
+    assert (labels[0, 4:] == -1).all() and (labels[1, :, 4:] == -1).all() and images[0, :, 4:].abs().sum() == 0
+    # Predict class 1 everywhere: image 0's 24 pixels right, image 1's 24 pixels (class 2) wrong.
+    logits = torch.zeros(2, 3, 6, 6)
+    logits[:, 1] = 1.0
+    matrix = confusion(logits, labels, 3)
+    assert matrix.tolist() == [[0, 0, 0], [0, 24, 0], [0, 24, 0]]
+    assert iou_per_class(matrix) == [0.0, 0.5, 0.0]
+
+
+def test_the_segmentation_net_predicts_every_pixel():
+    import torchvision
+
+    from maskrcnn.pretraining.segmentation import SegmentationNet
+
+    net = SegmentationNet(torchvision.models.resnet18(num_classes=4), num_classes=4)
+    assert net(torch.zeros(2, 3, 72, 100)).shape == (2, 4, 72, 100)
+
+
+def test_an_unknown_task_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="task must be one of"):
+        pretrain_backbone(PretrainConfig(task="detection"), tmp_path / "x.pth")

@@ -50,9 +50,9 @@ class PretrainConfig:
     image_size: int = 192
     crop_size: int = 64  # crops only
     holdout: float = 0.1
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 8
-    lr: float = 0.02
+    lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
     seed: int = 0

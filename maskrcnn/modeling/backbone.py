@@ -60,12 +60,17 @@ def load_imagenet_weights(model: nn.Module, weights: str, *, norm: str, depth: i
     or the path of a state dict (e.g. resnet50-0676ba61.pth)."""
     from .pretrained import imagenet_state_dict
 
-    if norm == "gn":
+    state = imagenet_state_dict(str(weights), depth=depth)
+    batch_norm = any(k.endswith("running_mean") for k in state)
+    if norm == "gn" and batch_norm:
         raise ValueError(
             "backbone.weights are ImageNet BatchNorm weights and cannot initialise a GroupNorm "
             "backbone; use backbone.norm=frozen_bn or bn, or weights=null"
         )
-    state = imagenet_state_dict(str(weights), depth=depth)
+    if norm != "gn" and not batch_norm:
+        raise ValueError(
+            f"backbone.weights {weights} are GroupNorm weights (no BatchNorm statistics); use backbone.norm=gn"
+        )
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

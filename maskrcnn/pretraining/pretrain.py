@@ -1,6 +1,6 @@
 """Pre-train a ResNet trunk on synthetic scenes and save it as torchvision ImageNet weights are
-saved, so that ``model.backbone.weights=<file>`` loads it (with ``backbone.norm=frozen_bn`` or
-``bn``, as for ImageNet weights).
+saved, so that ``model.backbone.weights=<file>`` loads it: GroupNorm weights (the default) with
+``backbone.norm=gn``, BatchNorm ones with ``frozen_bn`` or ``bn`` as ImageNet weights.
 
 Two tasks (``PretrainConfig.task``):
     segmentation: every pixel of a scene labelled background or its object's class
@@ -44,6 +44,7 @@ class PretrainConfig:
 
     task: str = "segmentation"
     depth: int = 18
+    norm: str = "gn"  # gn: GroupNorm(32), loads into backbone.norm=gn; bn: BatchNorm, into frozen_bn or bn
     scene: str = "intermediate"
     scenes: int = 2000
     scene_seed: int = 1000
@@ -52,7 +53,7 @@ class PretrainConfig:
     holdout: float = 0.1
     epochs: int = 6
     batch_size: int = 8
-    lr: float = 0.01
+    lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
     seed: int = 0
@@ -61,7 +62,10 @@ class PretrainConfig:
 def _build(config: PretrainConfig, train_scenes, test_scenes):
     """(model, trunk, train set, test set, collate) of the task."""
     classes = len(CLASS_NAMES) + 1
-    trunk = getattr(torchvision.models, f"resnet{config.depth}")(weights=None, num_classes=classes)
+    norm_layer = (lambda channels: nn.GroupNorm(32, channels)) if config.norm == "gn" else None
+    trunk = getattr(torchvision.models, f"resnet{config.depth}")(
+        weights=None, num_classes=classes, norm_layer=norm_layer
+    )
     if config.task == "crops":
         train_set = SyntheticCrops(train_scenes, size=config.crop_size, seed=config.seed)
         test_set = SyntheticCrops(test_scenes, size=config.crop_size, seed=config.seed + 1)
@@ -95,11 +99,13 @@ def _evaluate(model: nn.Module, loader: DataLoader, task: str) -> tuple[float, l
 
 
 def pretrain_backbone(config: PretrainConfig, out: str | Path) -> dict:
-    """Trains torchvision's ResNet-{depth} (BatchNorm) on the task, saves the ResNet's state dict
+    """Trains torchvision's ResNet-{depth} (GroupNorm or BatchNorm) on the task, saves the ResNet's state dict
     (torchvision's keys; its ``fc`` is dropped on loading as ImageNet's is) to ``out`` and the
     config and held-out scores to ``<out>.json``. Returns the JSON's content."""
     if config.task not in TASKS:
         raise ValueError(f"pre-training task must be one of {TASKS}, got {config.task!r}")
+    if config.norm not in ("gn", "bn"):
+        raise ValueError(f"pre-training norm must be gn or bn, got {config.norm!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)

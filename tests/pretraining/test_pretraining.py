@@ -77,13 +77,15 @@ def test_crops_need_an_object():
 
 
 @pytest.mark.parametrize("task", ["crops", "segmentation"])
-def test_pretrained_weights_load_as_imagenet_weights_into_the_detection_backbones(tmp_path, task):
+def test_batchnorm_weights_load_as_imagenet_weights_into_the_detection_backbones(tmp_path, task):
     from maskrcnn.modeling import ResNetC4
     from maskrcnn.modeling.box_head import Res5Head
 
     torch.set_num_threads(1)
     out = tmp_path / "r18.pth"
-    config = PretrainConfig(task=task, scenes=12, epochs=2, batch_size=4, crop_size=32, image_size=96, holdout=0.25)
+    config = PretrainConfig(
+        task=task, norm="bn", scenes=12, epochs=2, batch_size=4, crop_size=32, image_size=96, holdout=0.25
+    )
     report = pretrain_backbone(config, out)
     saved = torch.load(out, weights_only=True)
     assert saved["fc.weight"].shape == (BACKGROUND + 1, 512)
@@ -148,3 +150,18 @@ def test_the_segmentation_net_predicts_every_pixel():
 def test_an_unknown_task_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="task must be one of"):
         pretrain_backbone(PretrainConfig(task="detection"), tmp_path / "x.pth")
+
+
+def test_groupnorm_weights_load_into_groupnorm_backbones_only(tmp_path):
+    from maskrcnn.modeling import ResNetFPN
+
+    torch.set_num_threads(1)
+    out = tmp_path / "r18_gn.pth"
+    pretrain_backbone(PretrainConfig(scenes=8, epochs=1, batch_size=4, image_size=96, holdout=0.25), out)
+    saved = torch.load(out, weights_only=True)
+    assert not any(k.endswith("running_mean") for k in saved)
+    backbone = ResNetFPN(depth=18, norm="gn", freeze_at=0, weights=str(out), out_channels=64)
+    assert torch.equal(backbone.body.layer2[0].bn1.weight, saved["layer2.0.bn1.weight"])
+    assert torch.equal(backbone.body.layer4[1].conv2.weight, saved["layer4.1.conv2.weight"])
+    with pytest.raises(ValueError, match="GroupNorm weights .* use backbone.norm=gn"):
+        ResNetFPN(depth=18, norm="frozen_bn", weights=str(out))

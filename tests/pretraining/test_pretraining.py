@@ -81,7 +81,6 @@ def test_batchnorm_weights_load_as_imagenet_weights_into_the_detection_backbones
     from maskrcnn.modeling import ResNetC4
     from maskrcnn.modeling.box_head import Res5Head
 
-    torch.set_num_threads(1)
     out = tmp_path / "r18.pth"
     config = PretrainConfig(
         task=task, norm="bn", scenes=12, epochs=2, batch_size=4, crop_size=32, image_size=96, holdout=0.25
@@ -155,7 +154,6 @@ def test_an_unknown_task_is_rejected(tmp_path):
 def test_groupnorm_weights_load_into_groupnorm_backbones_only(tmp_path):
     from maskrcnn.modeling import ResNetFPN
 
-    torch.set_num_threads(1)
     out = tmp_path / "r18_gn.pth"
     pretrain_backbone(PretrainConfig(scenes=8, epochs=1, batch_size=4, image_size=96, holdout=0.25), out)
     saved = torch.load(out, weights_only=True)

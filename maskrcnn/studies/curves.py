@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .stats import TASK_NAMES, TASKS, metric_label, metric_value, pm, summarize
+from .stats import TASK_NAMES, TASKS, metric_label, metric_value, pm, save_figure, summarize
 
 if TYPE_CHECKING:
     from .report import RunRecord
@@ -165,10 +165,4 @@ def write_curves_chart(
             ax.set_ylabel("percent", fontsize=8)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, title="mean over seeds; band: min–max", title_fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

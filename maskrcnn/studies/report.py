@@ -20,7 +20,7 @@ from . import paper_table as paper
 from .curves import aggregate_curves, curves_markdown, write_curves_chart
 from .runner import read_run_info, run_state
 from .spec import PaperTableSpec
-from .stats import TASK_TITLES, TASKS, metric_label, metric_value, pm, summarize
+from .stats import TASK_TITLES, TASKS, metric_label, metric_value, pm, save_figure, summarize
 
 
 @dataclass
@@ -263,13 +263,7 @@ def write_chart(agg: dict, path: Path, *, title: str | None = None) -> Path:
         ax.set_ylabel("percent")
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def write_report(

@@ -4,6 +4,7 @@ their labels, mean ± sample std over seeds and its formatting."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 DASH = "–"
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -49,3 +50,16 @@ def pm(stats: dict | None, scale: float = 100.0, digits: int = 1, signed: bool =
     if stats["std"] is not None:
         text += f" ± {scale * stats['std']:.{digits}f}"
     return text
+
+
+def save_figure(fig, path: Path, title: str | None) -> Path:
+    """Titles, lays out, writes (creating the folder) and closes a report figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

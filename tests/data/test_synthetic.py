@@ -168,15 +168,19 @@ def test_simple_scenes_are_upright_uncluttered_and_medium_or_larger():
     assert np.mean([p is None for s in samples for p in s.polygons]) < 0.3
 
 
-def test_standard_scenes_rotate_the_shapes():
-    samples = generate_split(split="train", num_images=30, seed=2)
-    rect_fills = [
+def _unoccluded_rectangle_fills(samples):
+    """How much of its box each unoccluded rectangle fills: 1 upright, less when rotated."""
+    return [
         m.sum() / ((b[2] - b[0]) * (b[3] - b[1]))
         for s in samples
         for m, label, p, b in zip(s.masks, s.labels, s.polygons, s.boxes)
         if label == 2 and p is not None
     ]
-    assert np.min(rect_fills) < 0.75
+
+
+def test_standard_scenes_rotate_the_shapes():
+    samples = generate_split(split="train", num_images=30, seed=2)
+    assert np.min(_unoccluded_rectangle_fills(samples)) < 0.75
 
 
 def test_unknown_scene_is_rejected(tmp_path):
@@ -206,13 +210,7 @@ def test_intermediate_scenes_keep_small_objects_without_tiny_ones_and_less_occlu
     buckets = [area_bucket(m.sum()) for s in samples for m in s.masks]
     assert 0.15 < buckets.count("small") / len(buckets) < 0.45
     # Rotated shapes, as in the standard scenes.
-    rect_fills = [
-        m.sum() / ((b[2] - b[0]) * (b[3] - b[1]))
-        for s in samples
-        for m, label, p, b in zip(s.masks, s.labels, s.polygons, s.boxes)
-        if label == 2 and p is not None
-    ]
-    assert np.min(rect_fills) < 0.75
+    assert np.min(_unoccluded_rectangle_fills(samples)) < 0.75
 
     # Fainter background texture than the standard scenes' (background pixels' spread per image).
     def background_spread(s):

@@ -161,6 +161,12 @@ class Trainer:
             return self.last_eval
         self.check_output()
         logger.info(f"training from iteration {self.iteration} to {self.max_iter}")
+        if self.eval_period > 0 and 0 < self.iteration < self.max_iter and self.iteration % self.eval_period == 0:
+            # Resumed from the checkpoint saved just before a periodic evaluation, which the
+            # interruption may have cut off: evaluate again (same weights, same numbers), so that
+            # learning curves have every point. It leaves the random streams as they were.
+            logger.info(f"resumed at an evaluation iteration: evaluating at {self.iteration} first")
+            self.evaluate()
         self.model.train()
         data_iter = iter(self.train_loader)
         if self._resume_rng is not None:

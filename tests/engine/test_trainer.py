@@ -195,6 +195,47 @@ def test_resume_from_checkpoint_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0)
 
 
+def test_resume_at_an_evaluation_iteration_evaluates_again_and_continues_identically(tmp_path):
+    # The checkpoint of iteration 4 is saved just before the evaluation at 4, which an interruption
+    # may cut off: the resumed run evaluates at 4 first, then goes on exactly as the full run.
+    full_evals, resumed_evals = [], []
+    full = make_trainer(
+        tmp_path / "full",
+        max_iter=8,
+        checkpoint_period=4,
+        eval_period=4,
+        evaluate_fn=lambda it: full_evals.append(it) or {"bbox/AP": 0.1},
+    )
+    full.train()
+    source = tmp_path / "full" / "model_0000004.pt"
+    resumed = make_trainer(
+        tmp_path / "res",
+        max_iter=8,
+        seed=9,
+        checkpoint_period=4,
+        eval_period=4,
+        evaluate_fn=lambda it: resumed_evals.append(it) or {"bbox/AP": 0.1},
+    )
+    resumed.load_state_dict(Checkpointer.load(source))
+    resumed.train()
+    assert full_evals == [4, 8] and resumed_evals == [4, 8]
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0)
+    # Between evaluation iterations a resume does not evaluate first.
+    between = make_trainer(
+        tmp_path / "between",
+        max_iter=8,
+        checkpoint_period=2,
+        eval_period=4,
+        evaluate_fn=lambda it: resumed_evals.append(it) or {},
+    )
+    between.load_state_dict(Checkpointer.load(tmp_path / "full" / "model_0000004.pt"))
+    between.iteration = 6
+    resumed_evals.clear()
+    between.train()
+    assert resumed_evals == [8]
+
+
 def test_bad_options_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="trainer.amp"):
         make_trainer(tmp_path, amp="fp8")

@@ -239,21 +239,11 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def profile_config(
-    overrides: list[str],
-    *,
-    steps: int = 20,
-    warmup: int = 5,
-    ops: int = 0,
-    device: str | None = None,
-    clock: str = "wall",
-) -> dict:
-    """Builds the training run of ``configs/train.yaml`` with Hydra ``overrides`` (data, model,
-    solver as ``tools/train.py`` builds them, seeded by ``seed``) and profiles its steps.
-
-    ``ops > 0`` also records the timed steps with ``torch.profiler`` and adds the ``ops`` most
-    expensive operators by self CPU time (forward and backward) as ``report["ops_table"]``.
-    """
+def build_training_run(overrides: list[str], *, device: str | None = None):
+    """The training run of ``configs/train.yaml`` with Hydra ``overrides``, built as
+    ``tools/train.py`` builds it and seeded by ``seed``: ``(cfg, device, model, optimizer, loader)``.
+    The model is on ``device`` (default: the config's) and the loader is the infinite training
+    loader. Shared by :func:`profile_config` and ``tools/bench_step.py``."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -270,15 +260,34 @@ def profile_config(
     seed_all(cfg.seed)
     train_set = instantiate(cfg.dataset.train)
     model = instantiate(cfg.model).to(dev)
-    s = cfg.solver
-    optimizer = optimizer_from_config(model, s)
+    optimizer = optimizer_from_config(model, cfg.solver)
     loader = build_train_loader(
         train_set,
-        batch_size=s.ims_per_batch,
+        batch_size=cfg.solver.ims_per_batch,
         num_workers=cfg.trainer.num_workers,
         seed=cfg.seed,
         aspect_ratio_grouping=cfg.trainer.aspect_ratio_grouping,
     )
+    return cfg, dev, model, optimizer, loader
+
+
+def profile_config(
+    overrides: list[str],
+    *,
+    steps: int = 20,
+    warmup: int = 5,
+    ops: int = 0,
+    device: str | None = None,
+    clock: str = "wall",
+) -> dict:
+    """Builds the training run of ``configs/train.yaml`` with Hydra ``overrides``
+    (:func:`build_training_run`) and profiles its steps.
+
+    ``ops > 0`` also records the timed steps with ``torch.profiler`` and adds the ``ops`` most
+    expensive operators by self CPU time (forward and backward) as ``report["ops_table"]``.
+    """
+    cfg, dev, model, optimizer, loader = build_training_run(overrides, device=device)
+    s = cfg.solver
     batches = iter(loader)
     context = {
         "overrides": list(overrides),

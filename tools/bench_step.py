@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A CPU/GPU training step in three forms, interleaved in one process: as trained today
+"""A CPU training step in three forms, interleaved in one process: as trained today
 (``contiguous``), with the model in the channels_last memory format (``channels_last``), and with
 ``torch.compile`` of the backbone (``compile_backbone``), with ratios to the first.
 
@@ -26,25 +26,10 @@ import time
 
 import torch
 
+from maskrcnn.engine.user_errors import exit_on_user_error
+from maskrcnn.profiling import build_training_run
+
 FORMS = ("contiguous", "channels_last", "compile_backbone")
-
-
-def build(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from maskrcnn.data import build_train_loader
-    from maskrcnn.engine import validate_train_config
-    from maskrcnn.engine.config import REPO_ROOT
-    from maskrcnn.engine.launch import seed_all
-
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = validate_train_config(compose(config_name="train", overrides=[*overrides, "trainer.num_workers=0"]))
-    seed_all(cfg.seed)
-    loader = build_train_loader(
-        instantiate(cfg.dataset.train), batch_size=cfg.solver.ims_per_batch, num_workers=0, seed=cfg.seed
-    )
-    return cfg, instantiate(cfg.model), loader
 
 
 def make_form(model: torch.nn.Module, form: str) -> torch.nn.Module:
@@ -77,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     forms = args.forms.split(",")
     if not forms or any(f not in FORMS for f in forms) or forms[0] != "contiguous":
         parser.error(f"--forms must start with contiguous and name forms of {FORMS}")
-    _, base, loader = build(args.overrides)
-    batches = list(itertools.islice(iter(loader), args.warmup + args.batches))
+    # One process, no loader workers: every form steps through the same batches, built once.
+    with exit_on_user_error():  # a misspelled override or a missing dataset: one line, no traceback
+        _, _, base, _, loader = build_training_run([*args.overrides, "trainer.num_workers=0"], device="cpu")
+        batches = list(itertools.islice(iter(loader), args.warmup + args.batches))
     base.train()
     models = {f: make_form(base, f) for f in forms}
     optimizers = {f: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for f, m in models.items()}

@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from maskrcnn.engine.user_errors import exit_on_user_error
 from maskrcnn.profiling import format_report, profile_config
 
 
@@ -40,9 +41,10 @@ def main(argv=None) -> int:
     if args.steps <= 0 or args.warmup < 0:
         parser.error("--steps must be > 0 and --warmup >= 0")
 
-    report = profile_config(
-        args.overrides, steps=args.steps, warmup=args.warmup, ops=args.ops, device=args.device, clock=args.clock
-    )
+    with exit_on_user_error():  # a misspelled override or a missing dataset: one line, no traceback
+        report = profile_config(
+            args.overrides, steps=args.steps, warmup=args.warmup, ops=args.ops, device=args.device, clock=args.clock
+        )
     c = report["context"]
     print(
         f"training step of {' '.join(c['overrides'])}: {c['ims_per_batch']} images per step, "

@@ -6,6 +6,9 @@ tool wraps its work in :func:`exit_on_user_error`: such an error, raised by a ``
 of this framework's own code, is printed as ``error: <message>`` and the process exits with
 status 1. Anything else (raised inside torch, Hydra, pycocotools, or by a builtin our code
 called: a bug, not a mistake) keeps its traceback, as does everything with ``HYDRA_FULL_ERROR=1``.
+A tool that composes its config with ``hydra.compose`` (not ``@hydra.main``, which prints these
+itself) also gets Hydra's own composition errors (a misspelled key, config name or override) as
+one line.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ import re
 import sys
 from pathlib import Path
 
-from hydra.errors import InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 
 from ..distributed import is_main_process
 from .config import REPO_ROOT
@@ -26,6 +34,8 @@ from .config import REPO_ROOT
 _OWN_DIRS = (Path(__file__).resolve().parents[1], REPO_ROOT / "tools")
 USER_ERROR_TYPES = (ValueError, OSError, RuntimeError, FloatingPointError)
 _RAISE = dis.opmap["RAISE_VARARGS"]
+# What hydra.compose raises for a mistake in the overrides: its message names it.
+_COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 # torch re-raises a DataLoader worker's error with the worker's traceback in the message.
 _WORKER_TRACEBACK = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback")
 
@@ -54,6 +64,8 @@ def user_error_message(exc: BaseException) -> str | None:
     # hydra.utils.instantiate wraps what a dataset or model constructor raised.
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__
+    if isinstance(exc, _COMPOSITION_ERRORS):  # the search path Hydra appends is its internals
+        return _one_line(str(exc).split("Config search path:")[0]) or type(exc).__name__
     if not isinstance(exc, USER_ERROR_TYPES) or isinstance(exc, NotImplementedError):
         return None
     message = str(exc).strip()
@@ -65,7 +77,11 @@ def user_error_message(exc: BaseException) -> str | None:
         return last.split(": ", 1)[1] if ": " in last else last
     if not _raised_in_own_code(exc):
         return None
-    return " ".join(line.strip() for line in message.splitlines() if line.strip()) or type(exc).__name__
+    return _one_line(message) or type(exc).__name__
+
+
+def _one_line(message: str) -> str:
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 @contextlib.contextmanager

@@ -11,15 +11,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _train(tmp_path, *overrides):
+def _tool(tmp_path, tool, *args):
     run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "train.py"),
-            "experiment=demo",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            *overrides,
-        ],
+        [sys.executable, str(REPO / "tools" / tool), *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -27,6 +21,10 @@ def _train(tmp_path, *overrides):
         env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
     )
     return run.returncode, run.stdout + run.stderr
+
+
+def _train(tmp_path, *overrides):
+    return _tool(tmp_path, "train.py", "experiment=demo", f"hydra.run.dir={tmp_path / 'run'}", *overrides)
 
 
 @pytest.mark.parametrize(
@@ -64,39 +62,16 @@ def test_our_checks_print_one_error_line(tmp_path, override, expected):
 
 def test_eval_on_a_truncated_checkpoint_prints_one_error_line(tmp_path):
     (tmp_path / "model_final.pt").write_bytes(b"PK\x03\x04 cut short")
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tools" / "eval.py"),
-            f"checkpoint={tmp_path / 'model_final.pt'}",
-            "dataset=synthetic",
-            f"hydra.run.dir={tmp_path / 'eval'}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+    code, output = _tool(
+        tmp_path,
+        "eval.py",
+        f"checkpoint={tmp_path / 'model_final.pt'}",
+        "dataset=synthetic",
+        f"hydra.run.dir={tmp_path / 'eval'}",
     )
-    assert run.returncode == 1
-    assert (
-        run.stderr.strip()
-        .splitlines()[-1]
-        .startswith(f"error: checkpoint {tmp_path / 'model_final.pt'} cannot be read")
-    )
-    assert "Traceback" not in run.stdout + run.stderr
-
-
-def _tool(tmp_path, tool, *args):
-    run = subprocess.run(
-        [sys.executable, str(REPO / "tools" / tool), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-    )
-    return run.returncode, run.stdout + run.stderr
+    assert code == 1
+    assert output.strip().splitlines()[-1].startswith(f"error: checkpoint {tmp_path / 'model_final.pt'} cannot be read")
+    assert "Traceback" not in output
 
 
 def test_a_misspelled_experiment_stops_train_instead_of_training_the_defaults(tmp_path):

@@ -113,6 +113,7 @@ class EvalConfig(_RunGroups):
     vis_images: int = 4
     vis_score_threshold: float = 0.5
     seed: int = 42
+    class_agnostic: bool = False  # COCO scoring: also the class-agnostic APs (bbox/agnostic_AP ...)
 
 
 def _merge(schema_cls, cfg: DictConfig) -> DictConfig:
@@ -267,5 +268,11 @@ def validate_eval_config(cfg: DictConfig) -> DictConfig:
     _check_groups(merged, needs_model=merged.checkpoint is not None)
     _require(merged.split in merged.dataset, "split", f"the dataset config has no split {merged.split!r}")
     _require(merged.batch_size > 0, "batch_size", f"must be > 0, got {merged.batch_size}")
+    _require(
+        not merged.class_agnostic or merged.results is not None or merged.dataset.evaluator == "coco",
+        "class_agnostic",
+        f"class-agnostic scoring is COCO scoring; dataset {merged.dataset.name} has evaluator "
+        f"{merged.dataset.evaluator} (drop class_agnostic=true, or use a COCO-format dataset)",
+    )
     resolve_data_root(merged)
     return merged

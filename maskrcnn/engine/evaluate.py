@@ -35,7 +35,7 @@ def score_results(cfg: DictConfig) -> dict:
             f"results=PATH scores COCO-format results against a COCO annotation file, but "
             f"dataset.{cfg.split} ({cfg.dataset.name}) has no annotation_file"
         )
-    return score_coco_results(split_cfg.annotation_file, cfg.results)
+    return score_coco_results(split_cfg.annotation_file, cfg.results, class_agnostic=cfg.class_agnostic)
 
 
 def with_run_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, dict, dict]:
@@ -85,6 +85,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path, state: dict, meta: di
         num_workers=cfg.num_workers,
         device=device,
         amp=cfg.amp.name,
+        class_agnostic=cfg.class_agnostic,
     )
     n = min(cfg.vis_images, len(dataset))
     if is_main_process() and n > 0:

@@ -105,7 +105,9 @@ class COCOEvaluator:
     by :meth:`per_category_table`.
 
     Only the processed images are evaluated (so an evaluation on part of a dataset is fair); a
-    processed image with no detection counts its ground truth as missed.
+    processed image with no detection counts its ground truth as missed. With ``class_agnostic``
+    the same detections are also scored ignoring the classes: ``bbox/agnostic_AP`` ... (see
+    :mod:`maskrcnn.evaluation.coco_scoring`).
 
     Note: like every COCOeval user (torchvision, detectron2), segm evaluation converts the ground
     truth's polygons to RLE in place in ``coco_gt`` (``COCO.annToMask`` reads either).
@@ -121,12 +123,14 @@ class COCOEvaluator:
         coco_gt: COCO,
         label_to_category_id: Mapping[int, int],
         iou_types: Sequence[str] | None = None,
+        class_agnostic: bool = False,
     ):
         """
         Args:
             coco_gt: ground truth of the whole split, crowd regions included.
             label_to_category_id: model label (1..K) -> COCO category id.
             iou_types: subset of ("bbox", "segm"); None = bbox, plus segm when the outputs have masks.
+            class_agnostic: also report the class-agnostic numbers ``{iou_type}/agnostic_AP`` ...
         """
         if iou_types is not None:
             unknown = set(iou_types) - set(IOU_TYPES)
@@ -140,6 +144,7 @@ class COCOEvaluator:
         self.coco_gt = coco_gt
         self.label_to_category_id = {int(k): int(v) for k, v in label_to_category_id.items()}
         self.iou_types = tuple(iou_types) if iou_types is not None else None
+        self.class_agnostic = bool(class_agnostic)
         self.per_category: dict[str, dict[str, float]] = {}
         self.summaries: dict[str, str] = {}
         self.reset()
@@ -219,6 +224,13 @@ class COCOEvaluator:
             metrics.update({f"{iou_type}/AP-{name}": ap for name, ap in per_category.items()})
             self.per_category[iou_type] = per_category
             self.summaries[iou_type] = summary
+            if self.class_agnostic:
+                values, _, summary = coco_metrics(
+                    self.coco_gt, results, iou_type, img_ids=predictions.keys(), class_agnostic=True
+                )
+                logger.info("class-agnostic COCO %s evaluation:\n%s", iou_type, summary)
+                metrics.update(values)
+                self.summaries[f"{iou_type}/agnostic"] = summary
         return metrics
 
     def per_category_table(self) -> str:

@@ -10,6 +10,11 @@ Conventions
 - Names: ``{iou_type}/{AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}`` and
   per category ``{iou_type}/AP-{category name}`` (AP at IoU .50:.95, area all, 100 detections;
   only categories with ground truth among the evaluated images).
+- Class-agnostic scoring (``class_agnostic=True``, COCOeval's ``useCats=0``) matches a detection
+  to any object whatever the two labels: its numbers are named ``{iou_type}/agnostic_{AP, ...}``.
+  Beside the class-aware ones they separate finding and outlining objects from telling their
+  classes apart. A model that puts one object in several classes gets its duplicates counted as
+  false positives there.
 - segm is scored from results without their ``bbox`` key (as torchvision and detectron2 do), so
   that ``COCO.loadRes`` takes a detection's area from its mask, not from its box: the area decides
   which of small / medium / large the detection falls in.
@@ -73,6 +78,7 @@ def coco_metrics(
     iou_type: str,
     *,
     img_ids: Iterable[int] | None = None,
+    class_agnostic: bool = False,
 ) -> tuple[dict[str, float], dict[str, float], str]:
     """Run COCOeval for one IoU type.
 
@@ -84,6 +90,8 @@ def coco_metrics(
         iou_type: "bbox" or "segm".
         img_ids: images to evaluate; None means every image of ``coco_gt`` (COCOeval's default).
             An evaluated image without detections counts its ground truth as missed.
+        class_agnostic: ignore the categories (COCOeval's ``useCats=0``): the numbers are named
+            ``{iou_type}/agnostic_AP`` ... and there is no per-category AP.
 
     Returns:
         (metrics, per_category, summary): the 12 standard numbers named ``{iou_type}/AP`` ...,
@@ -93,10 +101,15 @@ def coco_metrics(
     coco_eval = COCOeval(coco_gt, coco_dt, iouType=iou_type)
     if img_ids is not None:
         coco_eval.params.imgIds = sorted(img_ids)
+    if class_agnostic:
+        coco_eval.params.useCats = 0
     _, out1 = _quiet(coco_eval.evaluate)
     _, out2 = _quiet(coco_eval.accumulate)
     _, summary = _quiet(coco_eval.summarize)
-    metrics = {f"{iou_type}/{name}": float(value) for name, value in zip(COCO_METRIC_NAMES, coco_eval.stats)}
+    prefix = f"{iou_type}/agnostic_" if class_agnostic else f"{iou_type}/"
+    metrics = {f"{prefix}{name}": float(value) for name, value in zip(COCO_METRIC_NAMES, coco_eval.stats)}
+    if class_agnostic:
+        return metrics, {}, summary
 
     # precision: (iou thresholds, recall points, categories, area ranges, max dets); -1 = no ground truth
     precision = coco_eval.eval["precision"]

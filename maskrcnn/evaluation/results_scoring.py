@@ -97,6 +97,7 @@ def score_coco_results(
     results_json: str | PathLike,
     *,
     iou_types: tuple[str, ...] | None = None,
+    class_agnostic: bool = False,
 ) -> dict[str, float]:
     """COCO metrics of a results file against a ground-truth file, exactly as COCOeval computes them.
 
@@ -108,6 +109,7 @@ def score_coco_results(
         results_json: COCO results file (a JSON list; see :func:`read_results`).
         iou_types: default: "bbox" when every result has a bbox, plus "segm" when every result
             has a segmentation. An empty results list scores both (all APs 0).
+        class_agnostic: also score ignoring the classes (``{iou_type}/agnostic_AP`` ...).
 
     Returns:
         ``{iou_type}/{AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl}`` as
@@ -129,4 +131,8 @@ def score_coco_results(
         logger.info("COCO %s scoring of %s:\n%s", iou_type, results_json, summary)
         metrics.update(values)
         metrics.update({f"{iou_type}/AP-{name}": ap for name, ap in per_category.items()})
+        if class_agnostic:
+            values, _, summary = coco_metrics(coco_gt, results, iou_type, class_agnostic=True)
+            logger.info("class-agnostic COCO %s scoring of %s:\n%s", iou_type, results_json, summary)
+            metrics.update(values)
     return metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -273,7 +274,12 @@ class Trainer:
                     f"the step and lowered the loss scale to {self.scaler.get_scale():g}"
                 )
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # The schedule follows the iteration, also past a skipped step (a non-finite loss, or fp16
+            # gradients that overflowed, as at fp16's first step): torch's warning that the
+            # scheduler stepped before the optimizer is then expected, not a mistake.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()
         self.iteration += 1
 
         scalars = {k: v for k, v in values.items() if k not in bad}

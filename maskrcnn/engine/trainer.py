@@ -243,6 +243,7 @@ class Trainer:
         values = {k: float(v) for k, v in reduced.items()}
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         step_index = self.iteration + 1  # 1-based, as printed in the progress line
+        amp_skipped = False
         if bad:
             names = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
             if self.nonfinite == "stop":
@@ -266,7 +267,8 @@ class Trainer:
             self.scaler.update()
             # update() lowers the scale exactly when it found inf/NaN gradients (the same on every
             # rank: DDP has already averaged them).
-            if self.scaler.is_enabled() and self.scaler.get_scale() < scale:
+            amp_skipped = self.scaler.is_enabled() and self.scaler.get_scale() < scale
+            if amp_skipped:
                 self.amp_skipped_steps += 1
                 values.pop("grad_norm", None)  # the norm of overflowed gradients means nothing
                 logger.info(
@@ -274,11 +276,15 @@ class Trainer:
                     f"the step and lowered the loss scale to {self.scaler.get_scale():g}"
                 )
         lr = self.optimizer.param_groups[0]["lr"]
-        with warnings.catch_warnings():
+        if bad or amp_skipped:
             # The schedule follows the iteration, also past a skipped step (a non-finite loss, or fp16
             # gradients that overflowed, as at fp16's first step): torch's warning that the
-            # scheduler stepped before the optimizer is then expected, not a mistake.
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            # scheduler stepped before the optimizer is then expected, not a mistake. (Only here:
+            # catch_warnings makes once-per-place warnings show again.)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                self.scheduler.step()
+        else:
             self.scheduler.step()
         self.iteration += 1
 

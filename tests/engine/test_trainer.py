@@ -120,6 +120,20 @@ def test_nonfinite_loss_skip_leaves_weights_untouched(tmp_path):
         assert torch.equal(v, after_two[k]), k
 
 
+def test_a_skipped_first_step_advances_the_schedule_without_torch_warning(tmp_path):
+    trainer = make_trainer(tmp_path, nan_at=1, nonfinite="skip", max_iter=2)
+    lrs = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+            trainer.max_iter = len(lrs)
+            trainer.train()
+    assert trainer.iteration == 2 and trainer.skipped_steps == 1
+    assert lrs[1] != lrs[0]  # the schedule moved on past the skipped step
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+
+
 def _first_step_size(trainer):
     before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
     lr = trainer.optimizer.param_groups[0]["lr"]

@@ -154,11 +154,18 @@ class Trainer:
         the iteration in progress: every rank stops after the same one, rank 0 saves its checkpoint
         (the periodic kind) and :class:`TrainingStopped` is raised on every rank (see
         :mod:`maskrcnn.engine.stop_signals`). A run resumed at ``max_iter`` from such a checkpoint
-        writes the final one and evaluates, as an uninterrupted run does.
+        writes the final one and evaluates, as an uninterrupted run does; a run resumed from its
+        final checkpoint trains nothing and evaluates the final weights again.
         """
         finished = broadcast_object(self.checkpointer.final_path.is_file())
         if self.iteration >= self.max_iter and finished:
             logger.info(f"nothing to train: iteration {self.iteration} >= max_iter {self.max_iter}")
+            if self.evaluate_fn is not None:
+                # The final checkpoint is written before the final evaluation, which an
+                # interruption may have cut off: evaluate the final weights again (same numbers),
+                # so that a resumed finished run always ends with its final metrics.
+                logger.info(f"evaluating the final weights (iteration {self.iteration})")
+                self.evaluate()
             return self.last_eval
         self.check_output()
         logger.info(f"training from iteration {self.iteration} to {self.max_iter}")

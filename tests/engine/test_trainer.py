@@ -256,6 +256,27 @@ def test_resume_at_an_evaluation_iteration_evaluates_again_and_continues_identic
     assert resumed_evals == [8]
 
 
+def test_resume_of_a_finished_run_evaluates_the_final_weights_again(tmp_path):
+    # The final checkpoint is written before the final evaluation; a run stopped between the two
+    # must not end without final metrics when it is resumed.
+    full = make_trainer(tmp_path / "full", max_iter=4, evaluate_fn=lambda it: {"bbox/AP": 0.5})
+    assert full.train() == {"bbox/AP": 0.5}
+    full.metrics.close()
+    evals = []
+    resumed = make_trainer(
+        tmp_path / "full", max_iter=4, seed=7, evaluate_fn=lambda it: evals.append(it) or {"bbox/AP": 0.5}
+    )
+    resumed.load_state_dict(Checkpointer.load(tmp_path / "full" / "model_final.pt"))
+    before = {k: v.clone() for k, v in resumed.model.state_dict().items()}
+    assert resumed.train() == {"bbox/AP": 0.5}
+    assert evals == [4]
+    for k, v in resumed.model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)  # nothing trained
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0)
+    resumed.metrics.close()
+
+
 def test_bad_options_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="trainer.amp"):
         make_trainer(tmp_path, amp="fp8")

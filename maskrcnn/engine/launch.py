@@ -115,7 +115,7 @@ def evaluate_dataset(
     """COCO or VOC metrics (``evaluator``: ``dataset.evaluator``) of ``model`` on ``dataset``, its
     images sharded across ranks; the per-category table goes to the log. Every rank gets the metrics.
     ``class_agnostic`` (COCO only) adds the class-agnostic numbers ``bbox/agnostic_AP`` ..."""
-    scorer = build_evaluator(dataset, evaluator, **({"class_agnostic": True} if class_agnostic else {}))
+    scorer = build_evaluator(dataset, evaluator, class_agnostic=class_agnostic)
     loader = build_test_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     results = inference_on_dataset(model, loader, scorer, device=device, amp=amp)
     if is_main_process() and hasattr(scorer, "per_category_table"):

@@ -10,7 +10,7 @@ import pycocotools.mask as mask_util
 import torch
 from pycocotools.coco import COCO
 
-from .coco_scoring import IOU_TYPES, coco_metrics
+from .coco_scoring import IOU_TYPES, score_iou_type
 from .gather import predictions_to_score
 from .table import format_per_category_table
 
@@ -218,19 +218,15 @@ class COCOEvaluator:
         self.per_category = {}
         self.summaries = {}
         for iou_type in iou_types:
-            values, per_category, summary = coco_metrics(self.coco_gt, results, iou_type, img_ids=predictions.keys())
-            logger.info("COCO %s evaluation on %d images:\n%s", iou_type, len(predictions), summary)
-            metrics.update(values)
-            metrics.update({f"{iou_type}/AP-{name}": ap for name, ap in per_category.items()})
-            self.per_category[iou_type] = per_category
-            self.summaries[iou_type] = summary
+            values, per_category, summaries = score_iou_type(
+                self.coco_gt, results, iou_type, img_ids=predictions.keys(), class_agnostic=self.class_agnostic
+            )
+            logger.info("COCO %s evaluation on %d images:\n%s", iou_type, len(predictions), summaries[iou_type])
             if self.class_agnostic:
-                values, _, summary = coco_metrics(
-                    self.coco_gt, results, iou_type, img_ids=predictions.keys(), class_agnostic=True
-                )
-                logger.info("class-agnostic COCO %s evaluation:\n%s", iou_type, summary)
-                metrics.update(values)
-                self.summaries[f"{iou_type}/agnostic"] = summary
+                logger.info("class-agnostic COCO %s evaluation:\n%s", iou_type, summaries[f"{iou_type}/agnostic"])
+            metrics.update(values)
+            self.per_category[iou_type] = per_category
+            self.summaries.update(summaries)
         return metrics
 
     def per_category_table(self) -> str:

@@ -120,3 +120,30 @@ def coco_metrics(
         if p.size:
             per_category[coco_gt.cats[category_id]["name"]] = float(np.mean(p))
     return metrics, per_category, summary
+
+
+def score_iou_type(
+    coco_gt: COCO,
+    results: Sequence[dict],
+    iou_type: str,
+    *,
+    img_ids: Iterable[int] | None = None,
+    class_agnostic: bool = False,
+) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """Every number of one IoU type, as both scorers report it: :func:`coco_metrics`' standard
+    numbers, the per-category APs as ``{iou_type}/AP-{name}`` and, with ``class_agnostic``, the
+    class-agnostic numbers too.
+
+    Returns:
+        (metrics, per_category, summaries): the flat metric dict, ``{category name: AP}`` and
+        COCOeval's printed summaries keyed ``iou_type`` (and ``{iou_type}/agnostic``).
+    """
+    metrics, per_category, summary = coco_metrics(coco_gt, results, iou_type, img_ids=img_ids)
+    metrics.update({f"{iou_type}/AP-{name}": ap for name, ap in per_category.items()})
+    summaries = {iou_type: summary}
+    if class_agnostic:
+        agnostic, _, summaries[f"{iou_type}/agnostic"] = coco_metrics(
+            coco_gt, results, iou_type, img_ids=img_ids, class_agnostic=True
+        )
+        metrics.update(agnostic)
+    return metrics, per_category, summaries

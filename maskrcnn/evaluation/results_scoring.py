@@ -12,7 +12,7 @@ from pathlib import Path
 import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 
-from .coco_scoring import COCO_METRIC_NAMES, coco_metrics  # noqa: F401  (names documented here)
+from .coco_scoring import COCO_METRIC_NAMES, coco_metrics, score_iou_type  # noqa: F401  (names documented here)
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +127,11 @@ def score_coco_results(
         key = "bbox" if iou_type == "bbox" else "segmentation"
         if not all(key in r for r in results):
             raise ValueError(f"{results_json}: {iou_type} scoring needs '{key}' in every result")
-        values, per_category, summary = coco_metrics(coco_gt, results, iou_type)
-        logger.info("COCO %s scoring of %s:\n%s", iou_type, results_json, summary)
-        metrics.update(values)
-        metrics.update({f"{iou_type}/AP-{name}": ap for name, ap in per_category.items()})
+        values, _, summaries = score_iou_type(coco_gt, results, iou_type, class_agnostic=class_agnostic)
+        logger.info("COCO %s scoring of %s:\n%s", iou_type, results_json, summaries[iou_type])
         if class_agnostic:
-            values, _, summary = coco_metrics(coco_gt, results, iou_type, class_agnostic=True)
-            logger.info("class-agnostic COCO %s scoring of %s:\n%s", iou_type, results_json, summary)
-            metrics.update(values)
+            logger.info(
+                "class-agnostic COCO %s scoring of %s:\n%s", iou_type, results_json, summaries[f"{iou_type}/agnostic"]
+            )
+        metrics.update(values)
     return metrics

@@ -42,6 +42,11 @@ def test_without_the_option_there_are_no_agnostic_numbers(tiny_coco_dataset):
     assert not any("agnostic" in name for name in evaluator.evaluate())
 
 
+def test_the_voc_evaluator_refuses_class_agnostic_scoring():
+    with pytest.raises(ValueError, match="class-agnostic scoring is COCO scoring"):
+        build_evaluator(object(), "voc", class_agnostic=True)
+
+
 def _one_category(coco_gt, results):
     """The oracle's input: the ground truth and results with every category id replaced by 1."""
     dataset = copy.deepcopy(coco_gt.dataset)

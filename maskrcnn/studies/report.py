@@ -56,6 +56,7 @@ def collect_runs(
         label = (labels or {}).get(directory) or info.get("variant") or roi.get("name") or directory.name
         seed = cfg.get("seed", info.get("seed", (seeds or {}).get(directory)))
         state = run_state(directory)
+        complete = all("cpu_s" in attempt for attempt in info.get("attempts", []))
         metrics = None
         if state == "finished":
             metrics = json.loads((directory / "metrics.json").read_text())
@@ -67,8 +68,9 @@ def collect_runs(
                 state=state,
                 metrics=metrics,
                 roi=roi,
-                cpu_s=info.get("cpu_s"),
-                wall_s=info.get("wall_s"),
+                # A run with an attempt cut off (no times recorded) has an unknown cost.
+                cpu_s=info.get("cpu_s") if complete else None,
+                wall_s=info.get("wall_s") if complete else None,
             )
         )
     return records
@@ -191,6 +193,12 @@ def aggregate(records: list[RunRecord], *, baseline: str | None = None, variants
     return out
 
 
+def _cost(entry: dict) -> str:
+    cost = entry["cpu_min/run"]
+    text = pm(cost, 1, 1)
+    return text if cost["n"] in (0, entry["n"]) else f"{text} (n={cost['n']})"
+
+
 def to_markdown(agg: dict, *, title: str | None = None) -> str:
     lines = [f"### {title}", ""] if title else []
     variants = agg["variants"]
@@ -204,8 +212,16 @@ def to_markdown(agg: dict, *, title: str | None = None) -> str:
         seeds = ",".join(str(s) for s in e["seeds"])
         lines.append(
             f"| `{label}` | {d['op']} | {d['bilinear']} | {d['agg.']} | {d['aligned']} | {d['samples']} "
-            f"| {e['n']} ({seeds}) | {pm(e['time/iter'], 1, 3)} | {pm(e['cpu_min/run'], 1, 1)} |"
+            f"| {e['n']} ({seeds}) | {pm(e['time/iter'], 1, 3)} | {_cost(e)} |"
         )
+    untimed = sum(e["n"] - e["cpu_min/run"]["n"] for e in variants.values())
+    if untimed:
+        lines += [
+            "",
+            f"CPU min/run is over the runs whose every attempt was timed (n=k where fewer than the "
+            f"variant's runs); {untimed} finished run(s) had an attempt cut off with the runner, "
+            f"whose CPU time is unknown.",
+        ]
     for task in agg["tasks"]:
         keys, _, delta_keys = TASKS[task]
         head = [metric_label(k) for k in keys]

@@ -1,7 +1,8 @@
 """The resumable study runner: one ``tools/train.py`` process per (variant, seed), run folders kept.
 
 Layout: ``<root>/<study>/<variant>/seed<k>/`` is the Hydra run directory of one run (checkpoints,
-logs, ``metrics.json``) plus ``run_info.json`` (command, attempts, wall and CPU seconds) and
+logs, ``metrics.json``) plus ``run_info.json`` (command, attempts, wall and CPU seconds; an
+attempt cut off with the runner has no times, and ``cut_off_attempts`` counts them) and
 ``train.out`` (the process output). Running a study again skips finished runs (a ``metrics.json``
 of the last iteration), resumes unfinished ones from their newest checkpoint and retries failed
 ones. A lock file per run lets several runner processes share one study without running a run
@@ -175,6 +176,10 @@ def execute(run: PlannedRun, *, threads: int, python: str = sys.executable, trai
         "command": command,
         "resumed": bool(checkpoints),
     }
+    # Recorded before it runs: an attempt cut off with the runner (a session's end, a kill) stays
+    # in the record without times, so a run's cost is never summed from part of its attempts.
+    info["attempts"].append(attempt)
+    _write_run_info(directory, info)
     start = time.perf_counter()
     with open(directory / "train.out", "a") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
@@ -186,11 +191,19 @@ def execute(run: PlannedRun, *, threads: int, python: str = sys.executable, trai
         cpu_s=round(usage.ru_utime + usage.ru_stime, 2),
         returncode=process.returncode,
     )
-    info["attempts"].append(attempt)
-    info["wall_s"] = round(sum(a["wall_s"] for a in info["attempts"]), 2)
-    info["cpu_s"] = round(sum(a["cpu_s"] for a in info["attempts"]), 2)
-    (directory / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    timed = [a for a in info["attempts"] if "cpu_s" in a]
+    info["wall_s"] = round(sum(a["wall_s"] for a in timed), 2)
+    info["cpu_s"] = round(sum(a["cpu_s"] for a in timed), 2)
+    info["cut_off_attempts"] = len(info["attempts"]) - len(timed)
+    _write_run_info(directory, info)
     return run_state(directory)
+
+
+def _write_run_info(directory: Path, info: dict) -> None:
+    path = directory / "run_info.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(info, indent=2) + "\n")
+    temporary.replace(path)  # never a half-written record
 
 
 def run_study(

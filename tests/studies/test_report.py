@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from maskrcnn.studies import aggregate, collect_runs, write_report
+from maskrcnn.studies.report import to_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 ROI = {
@@ -106,6 +107,28 @@ def test_mean_std_n_and_paired_delta(study):
     assert pool["cpu_min/run"]["mean"] == pytest.approx(6.0) and pool["time/iter"]["mean"] == pytest.approx(0.4)
     missing = {(m["variant"], m["seed"]): m["state"] for m in agg["not_finished"]}
     assert missing == {("roi_align_max", 1): "failed", ("roi_align_max", 2): "unfinished"}
+
+
+def test_a_run_with_a_cut_off_attempt_has_an_unknown_cost(tmp_path):
+    # The runner was stopped during seed 1's first attempt (no times recorded); its second
+    # attempt's CPU time alone would understate the run's cost.
+    timed = {"attempts": [{"returncode": 0, "cpu_s": 600.0, "wall_s": 700.0}], "cpu_s": 600.0, "wall_s": 700.0}
+    cut = {
+        "attempts": [{"started": "x"}, {"returncode": 0, "cpu_s": 60.0, "wall_s": 70.0}],
+        "cpu_s": 60.0,
+        "wall_s": 70.0,
+    }
+    runs = [
+        make_run(tmp_path / "p" / "seed0", "roi_pool", 0, coco(0.3, 0.3), info={"variant": "p", **timed}),
+        make_run(tmp_path / "p" / "seed1", "roi_pool", 1, coco(0.3, 0.3), info={"variant": "p", **cut}),
+    ]
+    records = collect_runs(runs)
+    assert [r.cpu_s for r in records] == [600.0, None]
+    agg = aggregate(records)
+    cost = agg["variants"]["p"]["cpu_min/run"]
+    assert agg["variants"]["p"]["n"] == 2 and cost["n"] == 1 and cost["mean"] == pytest.approx(10.0)
+    table = to_markdown(agg)
+    assert "| 10.0 (n=1) |" in table and "1 finished run(s) had an attempt cut off" in table
 
 
 def test_markdown_json_and_chart(study, tmp_path):

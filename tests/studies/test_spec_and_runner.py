@@ -28,6 +28,7 @@ FAKE_TRAIN = textwrap.dedent("""
     with open(run / "calls.txt", "a") as f:
         f.write(" ".join(sys.argv[1:]) + "\\n")
     (run / "model_0000002.pt").write_bytes(b"ckpt")
+    (run / "info_while_running.json").write_text((run / "run_info.json").read_text())
     if args.get("crash_unless_resumed") == "1" and args.get("resume") != "true":
         sys.exit(1)
     sum(i * i for i in range(200000))  # some CPU time
@@ -163,7 +164,12 @@ def test_runner_skips_finished_resumes_and_retries_failed_runs(tmp_path, fake_tr
     calls = (bad / "calls.txt").read_text().splitlines()
     assert len(calls) == 2 and "resume=true" not in calls[0] and calls[1].endswith("resume=true")
     assert [a["returncode"] for a in read_run_info(bad)["attempts"]] == [1, 0]
+    assert read_run_info(bad)["cut_off_attempts"] == 0
     assert not list(root.rglob(".study.lock"))
+    # The attempt is on record while it runs (no return code, no times yet): a runner stopped
+    # mid-attempt leaves it there, and the run's cost is then known to be incomplete.
+    during = json.loads((bad / "info_while_running.json").read_text())["attempts"]
+    assert len(during) == 2 and during[-1]["resumed"] and "returncode" not in during[-1] and "cpu_s" not in during[-1]
 
 
 def test_unfinished_run_resumes_from_its_checkpoint(tmp_path, fake_train):

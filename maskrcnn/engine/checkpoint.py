@@ -69,7 +69,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` as :func:`_atomic_write` does: never a half-written file."""
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
@@ -93,7 +94,7 @@ def write_checksum(path: str | os.PathLike) -> Path:
     """Write ``<path>.sha256`` (``sha256sum -c`` reads it) for the file as it is now."""
     path = Path(path)
     target = checksum_path(path)
-    _atomic_write_text(f"{file_sha256(path)}  {path.name}\n", target)
+    atomic_write_text(f"{file_sha256(path)}  {path.name}\n", target)
     return target
 
 

@@ -2,7 +2,7 @@
 
 Layout: ``<root>/<study>/<variant>/seed<k>/`` is the Hydra run directory of one run (checkpoints,
 logs, ``metrics.json``) plus ``run_info.json`` (command, attempts, wall and CPU seconds; an
-attempt cut off with the runner has no times, and ``cut_off_attempts`` counts them) and
+attempt cut off with the runner has no times) and
 ``train.out`` (the process output). Running a study again skips finished runs (a ``metrics.json``
 of the last iteration), resumes unfinished ones from their newest checkpoint and retries failed
 ones. A lock file per run lets several runner processes share one study without running a run
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..engine.checkpoint import atomic_write_text
 from ..engine.config import REPO_ROOT
 from .spec import StudySpec, load_study
 
@@ -179,7 +180,7 @@ def execute(run: PlannedRun, *, threads: int, python: str = sys.executable, trai
     # Recorded before it runs: an attempt cut off with the runner (a session's end, a kill) stays
     # in the record without times, so a run's cost is never summed from part of its attempts.
     info["attempts"].append(attempt)
-    _write_run_info(directory, info)
+    atomic_write_text(json.dumps(info, indent=2) + "\n", directory / "run_info.json")
     start = time.perf_counter()
     with open(directory / "train.out", "a") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
@@ -194,16 +195,8 @@ def execute(run: PlannedRun, *, threads: int, python: str = sys.executable, trai
     timed = [a for a in info["attempts"] if "cpu_s" in a]
     info["wall_s"] = round(sum(a["wall_s"] for a in timed), 2)
     info["cpu_s"] = round(sum(a["cpu_s"] for a in timed), 2)
-    info["cut_off_attempts"] = len(info["attempts"]) - len(timed)
-    _write_run_info(directory, info)
+    atomic_write_text(json.dumps(info, indent=2) + "\n", directory / "run_info.json")
     return run_state(directory)
-
-
-def _write_run_info(directory: Path, info: dict) -> None:
-    path = directory / "run_info.json"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(info, indent=2) + "\n")
-    temporary.replace(path)  # never a half-written record
 
 
 def run_study(
